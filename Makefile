@@ -1,0 +1,36 @@
+# Two commands for a newcomer: `make train` and `make test`. Both create .venv if it is
+# missing and install the project (pinned in pyproject.toml) before running.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install train test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: install
+	$(BIN)/python train.py $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m ser.bench --out bench.json
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf outputs multirun .pytest_cache

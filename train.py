@@ -1,0 +1,19 @@
+"""Cross-validate a speech emotion recognition model: `python train.py dataset=... model=...`."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from ser.cli import run_cli
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from ser.training import train
+
+    return run_cli(train, cfg)
+
+
+if __name__ == "__main__":
+    main()
