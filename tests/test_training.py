@@ -1,0 +1,124 @@
+"""End to end: train(cfg) on tiny generated data, and what results.json and W&B hold."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ser.results import read_json
+from ser.training import ConfigError, build_datamodule, train
+from tests.conftest import ROOT
+from tests.wandb_records import offline_runs
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
+    from tests.conftest import TINY, compose_config
+    from omegaconf import open_dict
+
+    output = tmp_path_factory.mktemp("e2e") / "run"
+    cfg = compose_config(TINY + ["logger=wandb"])
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(data_dir)
+        cfg.paths.output_dir = str(output)
+    mean_uar = train(cfg)
+    return cfg, output, mean_uar
+
+
+def test_results_json_holds_every_fold(finished_run) -> None:
+    cfg, output, mean_uar = finished_run
+    record = read_json(output / "results.json")
+    assert record["status"] == "complete"
+    assert record["corpus"] == "synthetic"
+    assert record["class_names"] == ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
+    num = record["num_utterances"]
+    assert num == 2 * 2 * 7  # speakers x utterances per class x classes
+    folds = record["folds"]
+    assert [f["fold"] for f in folds] == [0, 1]
+    # Test rows are disjoint and cover every utterance exactly once.
+    rows = sorted(r for f in folds for r in f["test_rows"])
+    assert rows == list(range(num))
+    for fold in folds:
+        matrix = torch.tensor(fold["confusion_matrix"])
+        assert matrix.shape == (7, 7)
+        assert int(matrix.sum()) == fold["num_test"] == len(fold["test_rows"])
+        assert fold["test/war"] == pytest.approx(float(matrix.diagonal().sum() / matrix.sum()), abs=1e-6)
+        assert fold["num_train"] + fold["num_test"] == num
+        assert fold["epochs"] == 1
+    # Per-class totals over the folds equal the corpus's class counts.
+    totals = torch.stack([torch.tensor(f["confusion_matrix"]).sum(dim=1) for f in folds]).sum(0)
+    assert totals.tolist() == list(record["class_counts"].values())
+    summary = record["summary"]
+    assert summary["test/uar_mean"] == pytest.approx(sum(f["test/uar"] for f in folds) / 2)
+    assert summary["test/uar_mean"] == pytest.approx(mean_uar)
+    assert summary["num_test_utterances"] == num
+    assert record["seeds"] == {"training": 1234, "split": 46}
+    assert [f["training_seed"] for f in folds] == [1234, 1235]
+    assert record["config"]["model"]["net"]["num_blocks"] == 2
+    assert record["versions"]["torch"].startswith("2.11")
+    assert "commit" in record["git"]
+    assert (output / "checkpoints" / "fold_00" / "last.ckpt").exists()
+
+
+def test_one_offline_wandb_run_per_fold_and_a_summary(finished_run) -> None:
+    cfg, output, _ = finished_run
+    runs = offline_runs(output)
+    folds = [r for r in runs if r["job_type"] == "fold"]
+    summaries = [r for r in runs if r["job_type"] == "summary"]
+    assert len(folds) == 2 and len(summaries) == 1
+    group = "synthetic-mssenet-paper-se_on-spatial_dropout-tab2-mfcc"
+    assert {r["group"] for r in runs} == {group}
+    record = read_json(output / "results.json")
+    by_name = {r["name"]: r for r in folds}
+    for fold in record["folds"]:
+        run = by_name[f"{group}-fold{fold['fold']:02d}"]
+        assert run["summary"]["test/uar"] == pytest.approx(fold["test/uar"])
+        assert run["summary"]["test/war"] == pytest.approx(fold["test/war"])
+        assert "train/loss" in run["history_keys"]
+        assert "test/confusion_matrix/_type" in run["summary"]
+    assert summaries[0]["summary"]["test/uar_mean"] == pytest.approx(record["summary"]["test/uar_mean"])
+
+
+def test_labels_are_not_changed_by_training(tiny_config) -> None:
+    cfg = tiny_config()
+    datamodule = build_datamodule(cfg)
+    before = datamodule.targets.clone()
+    train(cfg)
+    again = build_datamodule(cfg)  # the cached features and labels are unchanged too
+    assert torch.equal(before, again.targets)
+    assert again.targets.dtype == torch.long
+
+
+def test_a_finished_run_is_never_overwritten_by_another_config(tiny_config, tmp_path) -> None:
+    output = tmp_path / "kept"
+    train(tiny_config(output_dir=output))
+    before = (output / "results.json").read_text()
+    with pytest.raises(ConfigError, match="different configuration"):
+        train(tiny_config("seed=7", output_dir=output))
+    assert (output / "results.json").read_text() == before
+
+
+def test_command_line_run_and_clear_error_for_a_bad_setting(tmp_path, data_dir) -> None:
+    args = [
+        sys.executable, "train.py", "logger=none", "progress=false",
+        f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'cli'}",
+        "dataset.generator.num_speakers=2", "dataset.generator.utterances_per_class_per_speaker=2",
+        "dataset.signal_length=11025", "cv.folds=2", "trainer.max_epochs=1",
+        "model.net.num_blocks=2", "model=timnet",
+    ]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "cli" / "results.json").read_text())
+    assert record["experiment"] == "synthetic-timnet-tab2-mfcc"
+    bad = subprocess.run(
+        args[:-1] + ["cv.folds=1", f"hydra.run.dir={tmp_path / 'bad'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert bad.returncode == 2
+    assert "cv.folds must be at least 2" in bad.stderr
+    assert "Traceback" not in bad.stderr

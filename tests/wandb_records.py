@@ -1,0 +1,63 @@
+"""Read the records of an offline W&B run file (`run-*.wandb`) for assertions.
+
+The file is a LevelDB-style log of protobuf `Record`s: a 7-byte header, then 32 KiB
+blocks of chunks (crc32 u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last).
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+from wandb.proto import wandb_internal_pb2
+
+BLOCK = 32 * 1024
+HEADER = 7
+
+
+def read_records(path: Path) -> list[Any]:
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    records, pending, position = [], b"", HEADER
+    while position + HEADER <= len(data):
+        left = BLOCK - position % BLOCK
+        if left < HEADER:  # block trailer padding
+            position += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[position : position + HEADER])
+        position += HEADER
+        if length == 0 and kind == 0:
+            break
+        pending += data[position : position + length]
+        position += length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def run_info(path: Path) -> dict[str, Any]:
+    """Group, job type, name and final summary values (JSON-decoded) of one run file."""
+    import json
+
+    info: dict[str, Any] = {"summary": {}, "history_keys": set()}
+    for record in read_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            info.update(group=record.run.run_group, job_type=record.run.job_type,
+                        name=record.run.display_name)
+        elif kind == "summary":
+            for item in record.summary.update:
+                key = item.key or "/".join(item.nested_key)
+                info["summary"][key] = json.loads(item.value_json)
+        elif kind == "history":
+            for item in record.history.item:
+                info["history_keys"].add(item.key or "/".join(item.nested_key))
+    return info
+
+
+def offline_runs(output_dir: Path) -> list[dict[str, Any]]:
+    return [run_info(p) for p in sorted(Path(output_dir).glob("wandb/offline-run-*/run-*.wandb"))]
