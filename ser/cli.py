@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 # Errors whose message already names the file or the setting and what was expected.
@@ -34,3 +34,31 @@ def run_cli(function: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             raise
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def parse_key_values(argv: Sequence[str], schema: type, usage: str) -> DictConfig:
+    """Parse Hydra-style ``key=value`` arguments into the dataclass ``schema``'s config.
+
+    The small entry points (``python -m ser.predict``, ``ser.export``) use this instead
+    of ``@hydra.main``, which would create an output directory per call. Unknown keys,
+    missing required values (``???``) and ill-typed values raise a ``ValueError`` naming the key, which
+    :func:`run_cli` reports without a traceback.
+    """
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(usage)
+        sys.exit(0)
+    malformed = [arg for arg in argv if "=" not in arg or arg.startswith("=")]
+    if malformed:
+        raise ValueError(f"expected key=value arguments, got {malformed[0]!r}\n{usage}")
+    defaults = OmegaConf.structured(schema)
+    try:
+        cfg = OmegaConf.merge(defaults, OmegaConf.from_dotlist(list(argv)))
+    except OmegaConfBaseException as error:
+        # omegaconf's messages span several lines; one line naming the key is enough.
+        key = getattr(error, "full_key", None) or "?"
+        reason = str(error).splitlines()[0]
+        raise ValueError(f"argument {key!r}: {reason}\n{usage}") from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(f"missing required argument(s): {', '.join(f'{k}=...' for k in missing)}\n{usage}")
+    return cfg

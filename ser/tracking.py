@@ -23,12 +23,14 @@ def fold_logger(
     if logger_cfg is None:
         return None
     if is_wandb(logger_cfg):
-        logger = instantiate(
-            logger_cfg, name=f"{experiment}-fold{fold:02d}", group=experiment,
+        # The config goes to wandb.init, which Lightning calls on rank zero only: reading
+        # `logger.experiment` here would break DDP processes of other ranks.
+        # (A partial, since `config` is also the name of instantiate's own argument.)
+        factory = instantiate(
+            logger_cfg, _partial_=True, name=f"{experiment}-fold{fold:02d}", group=experiment,
             job_type=logger_cfg.get("job_type", "fold"),
         )
-        logger.experiment.config.update({"fold": fold, **run_config}, allow_val_change=True)
-        return logger
+        return factory(config={"fold": fold, **run_config})
     return instantiate(logger_cfg, version=f"fold_{fold:02d}")
 
 
@@ -71,8 +73,12 @@ def log_summary_run(
     summary: dict[str, Any],
     run_config: dict[str, Any],
     output_dir: Path,
+    images: dict[str, Path] | None = None,
 ) -> None:
-    """A W&B run of job type `summary` holding the per-fold table and mean +- std."""
+    """A W&B run of job type `summary` holding the per-fold table and mean +- std.
+
+    `images` maps W&B keys to image files (e.g. the t-SNE plot) logged into that run.
+    """
     if not is_wandb(logger_cfg):
         return
     import wandb
@@ -89,6 +95,8 @@ def log_summary_run(
         for fold in folds:
             table.add_data(fold["fold"], fold["num_test"], fold["test/uar"], fold["test/war"])
         run.log({"folds": table})
+        for key, path in (images or {}).items():
+            run.log({key: wandb.Image(str(path))})
         for key, value in summary.items():
             run.summary[key] = value
     finally:

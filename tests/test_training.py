@@ -18,8 +18,9 @@ from tests.wandb_records import offline_runs
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
-    from tests.conftest import TINY, compose_config
     from omegaconf import open_dict
+
+    from tests.conftest import TINY, compose_config
 
     output = tmp_path_factory.mktemp("e2e") / "run"
     cfg = compose_config(TINY + ["logger=wandb"])

@@ -1,0 +1,251 @@
+"""Named sweeps (conf/sweep/*.yaml) run through Hydra multirun, and the sweep helpers.
+
+A sweep is an ordinary Hydra config group: ``conf/sweep/NAME.yaml`` (``@package
+_global_``) sets ``hydra.sweeper.params`` (and for ``hpo`` the Optuna sweeper), so
+``python sweep.py run NAME ARGS`` is ``python train.py --multirun +sweep=NAME ARGS``: the
+launcher, the sweeper and any extra override come from the command line as usual.
+
+Also here, because sweeps need them and nothing else does:
+
+- :func:`hydra_job_info`: the Hydra choices and overrides of the current job, recorded
+  in results.json so that a report can tell the variants of a sweep apart;
+- :class:`OneGpuPerProcess`: a Hydra callback that gives each job process its own GPU
+  when jobs run in parallel on one machine (joblib launcher);
+- :class:`SweepDirectory`: a Hydra callback that creates the sweep directory before the
+  sweeper starts (Optuna opens its sqlite file there) and tells ``sweep.py`` where it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP_CONFIG_DIR = ROOT / "conf" / "sweep"
+TRAIN_SCRIPT = ROOT / "train.py"
+
+# sweep.py sets this; SweepDirectory writes the resolved sweep directory into the file.
+SWEEP_DIR_FILE_ENV = "SER_SWEEP_DIR_FILE"
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def available_sweeps() -> dict[str, str]:
+    """Sweep names and the first line of each file's description comment."""
+    sweeps = {}
+    for path in sorted(SWEEP_CONFIG_DIR.glob("*.yaml")):
+        lines = [line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")]
+        description = next((line for line in lines if line and not line.startswith("@package")), "")
+        sweeps[path.stem] = description
+    return sweeps
+
+
+def sweep_command(name: str, overrides: Sequence[str], python: str = sys.executable) -> list[str]:
+    """The ``train.py --multirun`` command line that runs sweep ``name``."""
+    sweeps = available_sweeps()
+    if name not in sweeps:
+        raise ValueError(f"unknown sweep {name!r}; available: {', '.join(sweeps)}")
+    return [python, str(TRAIN_SCRIPT), "--multirun", f"+sweep={name}", *overrides]
+
+
+def run_sweep(name: str, overrides: Sequence[str], python: str = sys.executable) -> tuple[int, Path | None]:
+    """Run sweep ``name`` with extra Hydra ``overrides``; return (exit code, sweep directory).
+
+    The sweep directory is the one Hydra resolved (from conf/sweep/NAME.yaml unless
+    ``hydra.sweep.dir=...`` is among the overrides); None if the sweep never started.
+    """
+    command = sweep_command(name, overrides, python)
+    print("+ " + shlex.join(command), flush=True)
+    handle, marker = tempfile.mkstemp(prefix="ser-sweep-dir-", suffix=".txt")
+    os.close(handle)
+    try:
+        code = subprocess.call(command, env={**os.environ, SWEEP_DIR_FILE_ENV: marker})
+        text = Path(marker).read_text().strip()
+    finally:
+        os.unlink(marker)
+    return code, Path(text) if text else None
+
+
+# --------------------------------------------------------------------------- job info
+
+
+def hydra_job_info() -> dict[str, Any]:
+    """The current Hydra job's group choices, task overrides and job number.
+
+    Empty when ``train()`` is called without Hydra (tests, notebooks). Choices of
+    Hydra's own groups (``hydra/launcher`` ...) are left out: they say how a run was
+    launched, not what it computed.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {"choices": {}, "overrides": [], "job_num": None}
+    hydra_cfg = HydraConfig.get()
+    choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
+    assert isinstance(choices, dict)
+    job_num = OmegaConf.select(hydra_cfg, "job.num", default=None, throw_on_missing=False)
+    return {
+        "choices": {str(k): v for k, v in choices.items() if k != "hydra" and not str(k).startswith("hydra/")},
+        "overrides": [str(o) for o in hydra_cfg.overrides.task],
+        "job_num": int(job_num) if hydra_cfg.mode.name == "MULTIRUN" and job_num is not None else None,
+    }
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class SweepDirectory(Callback):
+    """Create the sweep directory at the start of a multirun and report where it is.
+
+    The Optuna sweeper opens ``sqlite:///<sweep dir>/optuna.db`` before any job has
+    created the directory; and ``sweep.py run`` needs the resolved directory to report.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        log.info("sweep directory: %s", sweep_dir)
+        marker = os.environ.get(SWEEP_DIR_FILE_ENV)
+        if marker:
+            Path(marker).write_text(str(sweep_dir))
+
+
+@dataclass
+class DeviceClaim:
+    """A GPU held by this process: an exclusive lock on its lock file, or shared."""
+
+    device: str
+    shared: bool
+    handle: IO[str] | None = None
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing the file drops the flock
+            self.handle = None
+
+
+def default_lock_dir() -> Path:
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    return Path(tempfile.gettempdir()) / f"ser-gpu-locks-{user}"
+
+
+def claim_device(candidates: Sequence[str], lock_dir: Path) -> DeviceClaim:
+    """Lock the first device in ``candidates`` that no other live process holds.
+
+    Locks are ``flock``s on one file per device in ``lock_dir``: the operating system
+    drops them when the holder exits, even on a crash, so nothing goes stale. When every
+    device is held (more parallel jobs than GPUs) the process shares one, chosen by its
+    process id, rather than waiting.
+    """
+    import fcntl
+
+    if not candidates:
+        raise ValueError("claim_device needs at least one candidate device")
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for device in candidates:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", device)
+        # Kept open for the life of the process: closing it would drop the lock.
+        handle = open(lock_dir / f"gpu-{name}.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return DeviceClaim(device=device, shared=False, handle=handle)
+    return DeviceClaim(device=candidates[os.getpid() % len(candidates)], shared=True)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES if set, else all (nvidia-smi).
+
+    Asked without initialising CUDA, so CUDA_VISIBLE_DEVICES can still be narrowed.
+    """
+    setting = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if setting is not None:
+        return [device.strip() for device in setting.split(",") if device.strip()]
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listing.stdout.splitlines() if line.strip()]
+
+
+def wants_one_gpu(config: DictConfig) -> bool:
+    """Whether the job trains on exactly one device that may be a GPU.
+
+    Not for ``trainer.accelerator=cpu``, nor for data-parallel jobs (``trainer=ddp``,
+    ``trainer.devices`` other than 1, several nodes), which need all their GPUs.
+    """
+    accelerator = str(OmegaConf.select(config, "trainer.accelerator", default="auto"))
+    devices = str(OmegaConf.select(config, "trainer.devices", default=1))
+    nodes = OmegaConf.select(config, "trainer.num_nodes", default=1) or 1
+    return accelerator != "cpu" and devices == "1" and int(nodes) == 1
+
+
+# This process's GPU, claimed by its first job and kept until the process exits: joblib
+# reuses worker processes, and CUDA reads CUDA_VISIBLE_DEVICES only once per process.
+_process_claim: DeviceClaim | None = None
+
+
+class OneGpuPerProcess(Callback):
+    """Give each job process its own GPU when several jobs run at once on one machine.
+
+    At its first job a process locks the first free GPU among the visible ones and sets
+    ``CUDA_VISIBLE_DEVICES`` to it, before CUDA starts. With the joblib launcher and
+    ``n_jobs`` equal to the number of GPUs, every worker thus trains on its own GPU;
+    with more workers than GPUs, the extra ones share (with a warning). Nothing happens
+    with one visible GPU or none (CPU runs, SLURM or submitit jobs that were given their
+    own GPU), with ``trainer.accelerator=cpu``, for data-parallel jobs (several devices or
+    nodes), or once CUDA is initialised.
+    """
+
+    def __init__(self, enabled: bool = True, lock_dir: str | None = None) -> None:
+        self.enabled = enabled
+        self.lock_dir = lock_dir
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _process_claim
+        if not self.enabled or _process_claim is not None:
+            return
+        if not wants_one_gpu(config):
+            return  # CPU jobs; DDP jobs (trainer=ddp) train on every visible GPU, not one
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            log.info("CUDA already initialised in this process; not choosing a GPU")
+            return
+        candidates = visible_gpus()
+        if len(candidates) < 2:
+            return
+        lock_dir = Path(self.lock_dir) if self.lock_dir else default_lock_dir()
+        _process_claim = claim_device(candidates, lock_dir)
+        os.environ["CUDA_VISIBLE_DEVICES"] = _process_claim.device
+        if _process_claim.shared:
+            log.warning(
+                "all %d GPUs are held by other jobs; process %d shares GPU %s "
+                "(set hydra.launcher.n_jobs to the number of GPUs)",
+                len(candidates), os.getpid(), _process_claim.device,
+            )
+        else:
+            log.info("process %d uses GPU %s", os.getpid(), _process_claim.device)
