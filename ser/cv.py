@@ -1,13 +1,33 @@
-"""Fold assignment: the one place that decides which utterances test in which fold."""
+"""Fold assignment: the one place that decides which utterances test in which fold.
+
+Strategies (`cv.strategy`):
+- `kfold`: the papers' protocol, random folds over utterances (speaker-dependent).
+- `speaker`: speaker-independent folds. Utterances are grouped by speaker, or by
+  recording session where every row has one (IEMOCAP: leave-one-session-out, each
+  session holding two speakers); `cv.group_by` makes the choice explicit. With
+  `cv.folds=null` each group is one test fold (leave-one-group-out: CASIA and SAVEE 4
+  folds, EMODB 10, EMOVO 6, IEMOCAP 5 sessions). With `cv.folds=K` the groups, in
+  natural order, are cut into K contiguous blocks of (nearly) equal numbers of groups
+  and each block is one test fold: RAVDESS with `cv.folds=6` tests actors 01-04,
+  05-08, ..., 21-24, each block two male (odd) and two female (even) actors.
+
+`validation_split` carves a stratified validation set out of a training fold; it never
+touches the test rows.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import KFold
+from sklearn.model_selection import KFold, LeaveOneGroupOut, train_test_split
+
+from ser.data.corpora import natural_key
 
 Fold = tuple[np.ndarray, np.ndarray]
+
+STRATEGIES = ("kfold", "speaker")
+GROUP_BY = ("auto", "speaker", "session")
 
 
 def kfold_splits(num_utterances: int, folds: int, seed: int) -> list[Fold]:
@@ -27,14 +47,122 @@ def kfold_splits(num_utterances: int, folds: int, seed: int) -> list[Fold]:
     return [(train, test) for train, test in splitter.split(rows)]
 
 
+def speaker_groups(
+    speakers: Sequence[str] | None,
+    sessions: Sequence[str | None] | None = None,
+    group_by: str = "auto",
+) -> tuple[list[str], str]:
+    """The group of each row for speaker-independent folds, and what the groups are.
+
+    `auto` groups by session when every row has one (IEMOCAP), else by speaker.
+    """
+    if group_by not in GROUP_BY:
+        raise ValueError(f"cv.group_by must be one of {list(GROUP_BY)}, got {group_by!r}")
+    has_sessions = sessions is not None and len(sessions) > 0 and all(
+        s is not None and s != "" for s in sessions
+    )
+    if group_by == "session" or (group_by == "auto" and has_sessions):
+        if not has_sessions:
+            raise ValueError(
+                "cv.group_by=session, but the corpus's manifest has no session for every "
+                "utterance; use cv.group_by=speaker"
+            )
+        assert sessions is not None
+        return [str(s) for s in sessions], "session"
+    if speakers is None or any(s is None or s == "" for s in speakers):
+        raise ValueError(
+            "cv.strategy=speaker needs the speaker of every utterance, but the manifest "
+            "lacks some; use cv.strategy=kfold"
+        )
+    return [str(s) for s in speakers], "speaker"
+
+
+def speaker_splits(
+    groups: Sequence[str], folds: int | None = None, kind: str = "speaker"
+) -> list[Fold]:
+    """Speaker-independent folds: one test fold per group, or per block of groups.
+
+    `folds=None`: leave-one-group-out. `folds=K`: the groups in natural order cut into
+    K contiguous blocks (sizes differ by at most one group); each block tests once.
+    No group ever appears in both the training and the test rows of a fold.
+    """
+    groups = np.asarray(groups, dtype=object)
+    unique = sorted(set(groups.tolist()), key=natural_key)
+    if len(unique) < 2:
+        found = f" (only {kind} {unique[0]!r})" if unique else ""
+        raise ValueError(
+            f"cv.strategy=speaker needs at least 2 {kind}s to hold one out, but the "
+            f"manifest has {len(unique)}{found}; use cv.strategy=kfold"
+        )
+    if folds is None:
+        block_of = {group: i for i, group in enumerate(unique)}
+    else:
+        if folds < 2:
+            raise ValueError(f"cv.folds must be at least 2 (or null for one fold per {kind}), got {folds}")
+        if folds > len(unique):
+            raise ValueError(
+                f"cv.folds={folds} is more than the {len(unique)} {kind}s of the corpus "
+                f"({', '.join(unique)}); use at most {len(unique)}, or cv.folds=null for "
+                f"one fold per {kind}"
+            )
+        blocks = np.array_split(np.arange(len(unique)), folds)
+        block_of = {unique[i]: b for b, members in enumerate(blocks) for i in members}
+    block = np.array([block_of[g] for g in groups.tolist()])
+    rows = np.zeros(len(block))
+    return [(train, test) for train, test in LeaveOneGroupOut().split(rows, groups=block)]
+
+
 def make_folds(
     strategy: str,
     num_utterances: int,
-    folds: int,
+    folds: int | None,
     seed: int,
     speakers: Sequence[str] | None = None,
+    sessions: Sequence[str | None] | None = None,
+    group_by: str = "auto",
 ) -> list[Fold]:
-    """Folds for `cv.strategy`; `kfold` is the papers' utterance-level protocol."""
+    """Folds for `cv.strategy`; `kfold` is the papers' utterance-level protocol.
+
+    `speaker` uses `speakers` (or `sessions`, see `speaker_groups`); `folds=None`
+    means one fold per speaker or session.
+    """
     if strategy == "kfold":
+        if folds is None:
+            raise ValueError("cv.folds must be set for cv.strategy=kfold (null is for cv=speaker)")
         return kfold_splits(num_utterances, folds, seed)
-    raise ValueError(f"cv.strategy must be one of ['kfold'], got {strategy!r}")
+    if strategy == "speaker":
+        groups, kind = speaker_groups(speakers, sessions, group_by)
+        if len(groups) != num_utterances:
+            raise ValueError(
+                f"{len(groups)} speakers/sessions for {num_utterances} utterances; the "
+                f"manifest is inconsistent"
+            )
+        return speaker_splits(groups, folds, kind)
+    raise ValueError(f"cv.strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+
+
+def validation_split(
+    train_rows: Sequence[int], labels: Sequence[int], fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Carve a stratified validation set out of a training fold: (train, validation).
+
+    `labels` are the class indices of every manifest row; `fraction` of `train_rows`
+    (rounded up) becomes validation, each class in proportion. Seeded by the split
+    seed, so the same fold always gives the same validation rows. Test rows are never
+    passed in, so they can never be chosen.
+    """
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"cv.validation must be a fraction between 0 and 1 (or null), got {fraction}")
+    train_rows = np.asarray(train_rows, dtype=np.int64)
+    strata = np.asarray(labels)[train_rows]
+    try:
+        train, validation = train_test_split(
+            train_rows, test_size=float(fraction), random_state=seed, stratify=strata, shuffle=True,
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"cv.validation={fraction} cannot give a stratified validation set from "
+            f"{len(train_rows)} training utterances of {len(set(strata.tolist()))} classes "
+            f"({error}); raise cv.validation or use more data"
+        ) from None
+    return np.sort(train), np.sort(validation)

@@ -181,7 +181,7 @@ def split_validation(
 
 
 def protocol_callbacks(cfg: DictConfig, fold_seed: int, fold_dir: Path) -> list[pl.Callback]:
-    """Per-epoch seeding (exact resume) and, for cv.select=best_val_uar, the best checkpoint.
+    """Dropout reseeded per batch (exact resume) and, for cv.select=best_val_uar, the best checkpoint.
 
     They come before the configured callbacks, so that `last.ckpt`, saved after them at
     each epoch's end, holds their up-to-date state.
@@ -413,14 +413,14 @@ def train(cfg: DictConfig) -> float:
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results.atomic_write_json(record, results_path)
     results.print_table(f"{experiment}  ({output_dir})", finished, summary)
-    images = {}
-    if OmegaConf.select(cfg, "plots.embeddings", default=False):
-        plot = embeddings.plot_run_embeddings(
-            output_dir, datamodule.class_names, len(folds), seed=int(cfg.seed), title=experiment
-        )
-        if plot is not None:
-            images["embeddings/tsne"] = plot
     if not fold_parallel or gather.claim_summary(output_dir):  # one W&B summary run
+        images = {}  # plotted by the one job that writes the summary, from every fold's file
+        if OmegaConf.select(cfg, "plots.embeddings", default=False):
+            plot = embeddings.plot_run_embeddings(
+                output_dir, datamodule.class_names, len(folds), seed=int(cfg.seed), title=experiment
+            )
+            if plot is not None:
+                images["embeddings/tsne"] = plot
         tracking.log_summary_run(
             cfg.get("logger"), experiment, finished, summary, run_config, output_dir, images=images
         )

@@ -55,6 +55,20 @@ def tiny_config(tmp_path: Path, data_dir: Path):
     return make
 
 
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A real `last.ckpt` of a tiny run, trained once per session (inference and export)."""
+    from ser.training import train
+
+    cfg = compose_config(TINY + ["logger=none"])
+    output_dir = tmp_path_factory.mktemp("trained")
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(data_dir)
+        cfg.paths.output_dir = str(output_dir)
+    train(cfg)
+    return output_dir / "checkpoints" / "fold_00" / "last.ckpt"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

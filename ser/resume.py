@@ -1,0 +1,132 @@
+"""Resuming an interrupted run: atomic checkpoints, the resume decision, epoch seeding.
+
+A run killed at any moment and started again with the same output directory skips the
+folds whose `folds/fold_KK.json` matches its config hash (ser.training) and continues
+the interrupted fold from `checkpoints/fold_KK/last.ckpt`, written every epoch, when
+that checkpoint carries the same config hash. Three things make this safe and exact:
+
+- `AtomicCheckpointIO` writes each checkpoint to a temporary file in the same folder,
+  fsyncs it and renames it over the old one, so a kill leaves the previous checkpoint
+  or the new one, never a torn file. (Lightning's own writer goes through an fsspec
+  transaction that stages the file in the system temp folder and moves it across, a
+  copy when that folder is on another file system.)
+- `EpochSeeding` reseeds torch's generator (dropout) before each training batch from
+  (fold seed, epoch, batch), and the DataModule's `EpochSeededSampler` draws each
+  epoch's order from (fold seed, epoch): a resumed epoch repeats the random draws of the run that was
+  not interrupted, which a checkpoint alone (weights, optimiser, loop counters) does
+  not give.
+- `resumable_checkpoint` accepts a checkpoint only if its saved config hash matches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ser.data.sampling import derived_seed
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last.ckpt"
+# Separates the dropout stream from the sampler's stream (0) of the same seed.
+DROPOUT_STREAM = 1
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """`TorchCheckpointIO` that never leaves a partial checkpoint behind.
+
+    Local paths: serialise into a temporary file next to the target, fsync, then
+    `os.replace` (atomic on POSIX and Windows). Remote URLs keep Lightning's writer.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
+    ) -> None:
+        if "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+            return
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        atomic_save_checkpoint(checkpoint, Path(path))
+
+
+def atomic_save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """`torch.save` to `path` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A unique name opened exclusively (mkstemp would make the file private, 0600).
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "xb") as stream:
+            torch.save(checkpoint, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class EpochSeeding(pl.Callback):
+    """Reseed the global generators before each training batch from (seed, epoch, batch).
+
+    Dropout masks then depend on where training is, not on what ran before in this
+    process: a resumed epoch draws the same masks. (Per batch rather than per epoch,
+    because creating a DataLoader iterator also draws from the global generator, and
+    Lightning does not create it at the same point in a resumed fit.)
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        seed = derived_seed(self.seed, trainer.current_epoch, batch_idx, DROPOUT_STREAM)
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+
+
+def checkpoint_config_hash(path: Path) -> str | None:
+    """The config hash a checkpoint was saved with (None if it has none)."""
+    # Our own checkpoint in this run's output directory: a full load is safe.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    metadata = checkpoint.get("ser_metadata") or {}
+    return metadata.get("config_hash")
+
+
+def resumable_checkpoint(checkpoint_dir: Path, config_hash: str) -> Path | None:
+    """`checkpoint_dir/last.ckpt` if it exists, loads and was saved by this config.
+
+    Anything else (no file, unreadable, another configuration) starts the fold afresh,
+    with a log line saying why.
+    """
+    path = Path(checkpoint_dir) / LAST_CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        saved = checkpoint_config_hash(path)
+    except Exception as error:  # a damaged checkpoint is never trusted
+        log.warning("not resuming from %s: it cannot be read (%s); the fold starts afresh", path, error)
+        return None
+    if saved != config_hash:
+        log.warning(
+            "not resuming from %s: saved by config %s, this run is %s; the fold starts afresh",
+            path, saved, config_hash,
+        )
+        return None
+    return path
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The (0-based) epoch a checkpoint was saved in."""
+    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
