@@ -43,7 +43,7 @@ def run_info(path: Path) -> dict[str, Any]:
     """Group, job type, name and final summary values (JSON-decoded) of one run file."""
     import json
 
-    info: dict[str, Any] = {"summary": {}, "history_keys": set()}
+    info: dict[str, Any] = {"summary": {}, "history_keys": set(), "finished": False}
     for record in read_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -53,11 +53,30 @@ def run_info(path: Path) -> dict[str, Any]:
             for item in record.summary.update:
                 key = item.key or "/".join(item.nested_key)
                 info["summary"][key] = json.loads(item.value_json)
+        elif kind == "exit":
+            info["finished"] = True
         elif kind == "history":
             for item in record.history.item:
                 info["history_keys"].add(item.key or "/".join(item.nested_key))
     return info
 
 
-def offline_runs(output_dir: Path) -> list[dict[str, Any]]:
-    return [run_info(p) for p in sorted(Path(output_dir).glob("wandb/offline-run-*/run-*.wandb"))]
+def offline_runs(output_dir: Path, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Every offline run under `output_dir`, once each has its final (exit) record.
+
+    wandb's `finish()` can return before its writer process has flushed the file, so a
+    run without an exit record is read again until `timeout` seconds have passed.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    paths = sorted(Path(output_dir).glob("wandb/offline-run-*/run-*.wandb"))
+    while True:
+        try:
+            infos = [run_info(p) for p in paths]
+            if all(info["finished"] for info in infos) or time.monotonic() > deadline:
+                return infos
+        except Exception:  # a partially written file: read again shortly
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
