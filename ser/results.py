@@ -13,6 +13,7 @@ import numpy as np
 RESULTS_FILE = "results.json"
 FOLDS_DIR = "folds"
 METRICS = ("test/uar", "test/war")
+OPTIONAL_METRICS = ("val/uar", "val/war")
 
 
 def atomic_write_json(data: Any, path: Path) -> None:
@@ -47,6 +48,11 @@ def summarise(folds: list[dict[str, Any]]) -> dict[str, float | int]:
         values = np.array([fold[key] for fold in folds], dtype=np.float64)
         summary[f"{key}_mean"] = float(values.mean()) if len(values) else float("nan")
         summary[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    for key in OPTIONAL_METRICS:  # validation figures, where every fold has a split
+        values = [fold[key] for fold in folds if fold.get(key) is not None]
+        if folds and len(values) == len(folds):
+            summary[f"{key}_mean"] = float(np.mean(values))
+            summary[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     summary["num_test_utterances"] = int(sum(fold["num_test"] for fold in folds))
     return summary
 

@@ -35,7 +35,7 @@ from ser.module import EmotionClassifier
 log = logging.getLogger(__name__)
 
 # Settings that say where and how loudly a run happens, not what it computes.
-NON_DEFINING_KEYS = ("paths", "logger", "hydra", "progress", "callbacks", "plots")
+NON_DEFINING_KEYS = ("paths", "logger", "hydra", "progress", "callbacks", "plots", "objective")
 
 
 class ConfigError(ValueError):
@@ -313,6 +313,24 @@ def output_directory(cfg: DictConfig) -> Path:
         ) from error
 
 
+def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float:
+    """What train() returns to a sweeper: the mean over folds of `cfg.objective`.
+
+    The default, test/uar, is the figure to report. A search that chooses settings by
+    it chooses on the test folds, so the hpo sweep sets `objective=val/uar` with a
+    validation split carved from each training fold.
+    """
+    objective = str(cfg.get("objective") or "test/uar")
+    key = f"{objective}_mean"
+    if key not in summary:
+        raise ConfigError(
+            f"objective={objective} is not measured by this run; expected one of "
+            f"{sorted(k[: -len('_mean')] for k in summary if k.endswith('_mean'))} "
+            f"(val/uar needs cv.validation, e.g. cv.validation=0.1)"
+        )
+    return float(summary[key])
+
+
 def train(cfg: DictConfig) -> float:
     """Run the configured cross-validation; return the mean test UAR over folds.
 
@@ -399,14 +417,14 @@ def train(cfg: DictConfig) -> float:
                 results.atomic_write_json(record, results_path)
 
     if not distributed.is_global_zero():
-        return float(results.summarise(finished)["test/uar_mean"])
+        return objective_value(cfg, results.summarise(finished))
     if fold_parallel:
         # Whichever job finds every fold finished writes results.json and the summary.
         try:
             record = gather.gather(output_dir)
         except gather.IncompleteError as waiting:
             print(f"[ser] {experiment}: folds {selected} finished; {waiting}", flush=True)
-            return float(results.summarise(finished)["test/uar_mean"])
+            return objective_value(cfg, results.summarise(finished))
         finished = record["folds"]
     summary = results.summarise(finished)
     record.update(folds=finished, summary=summary, status="complete")
@@ -424,4 +442,4 @@ def train(cfg: DictConfig) -> float:
         tracking.log_summary_run(
             cfg.get("logger"), experiment, finished, summary, run_config, output_dir, images=images
         )
-    return float(summary["test/uar_mean"])
+    return objective_value(cfg, summary)
