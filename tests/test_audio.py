@@ -1,0 +1,129 @@
+"""Reading audio files: mono, resampling, and errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from ser.data.audio import AudioFileError, is_silent, load_audio
+
+
+def tone(frequency: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
+def dominant_frequency(signal: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(signal * np.hanning(len(signal))))
+    return float(np.fft.rfftfreq(len(signal), 1 / rate)[np.argmax(spectrum)])
+
+
+def test_mono_at_the_same_rate_is_read_unchanged(tmp_path: Path) -> None:
+    signal = tone(440, 0.5, 22050)
+    path = tmp_path / "mono.wav"
+    soundfile.write(path, signal, 22050, subtype="FLOAT")
+    out = load_audio(path, 22050)
+    assert out.dtype == np.float32 and out.ndim == 1
+    np.testing.assert_array_equal(out, signal)
+
+
+def test_stereo_is_averaged(tmp_path: Path) -> None:
+    left, right = tone(440, 0.2, 16000), tone(660, 0.2, 16000, 0.25)
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, np.stack([left, right], axis=1), 16000, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(path, 16000), (left + right) / 2, atol=1e-7)
+
+
+def test_resampling_keeps_pitch_and_duration(tmp_path: Path) -> None:
+    path = tmp_path / "tone16k.wav"
+    soundfile.write(path, tone(440, 1.0, 16000), 16000, subtype="PCM_16")
+    out = load_audio(path, 22050)
+    assert len(out) == 22050  # ceil(16000 * 22050 / 16000), as librosa
+    assert abs(dominant_frequency(out, 22050) - 440) < 2
+    # Nothing leaks above the old Nyquist (the reference resampler's stopband).
+    spectrum = np.abs(np.fft.rfft(out[2000:-2000] * np.hanning(len(out) - 4000)))
+    freqs = np.fft.rfftfreq(len(out) - 4000, 1 / 22050)
+    assert spectrum[freqs > 8500].max() < 1e-4 * spectrum.max()
+
+
+def test_resampling_close_to_librosa_mfccs(tmp_path: Path) -> None:
+    librosa = pytest.importorskip("librosa")
+    import torch
+
+    from ser.features import FeatureSettings, extract_features, fix_length
+
+    rng = np.random.default_rng(0)
+    signal = (tone(300, 1.0, 16000) + 0.05 * rng.standard_normal(16000)).astype(np.float32)
+    path = tmp_path / "tone16k.wav"
+    soundfile.write(path, signal, 16000, subtype="FLOAT")
+    settings = FeatureSettings(signal_length=22050)
+    ours = load_audio(path, 22050)
+    theirs = librosa.resample(signal, orig_sr=16000, target_sr=22050, res_type="soxr_hq")
+    assert len(ours) == len(theirs)
+    a = extract_features(torch.from_numpy(fix_length(ours, 22050))[None], settings)[0]
+    b = librosa.feature.mfcc(y=fix_length(theirs, 22050), sr=22050, n_mfcc=39).T
+    # Resamplers differ only in the 7-8 kHz transition band; measured ~0.6 here.
+    assert np.abs(a.numpy() - b).max() < 2.0
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.wav"):
+        load_audio(tmp_path / "missing.wav", 16000)
+
+
+def test_empty_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    with pytest.raises(AudioFileError, match=r"empty\.wav: expected an audio file"):
+        load_audio(path, 16000)
+
+
+def test_wav_without_samples(tmp_path: Path) -> None:
+    path = tmp_path / "nosamples.wav"
+    soundfile.write(path, np.zeros(0, np.float32), 16000, subtype="PCM_16")
+    with pytest.raises(AudioFileError, match=r"nosamples\.wav: expected audio samples"):
+        load_audio(path, 16000)
+
+
+def test_garbage_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "notes.wav"
+    path.write_text("these are not the samples you are looking for\n" * 20)
+    with pytest.raises(AudioFileError, match=r"notes\.wav: expected an audio file") as info:
+        load_audio(path, 16000)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_wav_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "cut.wav"
+    soundfile.write(path, tone(440, 0.5, 16000), 16000, subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioFileError, match=r"cut\.wav: expected 16000 bytes.*truncated"):
+        load_audio(path, 16000)
+
+
+def test_truncated_header_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "header.wav"
+    soundfile.write(path, tone(440, 0.1, 16000), 16000, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[:30])
+    with pytest.raises(AudioFileError, match=r"header\.wav"):
+        load_audio(path, 16000)
+
+
+def test_non_finite_samples(tmp_path: Path) -> None:
+    signal = tone(440, 0.1, 16000)
+    signal[10] = np.nan
+    path = tmp_path / "nan.wav"
+    soundfile.write(path, signal, 16000, subtype="FLOAT")
+    with pytest.raises(AudioFileError, match=r"nan\.wav: expected finite"):
+        load_audio(path, 16000)
+
+
+def test_is_silent() -> None:
+    assert is_silent(np.zeros(100, np.float32))
+    assert is_silent(np.full(100, 5e-5, np.float32))
+    assert is_silent(np.zeros(0, np.float32))
+    assert not is_silent(tone(440, 0.01, 16000))

@@ -1,0 +1,218 @@
+"""The TIM-Net feature files: loaded without running code, checked, and trained on."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import open_dict
+from omegaconf.errors import MissingMandatoryValue
+
+from ser.data.timnet_npy import (
+    FeatureFileError,
+    TimNetFeatureDataModule,
+    UnsafePickleError,
+    load_feature_file,
+)
+from tests.conftest import compose_config
+from tests.test_corpora import one_torch_thread
+
+EMODB_CLASSES = ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
+
+
+def shared_arrays(per_class: int = 4, frames: int = 8, classes: int = 7, seed: int = 0) -> dict:
+    """A dict in the shared format: rows ordered by class, x float32 (N, T, 39), y one-hot."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), per_class)
+    x = rng.standard_normal((len(labels), frames, 39)).astype(np.float32)
+    x += labels[:, None, None].astype(np.float32)  # learnable, though nothing depends on it
+    return {"x": x, "y": np.eye(classes, dtype=np.float32)[labels]}
+
+
+def save_shared(path: Path, arrays: dict) -> Path:
+    """As the TIM-Net authors did: np.save of a dict (a pickle inside a .npy file)."""
+    np.save(path, arrays, allow_pickle=True)
+    return path
+
+
+def module(path: Path, corpus: str = "emodb", **kwargs) -> TimNetFeatureDataModule:
+    # Signal length 3584 gives TIM-Net's frame count 8 (1 + 3584 // 512).
+    settings = dict(path=str(path), corpus=corpus, features={}, signal_length=3584, check_counts=False)
+    settings.update(kwargs)
+    return TimNetFeatureDataModule(**settings)
+
+
+class RunsShell:
+    """A pickle payload that would create `marker` if unpickled naively."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class RunsExec:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (builtins.exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def test_shared_format_loads_in_file_order(tmp_path: Path) -> None:
+    arrays = shared_arrays()
+    data = module(save_shared(tmp_path / "EMODB.npy", arrays))
+    data.prepare_data()
+    assert data.features.shape == (28, 8, 39) and data.input_dim == 39
+    np.testing.assert_array_equal(data.features.numpy(), arrays["x"])
+    assert data.targets.tolist() == np.argmax(arrays["y"], axis=1).tolist()
+    assert data.class_names == EMODB_CLASSES and data.num_classes == 7
+    assert set(data.manifest.speakers) == {"unknown"}
+    assert data.manifest.utterances[5].path == f"{tmp_path / 'EMODB.npy'}#5"
+    assert data.skipped_files == [] and data.feature_shape == (8, 39)
+    assert data.corpus.split_seed == 46
+
+
+@pytest.mark.parametrize("protocol", [3, 4, 5])  # np.save writes 3
+def test_raw_pickles_of_any_protocol_load(tmp_path: Path, protocol: int) -> None:
+    path = tmp_path / "features.pkl"
+    path.write_bytes(pickle.dumps(shared_arrays(), protocol=protocol))
+    assert load_feature_file(path)["x"].shape == (28, 8, 39)
+
+
+def test_npz_loads(tmp_path: Path) -> None:
+    np.savez(tmp_path / "features.npz", **shared_arrays())
+    assert load_feature_file(tmp_path / "features.npz")["y"].shape == (28, 7)
+
+
+@pytest.mark.parametrize("payload", [RunsShell, RunsExec], ids=["os.system", "builtins.exec"])
+@pytest.mark.parametrize("container", ["npy", "raw pickle"])
+def test_a_pickle_that_would_run_code_is_refused_without_running(
+    tmp_path: Path, payload: type, container: str
+) -> None:
+    marker = tmp_path / "code-ran"
+    arrays = shared_arrays()
+    arrays["x"] = payload(marker)
+    path = tmp_path / "EMODB.npy"
+    if container == "npy":
+        np.save(path, arrays, allow_pickle=True)
+    else:
+        path.write_bytes(pickle.dumps(arrays))
+    with pytest.raises(UnsafePickleError) as caught:
+        module(path).prepare_data()
+    message = str(caught.value)
+    assert str(path) in message and "refused" in message
+    assert ("system" in message) or ("exec" in message)
+    assert not marker.exists()
+
+
+def test_the_payload_really_would_have_run(tmp_path: Path) -> None:
+    # Guard for the test above: a naive pickle.loads of the same bytes creates the marker.
+    marker = tmp_path / "code-ran"
+    pickle.loads(pickle.dumps(RunsExec(marker)))
+    assert marker.exists()
+
+
+def test_a_plain_array_file_is_refused_clearly(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((3, 8, 39), np.float32))
+    with pytest.raises(FeatureFileError, match=r"x\.npy: holds a single array of shape \(3, 8, 39\)"):
+        load_feature_file(tmp_path / "x.npy")
+
+
+def test_garbage_and_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "junk.npy").write_bytes(b"\x00\x01 not a pickle")
+    with pytest.raises(FeatureFileError, match=re.escape(str(tmp_path / "junk.npy"))):
+        load_feature_file(tmp_path / "junk.npy")
+    with pytest.raises(FileNotFoundError, match="dataset.path"):
+        load_feature_file(tmp_path / "absent.npy")
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def test_wrong_class_count_names_the_corpus(tmp_path: Path) -> None:
+    path = save_shared(tmp_path / "RAVDE.npy", shared_arrays(classes=8))
+    with pytest.raises(FeatureFileError, match=r"RAVDE\.npy: 'y' has shape \(32, 8\); expected \(N, 7\)"):
+        module(path, corpus="emodb").prepare_data()
+    data = module(path, corpus="ravdess", signal_length=None)
+    with pytest.warns(UserWarning, match="8 frames per utterance, but TIM-Net's recipe for ravdess gives 215"):
+        data.prepare_data()
+    assert data.num_classes == 8
+
+
+def test_smoothed_labels_warn_and_use_argmax(tmp_path: Path) -> None:
+    arrays = shared_arrays()
+    arrays["y"] = arrays["y"] * 0.9 + 0.1 / 7
+    data = module(save_shared(tmp_path / "smoothed.npy", arrays))
+    with pytest.warns(UserWarning, match="not one-hot"):
+        data.prepare_data()
+    assert data.targets.tolist() == np.repeat(np.arange(7), 4).tolist()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.update(y=a["y"][:-1]), "'x' has 28 rows but 'y' has 27"),
+        (lambda a: a.update(x=a["x"][:, :, 0]), r"'x' has shape \(28, 8\); expected"),
+        (lambda a: a["y"].__setitem__(3, 0.0), r"rows \[3\] of 'y' have no single largest entry"),
+        (lambda a: a.pop("y"), r"missing key\(s\) \['y'\]"),
+        (lambda a: a["x"].__setitem__((0, 0, 0), np.nan), "NaN or infinite"),
+    ],
+    ids=["rows", "x-dims", "tie", "missing-y", "nan"],
+)
+def test_malformed_contents_are_named(tmp_path: Path, change, message: str) -> None:
+    arrays = shared_arrays()
+    change(arrays)
+    path = save_shared(tmp_path / "bad.npy", arrays)
+    with pytest.raises(FeatureFileError, match=re.escape(str(path)) + ".*" + message):
+        module(path).prepare_data()
+
+
+def test_partial_file_warns_with_counts(tmp_path: Path) -> None:
+    data = module(save_shared(tmp_path / "EMODB.npy", shared_arrays()), check_counts=True)
+    with pytest.warns(UserWarning, match="angry: found 4, expected 127"):
+        data.prepare_data()
+
+
+def test_config_requires_path_and_corpus() -> None:
+    cfg = compose_config(["dataset=timnet_npy"])
+    with pytest.raises(MissingMandatoryValue):
+        _ = cfg.dataset.path
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.mark.slow
+def test_training_on_a_shared_feature_file(tmp_path: Path) -> None:
+    from ser.training import train
+
+    path = save_shared(tmp_path / "EMODB.npy", shared_arrays())
+    cfg = compose_config([
+        "dataset=timnet_npy", f"dataset.path={path}", "dataset.corpus=emodb",
+        "dataset.signal_length=3584", "dataset.check_counts=false",
+        "cv.folds=2", "trainer.max_epochs=1", "trainer.accelerator=cpu",
+        "model.net.num_blocks=1", "logger=none", "callbacks=none", "progress=false",
+    ])
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(tmp_path / "data")
+        cfg.paths.output_dir = str(tmp_path / "run")
+    with one_torch_thread():
+        uar = train(cfg)
+    assert 0.0 <= uar <= 1.0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["corpus"] == "emodb" and results["class_names"] == EMODB_CLASSES
+    assert results["num_utterances"] == 28 and results["seeds"]["split"] == 46
+    matrices = np.array([fold["confusion_matrix"] for fold in results["folds"]])
+    assert matrices.sum() == 28 and matrices.sum(axis=(0, 2)).tolist() == [4] * 7
+    assert results["skipped_files"] == []
