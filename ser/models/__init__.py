@@ -1,6 +1,7 @@
 """The networks: plain torch modules, no Lightning, Hydra or files."""
 
 from ser.models.blocks import SqueezeExcitation, TemporalAwareBlock
+from ser.models.fast import FastTimeFrequencyFusion
 from ser.models.fusion import (
     FUSION_IMPLEMENTATIONS,
     SamePaddingAveragePool2d,
@@ -14,6 +15,7 @@ from ser.models.networks import DirectionalStream, MSSENet, TIMNet
 __all__ = [
     "FUSION_IMPLEMENTATIONS",
     "DirectionalStream",
+    "FastTimeFrequencyFusion",
     "LevelWeighting",
     "MSSENet",
     "SamePaddingAveragePool2d",

@@ -36,6 +36,11 @@ class DirectionalStream(nn.Module):
         )
         keras_initialise(self)
 
+    # True where the class provides `bidirectional_level_means(other, x)`: the sum of this
+    # stream's per-level time means on x and `other`'s on x reversed, which MSSENet.embed
+    # then uses instead of the full level sequences (see ser/models/fast.py).
+    summarises_levels = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fusion is not None:
             x = self.fusion(x)
@@ -45,6 +50,11 @@ class DirectionalStream(nn.Module):
             h = block(h)
             levels.append(h)
         return torch.stack(levels, dim=1)
+
+
+# Other computations of DirectionalStream (same parameter names), keyed like the fusion
+# implementations; a name without an entry here uses DirectionalStream itself.
+STREAM_IMPLEMENTATIONS: dict[str, type[DirectionalStream]] = {}
 
 
 class MSSENet(nn.Module):
@@ -73,6 +83,7 @@ class MSSENet(nn.Module):
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         fusion_class = fusion_implementation(implementation)
+        stream_class = STREAM_IMPLEMENTATIONS.get(implementation, DirectionalStream)
         self.input_dim = input_dim
         self.implementation = implementation
 
@@ -88,7 +99,7 @@ class MSSENet(nn.Module):
                     branch_regularizer=branch_regularizer,
                     branch_rate=branch_rate,
                 )
-            return DirectionalStream(input_dim, filters, num_blocks, block_dropout, fusion)
+            return stream_class(input_dim, filters, num_blocks, block_dropout, fusion)
 
         # Separate weights per direction; the backward one reads the input reversed in time.
         self.forward_stream = stream()
@@ -114,8 +125,13 @@ class MSSENet(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The weighted fused vector z (batch, filters) that the classifier reads."""
-        forward_levels, backward_levels = self.level_outputs(x)
-        fused_levels = (forward_levels + backward_levels).mean(dim=3)  # (batch, levels, filters)
+        if self.forward_stream.summarises_levels:
+            # mean(forward + backward) = mean(forward) + mean(backward), without the sequences
+            self._check_input(x)
+            fused_levels = self.forward_stream.bidirectional_level_means(self.backward_stream, x)
+        else:
+            forward_levels, backward_levels = self.level_outputs(x)
+            fused_levels = (forward_levels + backward_levels).mean(dim=3)  # (batch, levels, filters)
         return self.level_weighting(fused_levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,8 +141,8 @@ class MSSENet(nn.Module):
 class TIMNet(MSSENet):
     """TIM-Net (ICASSP 2023): MS-SENet without the time-frequency fusion block.
 
-    `implementation` is accepted (and validated) so configs can set it for either model;
-    it has no effect here because only the fusion block has implementations.
+    `implementation` selects how the TAB chain is computed where an implementation of
+    the stream is registered (e.g. "fast"); the fusion block does not exist here.
     """
 
     def __init__(

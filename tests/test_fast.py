@@ -1,0 +1,299 @@
+"""The "fast" implementation computes the reference's function, gradients and training.
+
+Both implementations draw their dropout masks in the same order with the same calls, so
+with equal seeds train mode compares exactly too (dropout on). Gradients are compared
+per tensor as relative errors ||fast - ref|| / ||ref||. The reference run in float64
+gives the exact values. In fp32 every output and gradient is within 1e-4 of the fp32
+reference, except where the fp32 reference is itself that far from the exact value (some
+bias gradients sum thousands of cancelling terms): there the fast result must be at least
+as close to the exact value (or within 1e-4 of it). In fp64 the two agree to ~1e-10. In train mode a conv followed
+by batch-statistics BatchNorm has an exactly zero bias gradient; both implementations
+return rounding noise there, so those are compared against the scale of the conv weight's
+gradient instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from ser.models import (
+    FastTimeFrequencyFusion,
+    MSSENet,
+    TimeFrequencyFusion,
+    TIMNet,
+    fusion_implementation,
+)
+from ser.models.fast import FastDirectionalStream, patch_moments, patches
+from ser.models.networks import STREAM_IMPLEMENTATIONS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread is fastest, and immune to a busy machine's scheduling."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+BATCH, FRAMES, FEATURES = 8, 40, 39
+TOLERANCE = 1e-4
+
+ABLATIONS = {
+    "default": {},
+    "square_kernel": {"kernel_sizes": ((3, 3),)},
+    "no_se": {"squeeze_excitation": False},
+    "se_reduction_3": {"se_reduction": 3},
+    "avgpool": {"branch_regularizer": "avgpool"},
+    "dropout": {"branch_regularizer": "dropout"},
+    "no_regularizer": {"branch_regularizer": "none"},
+    "no_se_dropout": {"squeeze_excitation": False, "branch_regularizer": "dropout"},
+    "no_se_avgpool": {"squeeze_excitation": False, "branch_regularizer": "avgpool"},
+    "no_fusion": {"time_frequency_fusion": False},
+}
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def features(batch: int = BATCH, frames: int = FRAMES, seed: int = 0) -> torch.Tensor:
+    """MFCC-like input: a large negative c0, decaying spreads, a global offset."""
+    generator = torch.Generator().manual_seed(seed)
+    spread = torch.linspace(40.0, 2.0, FEATURES)
+    offset = torch.zeros(FEATURES)
+    offset[0], offset[1] = -300.0, 80.0
+    return torch.randn(batch, frames, FEATURES, generator=generator) * spread + offset + 5.0
+
+
+def pair(factory, **overrides):  # noqa: ANN001, ANN201
+    """(reference, fast) with the same weights."""
+    torch.manual_seed(0)
+    reference = factory(implementation="reference", **overrides)
+    fast = factory(implementation="fast", **overrides)
+    fast.load_state_dict(reference.state_dict())
+    return reference, fast
+
+
+def run(model: nn.Module, x: torch.Tensor, train: bool, seed: int = 5):  # noqa: ANN201
+    """Output and gradients of (input, every parameter) for a fixed output gradient."""
+    model.train(train)
+    x = x.clone().requires_grad_()
+    torch.manual_seed(seed)  # the same dropout masks in both implementations
+    out = model(x)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(out.dtype)
+    names = ["input"] + [name for name, _ in model.named_parameters()]
+    grads = torch.autograd.grad((out * weights).sum(), [x, *model.parameters()])
+    return out.detach(), dict(zip(names, grads, strict=True))
+
+
+def cancelled_bias(name: str, train: bool) -> str | None:
+    """For a conv bias whose gradient BatchNorm's batch statistics cancel: its weight."""
+    if train and name.endswith(("conv.bias", "first_conv.bias", "second_conv.bias")):
+        return name[: -len("bias")] + "weight"
+    return None
+
+
+def compare_fp32(reference: nn.Module, fast: nn.Module, x: torch.Tensor, train: bool) -> None:
+    exact = copy.deepcopy(reference).double()
+    ref_out, ref_grads = run(reference, x, train)
+    fast_out, fast_grads = run(fast, x, train)
+    exact_out, exact_grads = run(exact, x.double(), train)
+
+    def check(name: str, got: torch.Tensor, ref: torch.Tensor, truth: torch.Tensor) -> None:
+        error = relative_error(got, ref)
+        if error > TOLERANCE:  # then the fp32 reference is itself that far from exact
+            reference_error = relative_error(ref, truth)
+            assert reference_error > TOLERANCE / 2, (name, error)
+            assert relative_error(got, truth) <= max(TOLERANCE, reference_error), (name, error)
+
+    check("output", fast_out, ref_out, exact_out)
+    for name, ref in ref_grads.items():
+        weight = cancelled_bias(name, train)
+        if weight is not None:
+            scale = ref_grads[weight].norm()
+            assert (fast_grads[name] - ref).norm() <= TOLERANCE * scale, name
+            continue
+        check(name, fast_grads[name], ref, exact_grads[name])
+    for (name, a), b in zip(fast.named_buffers(), reference.buffers(), strict=True):
+        if a.dtype.is_floating_point:
+            assert relative_error(a, b) <= 1e-5, name
+        else:
+            assert torch.equal(a, b), name
+
+
+def compare_fp64(reference: nn.Module, fast: nn.Module, x: torch.Tensor, train: bool) -> None:
+    """In float64 the two agree to rounding: the same function, not an approximation."""
+    reference, fast = copy.deepcopy(reference).double(), copy.deepcopy(fast).double()
+    ref_out, ref_grads = run(reference, x.double(), train)
+    fast_out, fast_grads = run(fast, x.double(), train)
+    assert relative_error(fast_out, ref_out) <= 1e-10
+    for name, ref in ref_grads.items():
+        weight = cancelled_bias(name, train)
+        if weight is not None:
+            assert (fast_grads[name] - ref).norm() <= 1e-10 * ref_grads[weight].norm(), name
+        else:
+            assert relative_error(fast_grads[name], ref) <= 1e-9, name
+    for a, b in zip(fast.buffers(), reference.buffers(), strict=True):
+        if a.dtype.is_floating_point:
+            assert relative_error(a, b) <= 1e-12
+
+
+def mssenet(**overrides):  # noqa: ANN003, ANN201
+    settings = {"num_classes": 7, "num_blocks": 3, **overrides}
+    return MSSENet(**settings)
+
+
+def test_fast_is_registered() -> None:
+    assert fusion_implementation("fast") is FastTimeFrequencyFusion
+    assert STREAM_IMPLEMENTATIONS["fast"] is FastDirectionalStream
+    model = MSSENet(num_classes=7, implementation="fast")
+    assert isinstance(model.forward_stream, FastDirectionalStream)
+    assert isinstance(model.backward_stream.fusion, FastTimeFrequencyFusion)
+    assert isinstance(TIMNet(num_classes=7, implementation="fast").forward_stream,
+                      FastDirectionalStream)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("overrides", ABLATIONS.values(), ids=ABLATIONS.keys())
+def test_outputs_gradients_and_statistics_match_reference(overrides: dict, train: bool) -> None:
+    reference, fast = pair(mssenet, **overrides)
+    x = features()
+    compare_fp64(reference, fast, x, train)  # on copies: the models keep their statistics
+    compare_fp32(reference, fast, x, train)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_timnet_matches_reference(train: bool) -> None:
+    reference, fast = pair(TIMNet, num_classes=4, num_blocks=4)
+    compare_fp32(reference, fast, features(), train)
+
+
+def test_dilation_beyond_the_sequence_and_other_sizes() -> None:
+    # 6 frames, dilations up to 8: the past tap of the later TABs sees only padding.
+    torch.manual_seed(3)
+    x = torch.randn(5, 6, 20)
+    reference, fast = pair(mssenet, input_dim=20, filters=16, num_blocks=4)
+    compare_fp64(reference, fast, x, train=True)
+    compare_fp32(reference, fast, x, train=True)
+
+
+def test_chunking_does_not_change_the_result() -> None:
+    torch.manual_seed(0)
+    reference = TimeFrequencyFusion()
+    x = features(batch=7, frames=20)
+    outputs = []
+    for chunk in (1, 3, 7, 16):
+        fast = FastTimeFrequencyFusion(chunk=chunk)
+        fast.load_state_dict(reference.state_dict())
+        torch.manual_seed(4)
+        outputs.append(fast.train()(x))
+    torch.manual_seed(4)
+    expected = reference.train()(x)
+    for out in outputs:
+        assert relative_error(out, expected) <= 1e-5
+
+
+def test_patches_and_their_moments() -> None:
+    x = features(batch=3, frames=9).double()
+    shift = x.mean()
+    for kernel in ((11, 1), (1, 9), (3, 3)):
+        p = patches(x, kernel, shift)
+        unfolded = nn.functional.unfold(
+            x.unsqueeze(1), kernel, padding=(kernel[0] // 2, kernel[1] // 2)
+        )
+        assert torch.allclose(p[:, :-1] + shift, unfolded, rtol=1e-12, atol=1e-10)
+        assert torch.all(p[:, -1] == 1)
+        mean, covariance = patch_moments(p)
+        flat = unfolded.transpose(1, 2).reshape(-1, unfolded.shape[1])
+        assert torch.allclose(covariance[:-1, :-1], flat.T.cov(correction=0), rtol=1e-9)
+        assert torch.allclose(mean[:-1] + shift, flat.mean(0), rtol=1e-9)
+
+
+def test_state_dicts_load_across_implementations() -> None:
+    torch.manual_seed(1)
+    reference = mssenet().train()
+    reference(features())  # move the BatchNorm statistics away from their start
+    fast = mssenet(implementation="fast")
+    assert fast.state_dict().keys() == reference.state_dict().keys()
+    buffer = io.BytesIO()
+    torch.save(reference.state_dict(), buffer)
+    buffer.seek(0)
+    fast.load_state_dict(torch.load(buffer, weights_only=True))
+    x = features(seed=2)
+    with torch.no_grad():
+        expected = reference.eval()(x)
+        assert relative_error(fast.eval()(x), expected) <= 1e-5
+        back = mssenet()
+        back.load_state_dict(fast.state_dict())
+        assert torch.equal(back.eval()(x), expected)
+
+
+def test_level_outputs_agree_with_embedding() -> None:
+    reference, fast = pair(mssenet)
+    x = features()
+    with torch.no_grad():
+        ref_levels = reference.eval().level_outputs(x)
+        fast_levels = fast.eval().level_outputs(x)
+        for a, b in zip(fast_levels, ref_levels, strict=True):
+            assert a.shape == b.shape == (BATCH, 3, 39, FRAMES)
+            assert relative_error(a, b) <= 1e-5
+        assert relative_error(fast.embed(x), reference.embed(x)) <= 1e-5
+
+
+def test_training_matches_reference() -> None:
+    """Same tiny data, seed and optimiser: the same loss trajectory and accuracy."""
+    generator = torch.Generator().manual_seed(0)
+    classes, per_class, frames = 3, 16, 30
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    x = torch.randn(len(labels), frames, FEATURES, generator=generator) * 3
+    x[:, :, :classes] += 4.0 * nn.functional.one_hot(labels, classes)[:, None, :]
+    histories = {}
+    for implementation in ("reference", "fast"):
+        torch.manual_seed(0)
+        model = MSSENet(num_classes=classes, num_blocks=2, implementation=implementation)
+        optimiser = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.93, 0.98))
+        order = torch.Generator().manual_seed(1)
+        losses = []
+        for _epoch in range(4):
+            model.train()
+            for batch in torch.randperm(len(labels), generator=order).split(16):
+                optimiser.zero_grad()
+                loss = nn.functional.cross_entropy(
+                    model(x[batch]), labels[batch], label_smoothing=0.1
+                )
+                loss.backward()
+                optimiser.step()
+                losses.append(loss.item())
+        with torch.no_grad():
+            accuracy = (model.eval()(x).argmax(1) == labels).float().mean().item()
+        histories[implementation] = (torch.tensor(losses), accuracy)
+    (ref_losses, ref_accuracy), (fast_losses, fast_accuracy) = histories.values()
+    assert ref_losses[-1] < ref_losses[0]  # it learns
+    assert torch.allclose(fast_losses, ref_losses, rtol=1e-3, atol=1e-4)
+    assert abs(fast_accuracy - ref_accuracy) <= 1 / len(labels)
+
+
+def test_configs_default_to_fast() -> None:
+    for name in ("mssenet", "timnet"):
+        config = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
+        assert config.net.implementation == "fast"
+
+
+def test_pool_squeeze_weights_match_the_pool() -> None:
+    frames, features = 5, 4
+    fusion = FastTimeFrequencyFusion(input_dim=features, branch_regularizer="avgpool")
+    q = fusion._pool_squeeze_weights(frames, features, "cpu", torch.float64)
+    image = torch.randn(1, 1, frames, features, dtype=torch.float64)
+    pooled = fusion.branches[0].regularizer(image)
+    assert torch.allclose(pooled.sum(), (q * image.flatten()).sum(), rtol=1e-12)
