@@ -184,9 +184,12 @@ def test_fold_parallel_jobs_match_a_sequential_run(tiny_config, tmp_path: Path, 
     for ours, reference in zip(parallel["folds"], sequential["folds"], strict=True):
         for key in ("fold", "test_rows", "training_seed", "num_test", "confusion_matrix"):
             assert ours[key] == reference[key], key
-        # The loss is the sharp check: any difference in the trained weights shows there.
-        for key in ("test/uar", "test/war", "test/loss"):
-            assert ours[key] == pytest.approx(reference[key], abs=1e-6), key
+        for key in ("test/uar", "test/war"):  # from identical confusion matrices
+            assert ours[key] == pytest.approx(reference[key], abs=1e-9), key
+        # The loss is the sharp check: a different training run would differ by far more
+        # than float32 rounding. A joblib worker may run another number of torch threads,
+        # which reorders float32 reductions by a few ulps (3e-6 seen once on a ~2.0 loss).
+        assert ours["test/loss"] == pytest.approx(reference["test/loss"], rel=1e-5)
     assert parallel["summary"] == pytest.approx(sequential["summary"])
     # The gather step by hand gives the same record.
     assert gather.gather(sweep_dir)["folds"] == parallel["folds"]
