@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ser.atomic import atomic_write_json  # noqa: F401  (re-exported: results.atomic_write_json)
+
 RESULTS_FILE = "results.json"
 FOLDS_DIR = "folds"
 METRICS = ("test/uar", "test/war")
 OPTIONAL_METRICS = ("val/uar", "val/war")
-
-
-def atomic_write_json(data: Any, path: Path) -> None:
-    """Write JSON so that a reader (or a crash) never sees a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def read_json(path: Path) -> Any:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from ser.atomic import atomic_torch_save
 from ser.data.sampling import derived_seed
 
 log = logging.getLogger(__name__)
@@ -61,18 +61,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def atomic_save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
     """`torch.save` to `path` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name opened exclusively (mkstemp would make the file private, 0600).
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "xb") as stream:
-            torch.save(checkpoint, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_torch_save(checkpoint, path)
 
 
 class EpochSeeding(pl.Callback):

@@ -194,8 +194,11 @@ def test_a_crash_while_writing_leaves_no_cache(tmp_path: Path, monkeypatch: pyte
     root = make_emodb_tree(tmp_path / "emodb", GOOD_EMODB)
     real_save = torch.save
 
-    def crash(obj, path, *args, **kwargs):
-        Path(path).write_bytes(b"half a cache")
+    def crash(obj, target, *args, **kwargs):  # target: a path or an open file
+        if hasattr(target, "write"):
+            target.write(b"half a cache")
+        else:
+            Path(target).write_bytes(b"half a cache")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)

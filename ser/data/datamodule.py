@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ser.atomic import atomic_torch_save
 from ser.data.corpora import Corpus, CorpusError, get_corpus
 from ser.data.manifest import Manifest
 from ser.data.sampling import EpochSeededSampler
@@ -59,19 +59,6 @@ def resolve_feature_device(setting: str) -> torch.device:
     if setting == "cuda" and not torch.cuda.is_available():
         raise ValueError("dataset.feature_device=cuda, but no CUDA device is available")
     return torch.device(setting)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write `obj` to `path` so that a crash never leaves a partial file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class FoldDataModule(pl.LightningDataModule):
