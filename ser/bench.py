@@ -80,6 +80,8 @@ class Trainer:
         y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=generator)
         self.x, self.y = x.to(device), y.to(device)
         self.times: list[float] = []
+        self.system_seconds = 0.0  # kernel time (page faults) during the timed steps
+        self.minor_faults = 0
 
     def step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -89,11 +91,17 @@ class Trainer:
         self.optimizer.step()
 
     def timed_step(self) -> None:
+        import resource
+
         synchronise(self.device)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         self.step()
         synchronise(self.device)
         self.times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        self.system_seconds += after.ru_stime - usage.ru_stime
+        self.minor_faults += after.ru_minflt - usage.ru_minflt
 
     def count_flops(self) -> int:
         """FLOPs of one training step (also serves as a warm-up step)."""
@@ -244,6 +252,7 @@ def run(args: argparse.Namespace) -> dict:
             "processor": _processor_name(),
             "cpu_count": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "load_average_at_start": _load_average(),
         },
         "matmul_peak_gflops": peak,
         "models": {},
@@ -279,6 +288,8 @@ def run(args: argparse.Namespace) -> dict:
                 "achieved_gflops": flops["reference"] / step_time / 1e9,
                 "executed_gflops": flops[impl] / step_time / 1e9,
                 "fraction_of_matmul_peak": flops["reference"] / step_time / 1e9 / peak,
+                "system_seconds_per_step": trainer.system_seconds / len(trainer.times),
+                "minor_page_faults_per_step": trainer.minor_faults / len(trainer.times),
                 "peak_memory_mib": peak_memory_mib(model, impl, args, device),
                 "inference_latency_ms": 1e3 * latency,
                 "inference_samples_per_s": args.batch_size / throughput_time,
@@ -289,9 +300,18 @@ def run(args: argparse.Namespace) -> dict:
         fast, reference = rows[f"{model}/fast"], rows[f"{model}/reference"]
         fast["speedup"] = fast["train_samples_per_s"] / reference["train_samples_per_s"]
         reference["speedup"] = 1.0
+    results["environment"]["load_average_at_end"] = _load_average()
     results["speedup"] = rows["mssenet/fast"]["speedup"]
     results["timnet_speedup"] = rows["timnet/fast"]["speedup"]
     return results
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: other work on the machine skews the timings."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _processor_name() -> str:
@@ -341,9 +361,11 @@ def print_table(results: dict) -> None:
     if not console.is_terminal:
         console = Console(width=160)
     console.print(table)
+    environment = results["environment"]
     console.print(
         f"MS-SENet speedup (fast / reference training samples/s): {results['speedup']:.2f}x; "
-        f"TIM-Net: {results['timnet_speedup']:.2f}x"
+        f"TIM-Net: {results['timnet_speedup']:.2f}x. Load average at start "
+        f"{environment['load_average_at_start']}, at end {environment['load_average_at_end']}."
     )
 
 
@@ -372,6 +394,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device is available")
     return args
 
 

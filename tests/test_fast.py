@@ -297,3 +297,27 @@ def test_pool_squeeze_weights_match_the_pool() -> None:
     image = torch.randn(1, 1, frames, features, dtype=torch.float64)
     pooled = fusion.branches[0].regularizer(image)
     assert torch.allclose(pooled.sum(), (q * image.flatten()).sum(), rtol=1e-12)
+
+
+def test_benchmark_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m ser.bench` at a toy size (no memory-probe subprocesses): every figure."""
+    from ser import bench
+
+    monkeypatch.setattr(bench, "peak_memory_mib", lambda *args: 1.0)
+    out = tmp_path / "bench.json"
+    results = bench.main(
+        [
+            "--batch-size", "4", "--frames", "12", "--num-blocks", "2", "--steps", "2",
+            "--reference-steps", "1", "--warmup", "0", "--inference-runs", "2",
+            "--threads", "1", "--out", str(out),
+        ]
+    )
+    assert results is not None and out.exists()
+    assert results["speedup"] > 0 and results["matmul_peak_gflops"] > 0
+    assert set(results["models"]) == {
+        "mssenet/reference", "mssenet/fast", "timnet/reference", "timnet/fast"
+    }
+    for row in results["models"].values():
+        assert row["train_samples_per_s"] > 0 and row["inference_latency_ms"] > 0
+        assert row["model_gflop_per_step"] > 0 and row["peak_memory_mib"] == 1.0
+    assert bench.clip_frames(3.0) == 130
