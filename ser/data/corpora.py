@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ser.data.manifest import Manifest, Utterance
 
@@ -104,6 +104,23 @@ class Corpus:
 
     def layout_hint(self) -> str:
         return "see shared/CORPORA.md"
+
+    def emotion_for(
+        self,
+        code: str,
+        table: Mapping[str, str],
+        path: Path,
+        what: str = "emotion code",
+        order: Callable[[str], Any] | None = None,
+    ) -> str:
+        """The class name a file's emotion code stands for; unknown codes name the file."""
+        try:
+            return table[code]
+        except KeyError:
+            raise CorpusError(
+                f"{self.name}: unknown {what} {code!r} in {str(path)!r}; "
+                f"expected one of {sorted(table, key=order)}"
+            ) from None
 
     @classmethod
     def looks_like(cls, root: Path) -> bool:
@@ -225,12 +242,8 @@ class EmoDB(Corpus):
                     f"({self.layout_hint()})"
                 )
             speaker, text, letter, _version = match.groups()
-            if letter not in self.letters:
-                raise CorpusError(
-                    f"{self.name}: unknown emotion letter {letter!r} in {str(path)!r}; "
-                    f"expected one of {sorted(self.letters)}"
-                )
-            yield Utterance(str(path), self.letters[letter], speaker, text=text)
+            label = self.emotion_for(letter, self.letters, path, what="emotion letter")
+            yield Utterance(str(path), label, speaker, text=text)
 
 
 @register
@@ -346,17 +359,13 @@ class Emovo(Corpus):
                         f"({self.layout_hint()})"
                     )
                 code, file_speaker, sentence = (part.lower() for part in match.groups())
-                if code not in self.codes:
-                    raise CorpusError(
-                        f"{self.name}: unknown emotion code {code!r} in {str(path)!r}; "
-                        f"expected one of {sorted(self.codes)}"
-                    )
+                label = self.emotion_for(code, self.codes, path)
                 if file_speaker != speaker:
                     raise CorpusError(
                         f"{self.name}: {str(path)!r} names speaker {file_speaker!r} but lies in "
                         f"the folder of speaker {speaker!r}"
                     )
-                yield Utterance(str(path), self.codes[code], speaker, text=sentence)
+                yield Utterance(str(path), label, speaker, text=sentence)
 
 
 # ----------------------------------------------------------------------------- IEMOCAP
@@ -543,17 +552,13 @@ class Ravdess(Corpus):
                         f"{self.name}: unknown vocal channel {channel!r} in {str(path)!r}; "
                         f"expected 01 (speech) or 02 (song)"
                     )
-                if emotion not in self.emotions:
-                    raise CorpusError(
-                        f"{self.name}: unknown emotion code {emotion!r} in {str(path)!r}; "
-                        f"expected one of {sorted(self.emotions)}"
-                    )
+                label = self.emotion_for(emotion, self.emotions, path)
                 if file_actor != actor:
                     raise CorpusError(
                         f"{self.name}: {str(path)!r} names actor {file_actor} but lies in "
                         f"{actor_dir.name}"
                     )
-                yield Utterance(str(path), self.emotions[emotion], actor, text=statement)
+                yield Utterance(str(path), label, actor, text=statement)
 
 
 # ----------------------------------------------------------------------------- SAVEE
@@ -639,10 +644,6 @@ class Savee(Corpus):
 
     def _utterance(self, path: Path, speaker: str, code: str, number: str) -> Utterance:
         code = code.lower()
-        if code not in self.codes:
-            raise CorpusError(
-                f"{self.name}: unknown emotion code {code!r} in {str(path)!r}; expected one "
-                f"of {sorted(self.codes, key=lambda c: (-len(c), c))}"
-            )
+        label = self.emotion_for(code, self.codes, path, order=lambda c: (-len(c), c))
         # text keeps the code and number ("sa01"): the sentence list differs per emotion.
-        return Utterance(str(path), self.codes[code], speaker, text=f"{code}{number}")
+        return Utterance(str(path), label, speaker, text=f"{code}{number}")

@@ -39,13 +39,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ser.models.blocks import TemporalAwareBlock
 from ser.models.fusion import (
-    DEFAULT_KERNEL_SIZES,
     FusionBranch,
     SamePaddingAveragePool2d,
     TimeFrequencyFusion,
@@ -332,26 +332,9 @@ def use_reference(x: torch.Tensor) -> bool:
 class FastTimeFrequencyFusion(TimeFrequencyFusion):
     """The reference TFF block's function, computed by `_FusedBranches` (see module docstring)."""
 
-    def __init__(
-        self,
-        input_dim: int = 39,
-        filters: int = 39,
-        kernel_sizes: Sequence[Sequence[int]] = DEFAULT_KERNEL_SIZES,
-        squeeze_excitation: bool = True,
-        se_reduction: int = 1,
-        branch_regularizer: str = "spatial_dropout",
-        branch_rate: float = 0.2,
-        chunk: int = DEFAULT_CHUNK,
-    ) -> None:
-        super().__init__(
-            input_dim=input_dim,
-            filters=filters,
-            kernel_sizes=kernel_sizes,
-            squeeze_excitation=squeeze_excitation,
-            se_reduction=se_reduction,
-            branch_regularizer=branch_regularizer,
-            branch_rate=branch_rate,
-        )
+    def __init__(self, *args: Any, chunk: int = DEFAULT_CHUNK, **kwargs: Any) -> None:
+        # The reference's constructor arguments, so configs and state dicts carry over.
+        super().__init__(*args, **kwargs)
         self.chunk = chunk
         self._squeeze_weight_cache: dict[tuple, torch.Tensor] = {}
 
