@@ -253,6 +253,8 @@ def run(args: argparse.Namespace) -> dict:
             "cpu_count": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "load_average_at_start": _load_average(),
+            # the fused C kernels of the fast implementation (None: PyTorch formulation)
+            "native_kernels": _native_kernels(),
         },
         "matmul_peak_gflops": peak,
         "models": {},
@@ -304,6 +306,13 @@ def run(args: argparse.Namespace) -> dict:
     results["speedup"] = rows["mssenet/fast"]["speedup"]
     results["timnet_speedup"] = rows["timnet/fast"]["speedup"]
     return results
+
+
+def _native_kernels() -> str | None:
+    from ser.models import native
+
+    lib = native.library()
+    return None if lib is None else lib._name
 
 
 def _load_average() -> list[float] | None:

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ser.models import native
 from ser.models.blocks import TemporalAwareBlock
 from ser.models.fusion import (
     FusionBranch,
@@ -51,6 +52,7 @@ from ser.models.fusion import (
     TimeFrequencyFusion,
     register_fusion_implementation,
 )
+from ser.models.native_tab import NativeTemporalAwareBlockFunction
 from ser.models.networks import STREAM_IMPLEMENTATIONS, DirectionalStream
 
 # Samples per chunk of `_FusedBranches`: three branches of (chunk, 188 * 39, 39) float32
@@ -759,7 +761,10 @@ def temporal_aware_blocks(
     convs_b = [block.second_conv for block in blocks]
     norms_a = [block.first_norm for block in blocks]
     norms_b = [block.second_norm for block in blocks]
-    return _TemporalAwareBlockFunction.apply(
+    function = _TemporalAwareBlockFunction
+    if x.dtype == torch.float32 and x.device.type == "cpu" and native.library() is not None:
+        function = NativeTemporalAwareBlockFunction
+    return function.apply(
         x.contiguous(),
         _stack_parameter(convs_a, "weight"),
         _stack_parameter(convs_a, "bias"),

@@ -1,0 +1,171 @@
+"""Fused CPU kernels of the fast implementation, compiled from C on first use.
+
+PyTorch runs each elementwise operation as its own pass over memory; a Temporal-Aware
+Block of the fast implementation made some twenty such passes over (2, 64, 188, 39)
+tensors, and these, not its matrix products, set its speed. The C kernels here do the
+same arithmetic in a few passes (see the comments in the .c files). They are compiled
+once per machine with the system C compiler into a cache folder and loaded with ctypes;
+their OpenMP threads are PyTorch's own (the same libgomp), so nothing oversubscribes.
+
+Without a C compiler, or with ``SER_NATIVE=0`` in the environment, `library()` returns
+None and the fast implementation uses its PyTorch formulation instead: same results
+(tests compare both with the reference), slower. A compiler failure is reported once as
+a warning that names the compiler and its message.
+
+Settings (environment): ``SER_NATIVE=0`` disables the kernels; ``CC`` names the compiler
+(default ``cc``); ``SER_NATIVE_CACHE`` the cache folder (default
+``$XDG_CACHE_HOME/ser-native`` or ``~/.cache/ser-native``). The file name of a build
+hashes the sources, the compiler's version, the flags and the CPU's feature flags, so a
+home folder shared by different machines (a cluster) keeps one build per kind of CPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCES = (Path(__file__).with_name("tab.c"),)
+FLAGS = (
+    "-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC"
+)
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+_p = ctypes.c_void_p
+_i64 = ctypes.c_int64
+_int = ctypes.c_int
+SIGNATURES = {
+    "tab_stats": (_int, [_p, _i64, _i64, _i64, _p, _p, _int]),
+    "tab_norm_relu": (None, [_p, _p, _p, _p, _i64, _i64, _i64, _int]),
+    "tab_gate": (None, [_p, _p, _p, _p, _p, _p, _i64, _i64, _i64, _int]),
+    "tab_backward": (
+        _int,
+        [_int, _int] + [_p] * 16 + [_i64, _i64, _i64, _i64, _int],
+    ),
+}
+
+
+def enabled() -> bool:
+    return os.environ.get("SER_NATIVE", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("SER_NATIVE_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ser-native"
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _compiler() -> str:
+    return os.environ.get("CC", "cc")
+
+
+def _build_key(compiler_version: str) -> str:
+    digest = hashlib.sha256()
+    for source in SOURCES:
+        digest.update(source.read_bytes())
+    for part in (compiler_version, " ".join(FLAGS), platform.machine(), _cpu_flags()):
+        digest.update(part.encode())
+    return digest.hexdigest()[:16]
+
+
+def build(directory: Path | None = None) -> Path:
+    """Compile the kernels (or find the cached build); raises RuntimeError on failure."""
+    compiler = _compiler()
+    try:
+        version = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise RuntimeError(f"no working C compiler {compiler!r} ({error})") from None
+    directory = Path(directory) if directory is not None else cache_dir()
+    target = directory / f"ser_kernels_{_build_key(version)}.so"
+    if target.exists():
+        return target
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RuntimeError(f"cannot create the kernel cache folder {directory}: {error}") from None
+    # Compile to a private name, then rename: concurrent processes (DDP ranks, sweep
+    # workers) each build or find a complete file, never a half-written one.
+    handle, partial = tempfile.mkstemp(suffix=".so", dir=directory)
+    os.close(handle)
+    command = [compiler, *FLAGS, "-o", partial, *map(str, SOURCES), "-lm"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        Path(partial).unlink(missing_ok=True)
+        message = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(
+            f"compiling the fused kernels failed: {' '.join(command)}\n" + "\n".join(message)
+        )
+    os.replace(partial, target)
+    return target
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    torch.ones(1).sum()  # PyTorch's libgomp is loaded first, so the kernels share it
+    lib = ctypes.CDLL(str(path))
+    for name, (restype, argtypes) in SIGNATURES.items():
+        function = getattr(lib, name)
+        function.restype = restype
+        function.argtypes = argtypes
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, or None when disabled or unavailable (warned once)."""
+    if not enabled():
+        return None
+    with _lock:
+        if "lib" not in _state:
+            try:
+                _state["lib"] = _load(build())
+            except (RuntimeError, OSError, AttributeError) as error:
+                _state["lib"] = None
+                warnings.warn(
+                    f"Fused CPU kernels unavailable, using the slower PyTorch formulation "
+                    f"of the fast implementation: {error}. Set SER_NATIVE=0 to silence this.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return _state["lib"]  # type: ignore[return-value]
+
+
+def reset() -> None:
+    """Forget the loaded library (tests switch SER_NATIVE and CC)."""
+    with _lock:
+        _state.clear()
+
+
+def pointer(tensor: torch.Tensor | None) -> int | None:
+    """Address of a contiguous float32 CPU tensor's data (None stays None)."""
+    if tensor is None:
+        return None
+    if not tensor.is_contiguous():
+        raise ValueError("native kernels need contiguous tensors")
+    return tensor.data_ptr()
+
+
+def threads() -> int:
+    return max(1, torch.get_num_threads())

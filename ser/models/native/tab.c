@@ -1,0 +1,254 @@
+/* Fused elementwise passes of the fast Temporal-Aware Block (see ser/models/native.py).
+ *
+ * Tensors are float32, contiguous, laid out (G, B, T, C): G groups (reading directions),
+ * B samples, T frames, C channels; a row is one (g, b, t) and holds C channels. Per-row
+ * coefficients are (G, B, C) arrays indexed by the row's (g, b); per-channel ones are
+ * (G, C). Reductions over rows accumulate in double, one partial per thread, so results
+ * do not depend on the scheduling.
+ *
+ * A TAB computes  y1 = A1 * z1 + S1,  a1 = relu(y1)
+ *                 y2 = A2 * z2 + S2,  h  = relu(y2),  out = x * sigmoid(h)
+ * where z1, z2 are the bias-free causal convolutions, and A, S fold BatchNorm (mean,
+ * 1/std, gamma, beta) and the channel-dropout factor of each (g, b, c).
+ */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+
+typedef int64_t i64;
+
+/* exp(v) for -17.5 <= v <= 0, vectorisable (libm's expf is not without -ffast-math):
+ * v = n ln2 + r with |r| <= ln2 / 2, exp(r) by its degree-7 Taylor polynomial (relative
+ * error < 1e-7), times 2^n from the bits of -n (0 <= -n <= 25; neither a table lookup
+ * nor building the exponent bits vectorises here). */
+static inline float exp_small(float v) {
+    int k = (int)(0.5f - v * 1.44269504088896341f); /* -round(v / ln2): truncation of a
+                                                       non-negative value, no floorf call */
+    float n = (float)-k;
+    float r = v - n * 0.693359375f; /* ln2 in two parts, the first exact in few bits */
+    r = r + n * 2.12194440e-4f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    /* 2^-k = prod over the bits b_i of k of (1 - b_i (1 - 2^-(2^i))), each factor exact */
+    float scale = 1.0f - 0.5f * (float)(k & 1);
+    scale *= 1.0f - 0.75f * (float)((k >> 1) & 1);
+    scale *= 1.0f - 0.9375f * (float)((k >> 2) & 1);
+    scale *= 1.0f - 0.99609375f * (float)((k >> 3) & 1);
+    scale *= 1.0f - 0.9999847412109375f * (float)((k >> 4) & 1);
+    return p * scale;
+}
+
+/* sigmoid(v) for v >= 0 (its argument is a ReLU output). */
+/* Beyond 17.5, exp(-v) < 2.6e-8 and 1 + exp(-v) rounds to 1 in float, as it does for the
+ * clamped value: the result, 1.0f, is unchanged. */
+static inline float sigmoid_nonnegative(float v) {
+    return 1.0f / (1.0f + exp_small(v < 17.5f ? -v : -17.5f));
+}
+
+/* Per (g, c): sum and sum of squares of z over the B*T rows of group g. */
+int tab_stats(const float *z, i64 G, i64 N, i64 C, double *sum, double *sq, int threads) {
+    i64 width = G * C;
+    double *part = calloc((size_t)threads * 2 * width, sizeof(double));
+    if (!part) return 1;
+    int used = 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+        used = nt;
+        double *ps = part + (i64)tid * 2 * width, *pq = ps + width;
+        i64 rows = G * N, lo = rows * tid / nt, hi = rows * (tid + 1) / nt;
+        for (i64 r = lo; r < hi; ++r) {
+            const float *zr = z + r * C;
+            double *s = ps + (r / N) * C, *q = pq + (r / N) * C;
+#pragma omp simd
+            for (i64 c = 0; c < C; ++c) {
+                double v = zr[c];
+                s[c] += v;
+                q[c] += v * v;
+            }
+        }
+    }
+    memset(sum, 0, (size_t)width * sizeof(double));
+    memset(sq, 0, (size_t)width * sizeof(double));
+    for (int p = 0; p < used; ++p)
+        for (i64 i = 0; i < width; ++i) {
+            sum[i] += part[(i64)p * 2 * width + i];
+            sq[i] += part[(i64)p * 2 * width + width + i];
+        }
+    free(part);
+    return 0;
+}
+
+/* a = relu(A * z + S), A and S per (g, b, c). */
+void tab_norm_relu(const float *z, const float *A, const float *S, float *a, i64 GB, i64 T,
+                   i64 C, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (i64 gb = 0; gb < GB; ++gb) {
+        const float *Ar = A + gb * C, *Sr = S + gb * C;
+        for (i64 t = 0; t < T; ++t) {
+            const float *zr = z + (gb * T + t) * C;
+            float *ar = a + (gb * T + t) * C;
+#pragma omp simd
+            for (i64 c = 0; c < C; ++c) {
+                float y = Ar[c] * zr[c] + Sr[c];
+                ar[c] = y > 0.0f ? y : 0.0f;
+            }
+        }
+    }
+}
+
+/* out = x * sigmoid(relu(A * z + S)), and its mean over the T frames of each (g, b). */
+void tab_gate(const float *restrict z, const float *restrict x, const float *restrict A,
+              const float *restrict S, float *restrict out, float *restrict mean, i64 GB,
+              i64 T, i64 C, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (i64 gb = 0; gb < GB; ++gb) {
+        const float *Ar = A + gb * C, *Sr = S + gb * C;
+        float acc[C];
+        for (i64 c = 0; c < C; ++c) acc[c] = 0.0f;
+        for (i64 t = 0; t < T; ++t) {
+            i64 off = (gb * T + t) * C;
+            const float *restrict zr = z + off, *restrict xr = x + off;
+            float *restrict orow = out + off;
+#pragma omp simd
+            for (i64 c = 0; c < C; ++c) {
+                float y = Ar[c] * zr[c] + Sr[c];
+                float o = xr[c] * sigmoid_nonnegative(y > 0.0f ? y : 0.0f);
+                orow[c] = o;
+                acc[c] += o;
+            }
+        }
+        for (i64 c = 0; c < C; ++c) mean[gb * C + c] = acc[c] / (float)T;
+    }
+}
+
+/* Backward of relu(A * z + S) [and of the gate] followed by BatchNorm's batch statistics.
+ *
+ * The gradient reaching y = A * z + S, divided by the dropout factor, is
+ *   gu = gh * [y > 0] * M,
+ * where M is the dropout factor (per g, b, c; ones without dropout) and gh the gradient
+ * of relu(y):
+ *   gate == 0: gh = gin                                   (gin: d loss / d a)
+ *   gate == 1: gh = gout * x * s * (1 - s), s = sigmoid(relu(y)),
+ *              gout = gin + gmean  (gin may be NULL; gmean per (g, b, c) is the gradient
+ *              of the time mean, already divided by T).
+ * With xhat = (z - mu) * istd (per g, c), pass 0 accumulates per (g, c)
+ *   sum_gu = sum gu,  sum_gx = sum gu * xhat,
+ * and pass 1 writes the gradient of z,
+ *   gz = scale * (gu - k1 - xhat * k2)       (k1, k2 per (g, c): the batch-statistics
+ *                                             terms, zero with running statistics),
+ * and, for the gate, the direct path gdirect = gout * s (d loss / d x through out = x * s).
+ * gz may alias gin (gate == 0): each element is read before it is written.
+ */
+static inline void row_gu(int gate, const float *gr, const float *restrict Gm,
+                          const float *restrict xr, const float *restrict zr,
+                          const float *restrict Ar, const float *restrict Sr,
+                          const float *restrict Mr, float *restrict gu, float *restrict go,
+                          float *restrict sg, i64 C) {
+    if (gate) {
+        if (gr) {
+#pragma omp simd
+            for (i64 c = 0; c < C; ++c) go[c] = gr[c] + Gm[c];
+        } else {
+#pragma omp simd
+            for (i64 c = 0; c < C; ++c) go[c] = Gm[c];
+        }
+#pragma omp simd
+        for (i64 c = 0; c < C; ++c) {
+            float y = Ar[c] * zr[c] + Sr[c];
+            float s = sigmoid_nonnegative(y > 0.0f ? y : 0.0f);
+            sg[c] = s;
+            float g = go[c] * xr[c] * s * (1.0f - s) * Mr[c];
+            gu[c] = y > 0.0f ? g : 0.0f;
+        }
+    } else {
+#pragma omp simd
+        for (i64 c = 0; c < C; ++c) {
+            float y = Ar[c] * zr[c] + Sr[c];
+            float g = gr[c] * Mr[c];
+            gu[c] = y > 0.0f ? g : 0.0f;
+        }
+    }
+}
+
+int tab_backward(int pass, int gate, const float *gin, const float *gmean, const float *x,
+                 const float *z, const float *A, const float *S, const float *M,
+                 const float *mu, const float *istd, const float *scale, const float *k1,
+                 const float *k2, float *gz, float *gdirect, double *sum_gu, double *sum_gx,
+                 i64 G, i64 B, i64 T, i64 C, int threads) {
+    i64 GB = G * B, width = G * C;
+    double *part = NULL;
+    if (pass == 0) {
+        part = calloc((size_t)threads * 2 * width, sizeof(double));
+        if (!part) return 1;
+    }
+    int used = 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+        used = nt;
+        i64 lo = GB * tid / nt, hi = GB * (tid + 1) / nt;
+        float gu[C], go[C], sg[C], fs[C], fx[C];
+        for (i64 gb = lo; gb < hi; ++gb) {
+            i64 g = gb / B;
+            const float *Ar = A + gb * C, *Sr = S + gb * C, *Mr = M + gb * C;
+            const float *Gm = gate ? gmean + gb * C : NULL;
+            const float *restrict mur = mu + g * C, *restrict isr = istd + g * C;
+            for (i64 c = 0; c < C; ++c) fs[c] = fx[c] = 0.0f;
+            for (i64 t = 0; t < T; ++t) {
+                i64 off = (gb * T + t) * C;
+                const float *zr = z + off;
+                row_gu(gate, gin ? gin + off : NULL, Gm, gate ? x + off : NULL, zr, Ar, Sr,
+                       Mr, gu, go, sg, C);
+                if (pass == 0) {
+#pragma omp simd
+                    for (i64 c = 0; c < C; ++c) {
+                        fs[c] += gu[c];
+                        fx[c] += gu[c] * ((zr[c] - mur[c]) * isr[c]);
+                    }
+                } else {
+                    const float *restrict scr = scale + g * C, *restrict k1r = k1 + g * C,
+                                          *restrict k2r = k2 + g * C;
+                    float *restrict gzr = gz + off;
+#pragma omp simd
+                    for (i64 c = 0; c < C; ++c)
+                        gzr[c] = scr[c] * (gu[c] - k1r[c] - (zr[c] - mur[c]) * isr[c] * k2r[c]);
+                    if (gate) {
+                        float *restrict gdr = gdirect + off;
+#pragma omp simd
+                        for (i64 c = 0; c < C; ++c) gdr[c] = go[c] * sg[c];
+                    }
+                }
+            }
+            if (pass == 0) {
+                double *ps = part + (i64)tid * 2 * width + g * C, *px = ps + width;
+                for (i64 c = 0; c < C; ++c) {
+                    ps[c] += fs[c];
+                    px[c] += fx[c];
+                }
+            }
+        }
+    }
+    if (pass == 0) {
+        memset(sum_gu, 0, (size_t)width * sizeof(double));
+        memset(sum_gx, 0, (size_t)width * sizeof(double));
+        for (int p = 0; p < used; ++p)
+            for (i64 i = 0; i < width; ++i) {
+                sum_gu[i] += part[(i64)p * 2 * width + i];
+                sum_gx[i] += part[(i64)p * 2 * width + width + i];
+            }
+        free(part);
+    }
+    return 0;
+}

@@ -1,0 +1,170 @@
+"""The fused C kernels (ser/models/native): used by default, equal to the PyTorch
+formulation and the reference, and a clean fallback when they cannot be built."""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+
+import pytest
+import torch
+
+from ser.models import MSSENet, native
+from ser.models.fast import _TemporalAwareBlockFunction
+from ser.models.native_tab import NativeTemporalAwareBlockFunction
+from tests.test_fast import compare_fp32, features, mssenet, pair, relative_error
+
+needs_kernels = pytest.mark.skipif(
+    not native.enabled() or native.library() is None, reason="no C compiler for the kernels"
+)
+
+
+@pytest.fixture
+def native_off(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SER_NATIVE", "0")
+    native.reset()
+    yield
+    monkeypatch.delenv("SER_NATIVE")
+    native.reset()
+
+
+def tab_functions(model: torch.nn.Module, x: torch.Tensor) -> set[str]:
+    """Names of the autograd nodes of the TABs in the graph of model(x)."""
+    seen, names, stack = set(), set(), [model(x).sum().grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if "TemporalAwareBlock" in type(node).__name__:
+            names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@needs_kernels
+def test_kernels_are_the_default_for_float32_on_cpu() -> None:
+    model = MSSENet(num_classes=4, num_blocks=2, implementation="fast").train()
+    x = features()
+    assert tab_functions(model, x) == {"NativeTemporalAwareBlockFunctionBackward"}
+    # float64 (and other devices) use the PyTorch formulation
+    assert tab_functions(copy.deepcopy(model).double(), x.double()) == {
+        "_TemporalAwareBlockFunctionBackward"
+    }
+
+
+def test_fallback_without_kernels_matches_reference(native_off: None) -> None:
+    assert native.library() is None
+    for overrides in ({}, {"branch_regularizer": "dropout"}):
+        reference, fast = pair(mssenet, **overrides)
+        assert tab_functions(copy.deepcopy(fast), features()) == {
+            "_TemporalAwareBlockFunctionBackward"
+        }
+        for train in (False, True):
+            compare_fp32(reference, fast, features(), train)
+
+
+@needs_kernels
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_kernels_and_fallback_agree(train: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output and every gradient of the two TAB computations, for blocks with dilations
+    below, across and beyond half the sequence (12 frames; dilations 1 to 16)."""
+    import ser.models.fast as fast
+
+    torch.manual_seed(0)
+    model = MSSENet(num_classes=5, num_blocks=5, implementation="fast").train(train)
+    x = features(batch=6, frames=12)
+    weights = torch.randn(6, 5, generator=torch.Generator().manual_seed(2))
+
+    def run(function: type) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        monkeypatch.setattr(fast, "NativeTemporalAwareBlockFunction", function)
+        copied = copy.deepcopy(model)
+        inputs = x.clone().requires_grad_()
+        torch.manual_seed(1)  # the same dropout masks
+        out = copied(inputs)
+        grads = torch.autograd.grad((out * weights).sum(), [inputs, *copied.parameters()])
+        names = ["input"] + [name for name, _ in copied.named_parameters()]
+        return out.detach(), dict(zip(names, grads, strict=True))
+
+    native_out, native_grads = run(NativeTemporalAwareBlockFunction)
+    torch_out, torch_grads = run(_TemporalAwareBlockFunction)
+    assert relative_error(native_out, torch_out) <= 1e-5
+    for name, expected in torch_grads.items():
+        got = native_grads[name]
+        if train and name.endswith("_conv.bias"):  # BatchNorm cancels it: rounding noise
+            scale = torch_grads[name[: -len("bias")] + "weight"].norm()
+            assert (got - expected).norm() <= 1e-4 * scale, name
+        else:
+            assert relative_error(got, expected) <= 1e-4, name
+
+
+@needs_kernels
+def test_gate_kernel_sigmoid_and_mean() -> None:
+    """out = x * sigmoid(relu(A z + S)) and its time mean, over the whole range of the
+    polynomial exp (including past its cut-off at 17.5, and negative inputs)."""
+    lib = native.library()
+    groups, batch, frames, channels = 1, 2, 500, 7
+    z = torch.linspace(-5, 40, groups * batch * frames * channels).reshape(
+        groups, batch, frames, channels
+    )
+    x = torch.randn_like(z)
+    A = torch.ones(groups, batch, channels)
+    S = torch.zeros(groups, batch, channels)
+    out, mean = torch.empty_like(z), torch.empty(groups, batch, channels)
+    lib.tab_gate(z.data_ptr(), x.data_ptr(), A.data_ptr(), S.data_ptr(), out.data_ptr(),
+                 mean.data_ptr(), groups * batch, frames, channels, 2)
+    expected = x * torch.sigmoid(z.double().relu()).float()
+    assert torch.allclose(out, expected, rtol=3e-7, atol=1e-7)
+    assert torch.allclose(mean, expected.mean(2), rtol=1e-5, atol=1e-6)
+
+
+@needs_kernels
+def test_stats_kernel_sums_in_double() -> None:
+    lib = native.library()
+    z = torch.randn(2, 3000, 5) * 10 + 1000  # a large mean: float sums would lose digits
+    total = torch.empty(2, 5, dtype=torch.float64)
+    squares = torch.empty_like(total)
+    lib.tab_stats(z.data_ptr(), 2, 3000, 5, total.data_ptr(), squares.data_ptr(), 2)
+    exact = z.double()
+    assert torch.allclose(total, exact.sum(1), rtol=1e-12)
+    assert torch.allclose(squares, exact.square().sum(1), rtol=1e-12)
+
+
+@needs_kernels
+def test_build_is_cached_per_source_and_machine(tmp_path) -> None:  # noqa: ANN001
+    first = native.build(tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert native.build(tmp_path) == first and first.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no partial files left
+
+
+def test_a_missing_compiler_warns_once_and_falls_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path  # noqa: ANN001
+) -> None:
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("SER_NATIVE_CACHE", str(tmp_path / "cache"))
+    native.reset()
+    try:
+        with pytest.warns(RuntimeWarning, match="no-such-cc"):
+            assert native.library() is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert native.library() is None  # said once
+        reference, fast = pair(mssenet)
+        compare_fp32(reference, fast, features(), train=True)
+    finally:
+        native.reset()
+
+
+def test_a_failing_compile_names_the_command(monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    compiler = tmp_path / "cc"
+    compiler.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo fake; exit 0; fi\n"
+                        "echo 'error: something broke' >&2; exit 1\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CC", str(compiler))
+    with pytest.raises(RuntimeError, match="something broke") as error:
+        native.build(tmp_path / "cache")
+    assert str(compiler) in str(error.value)
+    assert not any((tmp_path / "cache").iterdir())  # the partial output was removed
+    assert os.environ["CC"] == str(compiler)
