@@ -5,8 +5,9 @@ with equal seeds train mode compares exactly too (dropout on). Gradients are com
 per tensor as relative errors ||fast - ref|| / ||ref||. The reference run in float64
 gives the exact values. In fp32 every output and gradient is within 1e-4 of the fp32
 reference, except where the fp32 reference is itself that far from the exact value (some
-bias gradients sum thousands of cancelling terms): there the fast result must be at least
-as close to the exact value (or within 1e-4 of it). In fp64 the two agree to ~1e-10. In train mode a conv followed
+bias gradients sum thousands of cancelling terms): there the fast result must be about as
+close to the exact value (within 1.5 times the reference's error, or within 1e-4 of it):
+two float32 summation orders of such a sum land either side of each other by chance. In fp64 the two agree to ~1e-10. In train mode a conv followed
 by batch-statistics BatchNorm has an exactly zero bias gradient; both implementations
 return rounding noise there, so those are compared against the scale of the conv weight's
 gradient instead.
@@ -115,7 +116,9 @@ def compare_fp32(reference: nn.Module, fast: nn.Module, x: torch.Tensor, train: 
         if error > TOLERANCE:  # then the fp32 reference is itself that far from exact
             reference_error = relative_error(ref, truth)
             assert reference_error > TOLERANCE / 2, (name, error)
-            assert relative_error(got, truth) <= max(TOLERANCE, reference_error), (name, error)
+            assert relative_error(got, truth) <= max(TOLERANCE, 1.5 * reference_error), (
+                name, error
+            )
 
     check("output", fast_out, ref_out, exact_out)
     for name, ref in ref_grads.items():

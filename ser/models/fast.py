@@ -122,6 +122,7 @@ class _Config:
     squeeze_denominator: float  # frames * branches * features
     chunk: int
     features: int
+    reverse: bool = False  # the output in reversed time order (see `projected`)
 
 
 def _se_forward(
@@ -170,7 +171,10 @@ class _FusedBranches(torch.autograd.Function):
         base = w.expand(batch, nb, channels) if masks is None else w * masks
         out = ps[0].new_empty(nb, batch, positions)  # each (branch, sample) row contiguous
         sums = ps[0].new_empty(batch, nb, channels) if se else None
-        for start in range(0, batch, config.chunk):
+        lib = _native_fusion_kernels(config, ps[0])
+        if lib is not None:
+            _native_fused_forward(lib, config, ps, ws, base, masks, sums, out, (w1, b1, w2, b2))
+        for start in range(0, 0 if lib is not None else batch, config.chunk):
             sl = slice(start, min(start + config.chunk, batch))
             acts = [_activation(ps[b][sl], ws[b], config.branches[b], sl) for b in range(nb)]
             weights = base[sl]
@@ -185,7 +189,10 @@ class _FusedBranches(torch.autograd.Function):
         ctx.config = config
         ctx.save_for_backward(w, w1, b1, w2, b2, sums, *ps, *ws)
         # (B, T, nb, F), the reference's concatenation order along features (a view)
-        return out.view(nb, batch, -1, config.features).permute(1, 2, 0, 3)
+        out = out.view(nb, batch, -1, config.features)
+        if config.reverse:
+            out = out.flip(2)
+        return out.permute(1, 2, 0, 3)
 
     @staticmethod
     def backward(ctx, grad_out):  # noqa: ANN001
@@ -198,7 +205,10 @@ class _FusedBranches(torch.autograd.Function):
         se = config.squeeze_excitation
         need_p = [ctx.needs_input_grad[6 + b] for b in range(nb)]
         # (B, nb, T*F), branch-major like the activations
-        grad_out = grad_out.permute(0, 2, 1, 3).reshape(batch, nb, positions)
+        grad_out = grad_out.permute(0, 2, 1, 3)
+        if config.reverse:
+            grad_out = grad_out.flip(2)
+        grad_out = grad_out.reshape(batch, nb, positions)
         masks = _channel_masks(config, w.expand(batch, channels))
         weights = w.expand(batch, nb, channels) if masks is None else w * masks
         if se:
@@ -251,6 +261,56 @@ class _FusedBranches(torch.autograd.Function):
                     None if grad_sums is None else grad_sums[:, b],
                 )
         return None, grad_w, grad_w1, grad_b1, grad_w2, grad_b2, *grad_ps, *grad_ws
+
+
+def _native_fusion_kernels(config: _Config, like: torch.Tensor):  # noqa: ANN202
+    """The C kernels for the forward chunks, when they apply (float32 on the CPU, no
+    elementwise dropout), else None."""
+    if like.dtype != torch.float32 or like.device.type != "cpu":
+        return None
+    if any(branch.element_mask is not None for branch in config.branches):
+        return None
+    return native.library()
+
+
+def _native_fused_forward(lib, config: _Config, ps, ws, base, masks, sums, out, se_params):  # noqa: ANN001
+    """`_FusedBranches.forward`'s chunk loop with ser/models/native/tff.c: per chunk the
+    pre-activations W' P of every branch, channels first (rows, C, T*F), then SE's sums and
+    the weighted channel contraction of their ReLU, each one read of them."""
+    nb = len(config.branches)
+    batch, _, positions = ps[0].shape
+    channels = ws[0].shape[0]
+    threads = native.threads()
+    se = sums is not None
+    chunk_sums = ps[0].new_empty(nb, config.chunk, channels) if se else None
+    # one buffer per branch for every chunk: warm memory (and torch.matmul's broadcast of
+    # the weight measured up to 9x slower than bmm on an expanded one)
+    buffers = ps[0].new_empty(nb, min(config.chunk, batch), channels, positions)
+    for start in range(0, batch, config.chunk):
+        stop = min(start + config.chunk, batch)
+        rows = stop - start
+        pre = [
+            torch.bmm(ws[b].expand(rows, -1, -1), ps[b][start:stop], out=buffers[b, :rows])
+            for b in range(nb)
+        ]  # (rows, C, T*F) each
+        weights = base[start:stop]
+        if se:
+            for b in range(nb):
+                q = config.branches[b].squeeze_weights  # contiguous (T*F,) or None
+                lib.tff_sums(
+                    pre[b].data_ptr(), native.pointer(q),
+                    chunk_sums[b].data_ptr(), rows * channels, positions, threads,
+                )
+            sums[start:stop] = chunk_sums[:, :rows].transpose(0, 1)
+            part = sums[start:stop] if masks is None else sums[start:stop] * masks[start:stop]
+            scale = _se_forward(part.sum(1) / config.squeeze_denominator, *se_params)[2]
+            weights = weights * scale[:, None, :]
+        weights = weights.transpose(0, 1).contiguous()  # (nb, rows, C); kept alive
+        for b in range(nb):
+            lib.tff_contract(
+                pre[b].data_ptr(), weights[b].data_ptr(), out[b, start].data_ptr(),
+                rows, channels, positions, positions, threads,
+            )
 
 
 def _linear(p: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -330,6 +390,45 @@ def use_reference(x: torch.Tensor) -> bool:
     )
 
 
+class _Patches:
+    """One kernel shape's shifted patches of an input (see `patches`), and their moments
+    computed once however many blocks read them."""
+
+    def __init__(self, x: torch.Tensor, kernel: tuple[int, int], shift: torch.Tensor) -> None:
+        self.shift = shift
+        self.values = patches(x, kernel, shift)
+        self._moments: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._moments is None:
+            self._moments = patch_moments(self.values)
+        return self._moments
+
+
+def shared_patches(
+    fusions: Sequence[FastTimeFrequencyFusion], x: torch.Tensor
+) -> dict[tuple[int, int], _Patches]:
+    """The patches of x for every kernel shape of the given fusion blocks."""
+    shift = x.detach().mean()
+    kernels = {branch.conv.kernel_size for fusion in fusions for branch in fusion.branches}
+    return {kernel: _Patches(x, kernel, shift) for kernel in sorted(kernels)}
+
+
+def _reversed(branch: _Branch, frames: int) -> _Branch:
+    """A branch's per-position constants for the input reversed in time."""
+
+    def flip(values: torch.Tensor | None) -> torch.Tensor | None:
+        if values is None:
+            return None
+        shaped = values.reshape(*values.shape[:-1], frames, -1)
+        return shaped.flip(-2).reshape(values.shape)
+
+    return _Branch(
+        branch.channel_mask, flip(branch.element_mask), branch.element_scale,
+        flip(branch.squeeze_weights),
+    )
+
+
 @register_fusion_implementation("fast")
 class FastTimeFrequencyFusion(TimeFrequencyFusion):
     """The reference TFF block's function, computed by `_FusedBranches` (see module docstring)."""
@@ -341,19 +440,23 @@ class FastTimeFrequencyFusion(TimeFrequencyFusion):
         self._squeeze_weight_cache: dict[tuple, torch.Tensor] = {}
 
     def _folded_weights(
-        self, branch: FusionBranch, p: torch.Tensor, shift: torch.Tensor
+        self, branch: FusionBranch, patch: _Patches, reverse: bool
     ) -> torch.Tensor:
-        """[W', b'] (C, k+1): the conv followed by BatchNorm as one linear map of the patches."""
+        """[W', b'] (C, k+1): the conv followed by BatchNorm as one linear map of the patches.
+
+        With `reverse` the patches are those of the input reversed in time, and the kernel
+        is flipped in time to match (see `projected`)."""
         conv, norm = branch.conv, branch.norm
-        kernel = conv.weight.flatten(1)
-        bias = conv.bias + shift * kernel.sum(1)  # the patches are shifted by `shift`
+        kernel = (conv.weight.flip(2) if reverse else conv.weight).flatten(1)
+        bias = conv.bias + patch.shift * kernel.sum(1)  # the patches are shifted by `shift`
         weight = torch.cat([kernel, bias[:, None]], dim=1)  # (C, k+1)
         if norm.training or norm.running_mean is None:  # batch statistics, as BatchNorm
-            mean_p, covariance = patch_moments(p)
+            mean_p, covariance = patch.moments()
             mean = weight @ mean_p
             var = ((weight @ covariance) * weight).sum(1)
             if norm.training and norm.track_running_stats and norm.running_mean is not None:
-                _update_running_stats(norm, mean.detach(), var.detach(), p.shape[0] * p.shape[2])
+                count = patch.values.shape[0] * patch.values.shape[2]
+                _update_running_stats(norm, mean.detach(), var.detach(), count)
         else:
             mean, var = norm.running_mean, norm.running_var
         inv_std = torch.rsqrt(var + norm.eps)
@@ -414,19 +517,36 @@ class FastTimeFrequencyFusion(TimeFrequencyFusion):
             self._squeeze_weight_cache[key] = cached
         return cached
 
-    def projected(self, x: torch.Tensor) -> torch.Tensor:
-        """The fusion output without the appended input: (batch, frames, branches * F)."""
+    def projected(
+        self,
+        x: torch.Tensor,
+        shared: dict[tuple[int, int], _Patches] | None = None,
+        reverse: bool = False,
+    ) -> torch.Tensor:
+        """The fusion output without the appended input: (batch, frames, branches * F).
+
+        `shared` holds the patches of x by kernel shape (`shared_patches`), for blocks that
+        read the same input. With `reverse`, the result is that of x reversed in time,
+        computed from x's own patches: 'same' convolution commutes with reversal when the
+        kernel is flipped in time, and everything after the convolutions acts per position
+        or averages over positions, so only the dropout masks and the pooling's weights are
+        reversed to match, and the output at the end. MS-SENet's backward stream shares
+        its forward stream's patches this way.
+        """
         batch, frames, features = x.shape
-        shift = x.detach().mean()
-        ps = [patches(x, branch.conv.kernel_size, shift) for branch in self.branches]
+        if shared is None:
+            shared = shared_patches([self], x)
+        ps = [shared[branch.conv.kernel_size] for branch in self.branches]
         ws = [
-            self._folded_weights(branch, p, shift)
-            for branch, p in zip(self.branches, ps, strict=True)
+            self._folded_weights(branch, patch, reverse)
+            for branch, patch in zip(self.branches, ps, strict=True)
         ]
         consts = [
             self._branch_constants(branch, batch, frames, x.device, x.dtype)
             for branch in self.branches
         ]
+        if reverse:
+            consts = [_reversed(c, frames) for c in consts]
         se = self.squeeze_excitation
         config = _Config(
             branches=consts,
@@ -434,6 +554,7 @@ class FastTimeFrequencyFusion(TimeFrequencyFusion):
             squeeze_denominator=float(frames * features * len(self.branches)),
             chunk=self.chunk,
             features=features,
+            reverse=reverse,
         )
         w = self.projection.weight.flatten()
         out = _FusedBranches.apply(
@@ -443,9 +564,9 @@ class FastTimeFrequencyFusion(TimeFrequencyFusion):
             se.squeeze.bias if se is not None else None,
             se.excite.weight if se is not None else None,
             se.excite.bias if se is not None else None,
-            *ps,
+            *(patch.values for patch in ps),
             *ws,
-        )  # (B, T, nb, F)
+        )  # (B, T, nb, F), in the stream's own time order
         if consts[0].squeeze_weights is not None:  # avgpool: pool each branch's map
             out = SamePaddingAveragePool2d()(out.transpose(1, 2)).transpose(1, 2)
         return (out + self.projection.bias).relu_().reshape(batch, frames, -1)
@@ -780,21 +901,32 @@ def temporal_aware_blocks(
     )
 
 
-def _pointwise(stream: DirectionalStream, x: torch.Tensor) -> torch.Tensor:
-    """The stream's [fusion ->] pointwise conv on x (B, T, F): (B, T, filters).
+def _pointwise(
+    stream: DirectionalStream,
+    x: torch.Tensor,
+    shared: dict[tuple[int, int], _Patches] | None = None,
+    reverse: bool = False,
+) -> torch.Tensor:
+    """The stream's [fusion ->] pointwise conv on x (B, T, F), or on x reversed in time
+    with `reverse`: (B, T, filters) in the stream's own time order.
 
     With the fast fusion, the conv reads the projected branches and the raw input as two
-    GEMMs instead of their concatenation."""
+    GEMMs instead of their concatenation; `shared` passes patches of x computed once for
+    several streams (see `FastTimeFrequencyFusion.projected`)."""
     batch, frames, features = x.shape
     weight = stream.pointwise.weight[:, :, 0]  # (filters, width)
     bias = stream.pointwise.bias
     fusion = stream.fusion
     if isinstance(fusion, FastTimeFrequencyFusion):
-        projected = fusion.projected(x).reshape(batch * frames, -1)
+        projected = fusion.projected(x, shared, reverse).reshape(batch * frames, -1)
+        if reverse:
+            x = torch.flip(x, dims=[1])
         width = projected.shape[1]
         h = torch.addmm(bias, projected, weight[:, :width].t())
         h = h.addmm_(x.reshape(batch * frames, features), weight[:, width:].t())
     else:
+        if reverse:
+            x = torch.flip(x, dims=[1])
         if fusion is not None:
             x = fusion(x)
         h = torch.addmm(bias, x.reshape(batch * frames, -1), weight.t())
@@ -814,14 +946,18 @@ class FastDirectionalStream(DirectionalStream):
         return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
     def _chain(
-        self, streams: Sequence[DirectionalStream], inputs: Sequence[torch.Tensor]
+        self, streams: Sequence[DirectionalStream], x: torch.Tensor, reverse: Sequence[bool]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Fusion, pointwise conv and TABs of several streams, run as groups."""
+        """Fusion, pointwise conv and TABs of several streams on x (each reading it in
+        time order or reversed), run as groups. Fast fusion blocks share x's patches."""
+        fusions = [s.fusion for s in streams if isinstance(s.fusion, FastTimeFrequencyFusion)]
+        shared = shared_patches(fusions, x) if fusions else None
         starts, masks = [], []
-        for stream, x in zip(streams, inputs, strict=True):
+        for stream, backwards in zip(streams, reverse, strict=True):
             # The reference's random-number order: a stream's TFF masks, then its TABs'.
-            starts.append(_pointwise(stream, x))
+            starts.append(_pointwise(stream, x, shared, backwards))
             masks.append(draw_block_masks(stream.blocks, x.shape[0], x))
+        del shared
         h = torch.stack(starts) if len(starts) > 1 else starts[0].unsqueeze(0)
         levels, means = [], []
         for j, blocks in enumerate(zip(*(stream.blocks for stream in streams), strict=True)):
@@ -837,13 +973,13 @@ class FastDirectionalStream(DirectionalStream):
         (batch, num_blocks, filters), both streams computed as two groups."""
         if use_reference(x):
             return self(x).mean(dim=3) + other(torch.flip(x, dims=[1])).mean(dim=3)
-        _, means = self._chain([self, other], [x, torch.flip(x, dims=[1])])
+        _, means = self._chain([self, other], x, [False, True])
         return torch.stack([mean.sum(0) for mean in means], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_reference(x):
             return super().forward(x)
-        levels, _ = self._chain([self], [x])
+        levels, _ = self._chain([self], x, [False])
         return torch.stack([level[0] for level in levels], dim=1).transpose(2, 3)
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-SOURCES = (Path(__file__).with_name("tab.c"),)
+SOURCES = (Path(__file__).with_name("tab.c"), Path(__file__).with_name("tff.c"))
 FLAGS = (
     "-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC"
 )
@@ -48,6 +48,8 @@ SIGNATURES = {
     "tab_stats": (_int, [_p, _i64, _i64, _i64, _p, _p, _int]),
     "tab_norm_relu": (None, [_p, _p, _p, _p, _i64, _i64, _i64, _int]),
     "tab_gate": (None, [_p, _p, _p, _p, _p, _p, _i64, _i64, _i64, _int]),
+    "tff_sums": (None, [_p, _p, _p, _i64, _i64, _int]),
+    "tff_contract": (None, [_p, _p, _p, _i64, _i64, _i64, _i64, _int]),
     "tab_backward": (
         _int,
         [_int, _int] + [_p] * 16 + [_i64, _i64, _i64, _i64, _int],
