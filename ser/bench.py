@@ -73,7 +73,7 @@ class Trainer:
         self.device = device
         self.model = build_model(model, implementation, args.num_blocks).to(device).train()
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=1e-3, betas=(0.93, 0.98), eps=1e-8
+            self.model.parameters(), lr=1e-3, betas=(0.93, 0.98), eps=1e-8, fused=True
         )
         generator = torch.Generator().manual_seed(1)
         x = torch.randn(args.batch_size, args.frames, 39, generator=generator)

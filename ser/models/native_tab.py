@@ -93,85 +93,97 @@ def _conv_weight_grad(gz: torch.Tensor, x: torch.Tensor, d: int) -> torch.Tensor
 
 
 class _Norm:
-    """One BatchNorm position of a block (both groups): statistics and folded factors."""
+    """One BatchNorm position of a block (both groups): statistics and folded factors,
+    all from two C calls (tab_stats, tab_coefficients)."""
 
     def __init__(self, z: torch.Tensor, group, bias, gamma, beta, mask) -> None:  # noqa: ANN001
         lib = native.library()
         groups, batch, frames, channels = z.shape
         count = batch * frames
         self.count = count
+        self.batch_stats = group.batch_stats
+        mu_in = var_in = None
+        stats = None
         if group.batch_stats:
-            total = torch.empty(groups, channels, dtype=torch.float64)
-            squares = torch.empty_like(total)
+            stats = torch.empty(2, groups, channels, dtype=torch.float64)
             if lib.tab_stats(
-                z.data_ptr(), groups, count, channels, total.data_ptr(), squares.data_ptr(),
-                native.threads(),
+                z.data_ptr(), groups, count, channels, stats[0].data_ptr(),
+                stats[1].data_ptr(), native.threads(),
             ):
                 raise MemoryError("tab_stats could not allocate its partial sums")
-            mean = total / count
-            var = (squares / count - mean.square()).clamp_min(0)
-            self.sum_z = total
-            mean, var = mean.float(), var.float()
-            if group.update:
-                from ser.models.fast import _update_running_stats
-
-                for i, norm in enumerate(group.norms):
-                    _update_running_stats(norm, mean[i] + bias[i], var[i], count)
         else:
-            mean = group.stacked("running_mean") - bias
-            var = group.stacked("running_var")
-            self.sum_z = None
-        self.batch_stats = group.batch_stats
-        self.mean = mean.contiguous()
-        self.inv_std = torch.rsqrt(var + group.eps).contiguous()
-        gain = self.inv_std if gamma is None else gamma * self.inv_std
-        self.scale = gain.contiguous()  # d BN / d z per (g, c)
-        shift = -mean * gain if beta is None else beta - mean * gain
-        coefficient, offset = gain[:, None, :], shift[:, None, :]
-        if mask is not None:  # (G, B, 1, C) dropout factors
-            coefficient, offset = coefficient * mask[:, :, 0], offset * mask[:, :, 0]
-        shape = (groups, batch, channels)
-        self.A = coefficient.expand(shape).contiguous()
-        self.S = offset.expand(shape).contiguous()
-        # the dropout factors alone, for the backward's ReLU mask (ones without dropout)
-        self.M = z.new_ones(shape) if mask is None else mask[:, :, 0].expand(shape).contiguous()
+            mu_in = (group.stacked("running_mean") - bias).contiguous()
+            var_in = group.stacked("running_var").contiguous()
+        eps = torch.as_tensor(group.eps, dtype=torch.float32).reshape(-1).expand(groups)
+        eps = eps.contiguous()
+        gamma = None if gamma is None else gamma.detach().contiguous()
+        beta = None if beta is None else beta.detach().contiguous()
+        mask = None if mask is None else mask.reshape(groups, batch, channels).contiguous()
+        factors = z.new_empty(4, groups, channels)  # mean, var, 1/std, gain
+        self.coefficients = z.new_empty(3, groups, batch, channels)  # A, S, M
+        lib.tab_coefficients(
+            int(group.batch_stats),
+            None if stats is None else stats[0].data_ptr(),
+            None if stats is None else stats[1].data_ptr(),
+            count, native.pointer(mu_in), native.pointer(var_in), native.pointer(gamma),
+            native.pointer(beta), eps.data_ptr(), native.pointer(mask),
+            *(t.data_ptr() for t in factors), *(t.data_ptr() for t in self.coefficients),
+            groups, batch, channels,
+        )
+        self.mean, var, self.inv_std, self.scale = factors
+        self.A, self.S, self.M = self.coefficients
+        self.sum_z = None if stats is None else stats[0]
+        if group.batch_stats and group.update:
+            _update_running_stats(group.norms, self.mean + bias.detach(), var, count)
 
-    def detach(self) -> None:
-        for name in ("mean", "inv_std", "scale", "A", "S"):
-            setattr(self, name, getattr(self, name).detach())
+
+def _update_running_stats(norms, means: torch.Tensor, variances: torch.Tensor, count: int) -> None:  # noqa: ANN001
+    """BatchNorm's train-mode buffer update for each group's norm, in a few foreach calls
+    (fast.py's `_update_running_stats` one norm at a time when their momenta differ)."""
+    momenta = {norm.momentum for norm in norms}
+    if len(momenta) != 1 or None in momenta:
+        from ser.models.fast import _update_running_stats as update_one
+
+        for i, norm in enumerate(norms):
+            update_one(norm, means[i], variances[i], count)
+        return
+    factor = momenta.pop()
+    unbiased = variances * (count / max(count - 1, 1))
+    with torch.no_grad():
+        torch._foreach_add_([norm.num_batches_tracked for norm in norms], 1)
+        running_means = [norm.running_mean for norm in norms]
+        running_vars = [norm.running_var for norm in norms]
+        torch._foreach_mul_(running_means, 1 - factor)
+        torch._foreach_add_(running_means, list(means.unbind(0)), alpha=factor)
+        torch._foreach_mul_(running_vars, 1 - factor)
+        torch._foreach_add_(running_vars, list(unbiased.unbind(0)), alpha=factor)
 
 
 def _backward_pass(norm: _Norm, gate: bool, gin, gmean, x, z, gz, gdirect):  # noqa: ANN001, ANN202
-    """BatchNorm's sums, then gz (and the gate's direct path): see tab_backward in tab.c."""
+    """BatchNorm's sums, then gz (and the gate's direct path): see tab_backward in tab.c.
+    Returns the gradients of gamma, beta and the conv bias, each (G, C)."""
     lib = native.library()
     groups, batch, frames, channels = z.shape
-    sum_gu = torch.empty(groups, channels, dtype=torch.float64)
-    sum_gx = torch.empty_like(sum_gu)
+    sums = torch.empty(2, groups, channels, dtype=torch.float64)
     args = [
         native.pointer(gin), native.pointer(gmean), native.pointer(x), z.data_ptr(),
         norm.A.data_ptr(), norm.S.data_ptr(), norm.M.data_ptr(), norm.mean.data_ptr(),
         norm.inv_std.data_ptr(),
     ]
     tail = [groups, batch, frames, channels, native.threads()]
-    zeros = [None] * 5
-    if lib.tab_backward(0, int(gate), *args, None, None, None, *zeros[:2],
-                        sum_gu.data_ptr(), sum_gx.data_ptr(), *tail):
+    if lib.tab_backward(0, int(gate), *args, None, None, None, None, None,
+                        sums[0].data_ptr(), sums[1].data_ptr(), *tail):
         raise MemoryError("tab_backward could not allocate its partial sums")
-    grad_beta, grad_gamma = sum_gu.float(), sum_gx.float()
-    if norm.batch_stats:
-        k1 = (sum_gu / norm.count).float().contiguous()
-        k2 = (sum_gx / norm.count).float().contiguous()
-    else:
-        k1 = k2 = torch.zeros_like(grad_beta)
+    factors = z.new_empty(5, groups, channels)  # k1, k2, d gamma, d beta, d conv bias
+    lib.tab_backward_factors(
+        int(norm.batch_stats), sums[0].data_ptr(), sums[1].data_ptr(),
+        None if norm.sum_z is None else norm.sum_z.data_ptr(), norm.count,
+        norm.mean.data_ptr(), norm.inv_std.data_ptr(), norm.scale.data_ptr(),
+        *(t.data_ptr() for t in factors), groups * channels,
+    )
+    k1, k2, grad_gamma, grad_beta, grad_bias = factors
     lib.tab_backward(1, int(gate), *args, norm.scale.data_ptr(), k1.data_ptr(), k2.data_ptr(),
                      gz.data_ptr(), native.pointer(gdirect), None, None, *tail)
-    # d loss / d conv bias = sum over rows of gz, from the sums above without a pass:
-    # scale * (sum gu - N k1 - k2 * sum xhat), sum xhat = (sum z - N mean) * inv_std.
-    if norm.batch_stats:
-        sum_xhat = ((norm.sum_z - norm.count * norm.mean.double()) * norm.inv_std.double()).float()
-        grad_bias = norm.scale * (grad_beta - norm.count * k1 - k2 * sum_xhat)
-    else:
-        grad_bias = norm.scale * grad_beta
     return grad_gamma, grad_beta, grad_bias
 
 
@@ -197,8 +209,6 @@ class NativeTemporalAwareBlockFunction(torch.autograd.Function):
         lib.tab_gate(z2.data_ptr(), x.data_ptr(), n2.A.data_ptr(), n2.S.data_ptr(),
                      out.data_ptr(), mean.data_ptr(), groups * batch, frames, channels,
                      native.threads())
-        n1.detach()
-        n2.detach()
         ctx.set_materialize_grads(False)
         ctx.d = d
         ctx.norm_factors = (n1, n2)

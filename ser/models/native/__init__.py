@@ -48,6 +48,10 @@ SIGNATURES = {
     "tab_stats": (_int, [_p, _i64, _i64, _i64, _p, _p, _int]),
     "tab_norm_relu": (None, [_p, _p, _p, _p, _i64, _i64, _i64, _int]),
     "tab_gate": (None, [_p, _p, _p, _p, _p, _p, _i64, _i64, _i64, _int]),
+    "tab_coefficients": (
+        None, [_int, _p, _p, _i64] + [_p] * 13 + [_i64, _i64, _i64]
+    ),
+    "tab_backward_factors": (None, [_int, _p, _p, _p, _i64] + [_p] * 8 + [_i64]),
     "tff_sums": (None, [_p, _p, _p, _i64, _i64, _int]),
     "tff_contract": (None, [_p, _p, _p, _i64, _i64, _i64, _i64, _int]),
     "tab_backward": (

@@ -252,3 +252,69 @@ int tab_backward(int pass, int gate, const float *gin, const float *gmean, const
     }
     return 0;
 }
+
+/* BatchNorm's per-(g, c) factors from the statistics, and the per-(g, b, c) coefficients
+ * of the folded BatchNorm + dropout:  y = A z + S,  A = gain * m,  S = (beta - mu * gain) * m,
+ * gain = gamma * istd. With batch statistics mu and var come from sum and sq over count
+ * rows (var biased, clamped at 0); otherwise mu = running mean - conv bias (mu_in) and
+ * var = running var (var_in). gamma, beta, mask (G, B, C) and mu_in, var_in may be NULL
+ * where unused. Writes mu, var, istd, scale (= gain) per (g, c) and A, S, M per (g, b, c)
+ * (M: the dropout factors, ones without a mask). */
+void tab_coefficients(int batch_stats, const double *sum, const double *sq, i64 count,
+                      const float *mu_in, const float *var_in, const float *gamma,
+                      const float *beta, const float *eps, const float *mask, float *mu,
+                      float *var, float *istd, float *scale, float *A, float *S, float *M,
+                      i64 G, i64 B, i64 C) {
+    for (i64 g = 0; g < G; ++g)
+        for (i64 c = 0; c < C; ++c) {
+            i64 gc = g * C + c;
+            double m, v;
+            if (batch_stats) {
+                m = sum[gc] / (double)count;
+                v = sq[gc] / (double)count - m * m;
+                v = v > 0.0 ? v : 0.0;
+            } else {
+                m = mu_in[gc];
+                v = var_in[gc];
+            }
+            float mf = (float)m, vf = (float)v;
+            float is = 1.0f / sqrtf(vf + eps[g]);
+            float gain = gamma ? gamma[gc] * is : is;
+            float shift = (beta ? beta[gc] : 0.0f) - mf * gain;
+            mu[gc] = mf;
+            var[gc] = vf;
+            istd[gc] = is;
+            scale[gc] = gain;
+            for (i64 b = 0; b < B; ++b) {
+                i64 gbc = (g * B + b) * C + c;
+                float f = mask ? mask[gbc] : 1.0f;
+                A[gbc] = gain * f;
+                S[gbc] = shift * f;
+                M[gbc] = f;
+            }
+        }
+}
+
+/* After tab_backward's pass 0: k1 = sum_gu / count and k2 = sum_gx / count (zero with
+ * running statistics), d gamma = sum_gx, d beta = sum_gu, and d conv bias = sum over rows
+ * of gz = scale (sum_gu - count k1 - k2 sum xhat), sum xhat = (sum_z - count mu) istd. */
+void tab_backward_factors(int batch_stats, const double *sum_gu, const double *sum_gx,
+                          const double *sum_z, i64 count, const float *mu, const float *istd,
+                          const float *scale, float *k1, float *k2, float *grad_gamma,
+                          float *grad_beta, float *grad_bias, i64 GC) {
+    for (i64 i = 0; i < GC; ++i) {
+        grad_gamma[i] = (float)sum_gx[i];
+        grad_beta[i] = (float)sum_gu[i];
+        if (batch_stats) {
+            double a = sum_gu[i] / (double)count, b = sum_gx[i] / (double)count;
+            k1[i] = (float)a;
+            k2[i] = (float)b;
+            double sum_xhat = (sum_z[i] - (double)count * mu[i]) * istd[i];
+            grad_bias[i] = (float)(scale[i] * (sum_gu[i] - (double)count * (float)a
+                                               - (float)b * sum_xhat));
+        } else {
+            k1[i] = k2[i] = 0.0f;
+            grad_bias[i] = (float)(scale[i] * sum_gu[i]);
+        }
+    }
+}
