@@ -3,8 +3,13 @@
  * Tensors are float32, contiguous, laid out (G, B, T, C): G groups (reading directions),
  * B samples, T frames, C channels; a row is one (g, b, t) and holds C channels. Per-row
  * coefficients are (G, B, C) arrays indexed by the row's (g, b); per-channel ones are
- * (G, C). Reductions over rows accumulate in double, one partial per thread, so results
- * do not depend on the scheduling.
+ * (G, C). Reductions over rows accumulate in double, one partial per thread.
+ *
+ * Loops run over a sample's T * C values as one flat array, V at a time, rather than row
+ * by row: C = 39 is no multiple of a vector's width, and a 39-long row loop spends nearly
+ * as long in its remainder as in its vectors. Value i of a sample has channel i mod C, so
+ * the per-channel coefficients are read from copies extended to C + V entries
+ * (ext[c] = coef[c mod C]) at offset c0 = i mod C, which advances by V per step.
  *
  * A TAB computes  y1 = A1 * z1 + S1,  a1 = relu(y1)
  *                 y2 = A2 * z2 + S2,  h  = relu(y2),  out = x * sigmoid(h)
@@ -19,6 +24,18 @@
 #include <omp.h>
 
 typedef int64_t i64;
+
+#define V 16 /* values per step of the flat loops: two 256-bit vectors */
+
+/* ext[c] = src[c mod C] for c < C + V (ext holds C + V floats). */
+static inline void extend(float *restrict ext, const float *restrict src, i64 C) {
+    for (i64 c = 0; c < C + V; ++c) ext[c] = src[c % C];
+}
+
+static inline i64 advance(i64 c0, i64 C) {
+    c0 += V;
+    return c0 >= C ? c0 - C : c0; /* C >= V is not assumed: see the loop guards */
+}
 
 /* exp(v) for -17.5 <= v <= 0, vectorisable (libm's expf is not without -ffast-math):
  * v = n ln2 + r with |r| <= ln2 / 2, exp(r) by its degree-7 Taylor polynomial (relative
@@ -55,6 +72,7 @@ static inline float sigmoid_nonnegative(float v) {
 }
 
 /* Per (g, c): sum and sum of squares of z over the B*T rows of group g. */
+/* Per (g, c): sum and sum of squares of z over the N = B * T rows of group g. */
 int tab_stats(const float *z, i64 G, i64 N, i64 C, double *sum, double *sq, int threads) {
     i64 width = G * C;
     double *part = calloc((size_t)threads * 2 * width, sizeof(double));
@@ -65,17 +83,35 @@ int tab_stats(const float *z, i64 G, i64 N, i64 C, double *sum, double *sq, int 
         int tid = omp_get_thread_num(), nt = omp_get_num_threads();
 #pragma omp single
         used = nt;
-        double *ps = part + (i64)tid * 2 * width, *pq = ps + width;
         i64 rows = G * N, lo = rows * tid / nt, hi = rows * (tid + 1) / nt;
-        for (i64 r = lo; r < hi; ++r) {
-            const float *zr = z + r * C;
-            double *s = ps + (r / N) * C, *q = pq + (r / N) * C;
+        double s[C + V], q[C + V];
+        while (lo < hi) {
+            i64 g = lo / N, end = (g + 1) * N < hi ? (g + 1) * N : hi; /* rows of group g */
+            for (i64 c = 0; c < C + V; ++c) s[c] = q[c] = 0.0;
+            const float *restrict zr = z + lo * C;
+            i64 n = (end - lo) * C, i = 0, c0 = 0;
+            if (C >= V)
+                for (; i + V <= n; i += V) {
 #pragma omp simd
-            for (i64 c = 0; c < C; ++c) {
-                double v = zr[c];
-                s[c] += v;
-                q[c] += v * v;
+                    for (int j = 0; j < V; ++j) {
+                        double v = zr[i + j];
+                        s[c0 + j] += v;
+                        q[c0 + j] += v * v;
+                    }
+                    c0 = advance(c0, C);
+                }
+            for (; i < n; ++i) {
+                double v = zr[i];
+                s[c0] += v;
+                q[c0] += v * v;
+                if (++c0 == C) c0 = 0;
             }
+            double *ps = part + (i64)tid * 2 * width + g * C, *pq = ps + width;
+            for (i64 c = 0; c < C; ++c) {
+                ps[c] += s[c] + (c < V ? s[c + C] : 0.0);
+                pq[c] += q[c] + (c < V ? q[c + C] : 0.0);
+            }
+            lo = end;
         }
     }
     memset(sum, 0, (size_t)width * sizeof(double));
@@ -94,41 +130,61 @@ void tab_norm_relu(const float *z, const float *A, const float *S, float *a, i64
                    i64 C, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (i64 gb = 0; gb < GB; ++gb) {
-        const float *Ar = A + gb * C, *Sr = S + gb * C;
-        for (i64 t = 0; t < T; ++t) {
-            const float *zr = z + (gb * T + t) * C;
-            float *ar = a + (gb * T + t) * C;
+        float Ax[C + V], Sx[C + V];
+        extend(Ax, A + gb * C, C);
+        extend(Sx, S + gb * C, C);
+        const float *restrict zr = z + gb * T * C;
+        float *restrict ar = a + gb * T * C;
+        i64 n = T * C, i = 0, c0 = 0;
+        if (C >= V)
+            for (; i + V <= n; i += V) {
 #pragma omp simd
-            for (i64 c = 0; c < C; ++c) {
-                float y = Ar[c] * zr[c] + Sr[c];
-                ar[c] = y > 0.0f ? y : 0.0f;
+                for (int j = 0; j < V; ++j) {
+                    float y = Ax[c0 + j] * zr[i + j] + Sx[c0 + j];
+                    ar[i + j] = y > 0.0f ? y : 0.0f;
+                }
+                c0 = advance(c0, C);
             }
+        for (; i < n; ++i) {
+            float y = Ax[c0] * zr[i] + Sx[c0];
+            ar[i] = y > 0.0f ? y : 0.0f;
+            if (++c0 == C) c0 = 0;
         }
     }
 }
 
 /* out = x * sigmoid(relu(A * z + S)), and its mean over the T frames of each (g, b). */
-void tab_gate(const float *restrict z, const float *restrict x, const float *restrict A,
-              const float *restrict S, float *restrict out, float *restrict mean, i64 GB,
-              i64 T, i64 C, int threads) {
+void tab_gate(const float *z, const float *x, const float *A, const float *S, float *out,
+              float *mean, i64 GB, i64 T, i64 C, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (i64 gb = 0; gb < GB; ++gb) {
-        const float *Ar = A + gb * C, *Sr = S + gb * C;
-        float acc[C];
-        for (i64 c = 0; c < C; ++c) acc[c] = 0.0f;
-        for (i64 t = 0; t < T; ++t) {
-            i64 off = (gb * T + t) * C;
-            const float *restrict zr = z + off, *restrict xr = x + off;
-            float *restrict orow = out + off;
+        float Ax[C + V], Sx[C + V], acc[C + V];
+        extend(Ax, A + gb * C, C);
+        extend(Sx, S + gb * C, C);
+        for (i64 c = 0; c < C + V; ++c) acc[c] = 0.0f;
+        const float *restrict zr = z + gb * T * C, *restrict xr = x + gb * T * C;
+        float *restrict orow = out + gb * T * C;
+        i64 n = T * C, i = 0, c0 = 0;
+        if (C >= V)
+            for (; i + V <= n; i += V) {
 #pragma omp simd
-            for (i64 c = 0; c < C; ++c) {
-                float y = Ar[c] * zr[c] + Sr[c];
-                float o = xr[c] * sigmoid_nonnegative(y > 0.0f ? y : 0.0f);
-                orow[c] = o;
-                acc[c] += o;
+                for (int j = 0; j < V; ++j) {
+                    float y = Ax[c0 + j] * zr[i + j] + Sx[c0 + j];
+                    float o = xr[i + j] * sigmoid_nonnegative(y > 0.0f ? y : 0.0f);
+                    orow[i + j] = o;
+                    acc[c0 + j] += o;
+                }
+                c0 = advance(c0, C);
             }
+        for (; i < n; ++i) {
+            float y = Ax[c0] * zr[i] + Sx[c0];
+            float o = xr[i] * sigmoid_nonnegative(y > 0.0f ? y : 0.0f);
+            orow[i] = o;
+            acc[c0] += o;
+            if (++c0 == C) c0 = 0;
         }
-        for (i64 c = 0; c < C; ++c) mean[gb * C + c] = acc[c] / (float)T;
+        for (i64 c = 0; c < C; ++c)
+            mean[gb * C + c] = (acc[c] + (c < V ? acc[c + C] : 0.0f)) / (float)T;
     }
 }
 
@@ -148,38 +204,59 @@ void tab_gate(const float *restrict z, const float *restrict x, const float *res
  *   gz = scale * (gu - k1 - xhat * k2)       (k1, k2 per (g, c): the batch-statistics
  *                                             terms, zero with running statistics),
  * and, for the gate, the direct path gdirect = gout * s (d loss / d x through out = x * s).
- * gz may alias gin (gate == 0): each element is read before it is written.
+ * gz may alias gin (gate == 0): each value is read before it is written.
  */
-static inline void row_gu(int gate, const float *gr, const float *restrict Gm,
-                          const float *restrict xr, const float *restrict zr,
-                          const float *restrict Ar, const float *restrict Sr,
-                          const float *restrict Mr, float *restrict gu, float *restrict go,
-                          float *restrict sg, i64 C) {
-    if (gate) {
-        if (gr) {
-#pragma omp simd
-            for (i64 c = 0; c < C; ++c) go[c] = gr[c] + Gm[c];
-        } else {
-#pragma omp simd
-            for (i64 c = 0; c < C; ++c) go[c] = Gm[c];
-        }
-#pragma omp simd
-        for (i64 c = 0; c < C; ++c) {
-            float y = Ar[c] * zr[c] + Sr[c];
-            float s = sigmoid_nonnegative(y > 0.0f ? y : 0.0f);
-            sg[c] = s;
-            float g = go[c] * xr[c] * s * (1.0f - s) * Mr[c];
-            gu[c] = y > 0.0f ? g : 0.0f;
-        }
-    } else {
-#pragma omp simd
-        for (i64 c = 0; c < C; ++c) {
-            float y = Ar[c] * zr[c] + Sr[c];
-            float g = gr[c] * Mr[c];
-            gu[c] = y > 0.0f ? g : 0.0f;
-        }
-    }
-}
+/* gu (see above) of value i in channel slot k of the extended coefficients; GIN is the
+ * incoming gradient's expression (0.0f when there is none), S_OUT receives s (gate). */
+#define GRAD_U(GATE, GIN, i, k, S_OUT, GU_OUT)                                              \
+    do {                                                                                 \
+        float y_ = Ax[k] * zr[i] + Sx[k];                                                \
+        float g_;                                                                        \
+        if (GATE) {                                                                      \
+            float s_ = sigmoid_nonnegative(y_ > 0.0f ? y_ : 0.0f);                       \
+            S_OUT = s_;                                                                  \
+            g_ = ((GIN) + Gx[k]) * xr[i] * s_ * (1.0f - s_) * Mx[k];                     \
+        } else {                                                                         \
+            g_ = (GIN) * Mx[k];                                                          \
+        }                                                                                \
+        GU_OUT = y_ > 0.0f ? g_ : 0.0f;                                                  \
+    } while (0)
+
+/* One of the flat loops of tab_backward, for a pass, gate mode and incoming gradient
+ * (GIN, an expression of the value index i). */
+#define BACKWARD_LOOP(PASS, GATE, GIN)                                                   \
+    do {                                                                                 \
+        if (C >= V)                                                                      \
+            for (; i + V <= n; i += V) {                                                 \
+                _Pragma("omp simd") for (int j = 0; j < V; ++j) {                        \
+                    float s = 0.0f, gu;                                                  \
+                    GRAD_U(GATE, GIN(i + j), i + j, c0 + j, s, gu);                      \
+                    if (PASS == 0) {                                                     \
+                        fs[c0 + j] += gu;                                                \
+                        fx[c0 + j] += gu * (X1[c0 + j] * zr[i + j] + X0[c0 + j]);        \
+                    } else {                                                             \
+                        gzr[i + j] = P1[c0 + j] * gu + P2[c0 + j] * zr[i + j] + P3[c0 + j]; \
+                        if (GATE) gdr[i + j] = (GIN(i + j) + Gx[c0 + j]) * s;            \
+                    }                                                                    \
+                }                                                                        \
+                c0 = advance(c0, C);                                                     \
+            }                                                                            \
+        for (; i < n; ++i) {                                                             \
+            float s = 0.0f, gu;                                                          \
+            GRAD_U(GATE, GIN(i), i, c0, s, gu);                                          \
+            if (PASS == 0) {                                                             \
+                fs[c0] += gu;                                                            \
+                fx[c0] += gu * (X1[c0] * zr[i] + X0[c0]);                                \
+            } else {                                                                     \
+                gzr[i] = P1[c0] * gu + P2[c0] * zr[i] + P3[c0];                          \
+                if (GATE) gdr[i] = (GIN(i) + Gx[c0]) * s;                                \
+            }                                                                            \
+            if (++c0 == C) c0 = 0;                                                       \
+        }                                                                                \
+    } while (0)
+
+#define FROM_GIN(i) gr[i]
+#define NO_GIN(i) 0.0f
 
 int tab_backward(int pass, int gate, const float *gin, const float *gmean, const float *x,
                  const float *z, const float *A, const float *S, const float *M,
@@ -199,43 +276,52 @@ int tab_backward(int pass, int gate, const float *gin, const float *gmean, const
 #pragma omp single
         used = nt;
         i64 lo = GB * tid / nt, hi = GB * (tid + 1) / nt;
-        float gu[C], go[C], sg[C], fs[C], fx[C];
+        /* extended per-channel coefficients; xhat = X1 z + X0; gz = P1 gu + P2 z + P3 */
+        float Ax[C + V], Sx[C + V], Mx[C + V], Gx[C + V], X1[C + V], X0[C + V];
+        float P1[C + V], P2[C + V], P3[C + V], fs[C + V], fx[C + V], tmp[C];
         for (i64 gb = lo; gb < hi; ++gb) {
             i64 g = gb / B;
-            const float *Ar = A + gb * C, *Sr = S + gb * C, *Mr = M + gb * C;
-            const float *Gm = gate ? gmean + gb * C : NULL;
-            const float *restrict mur = mu + g * C, *restrict isr = istd + g * C;
-            for (i64 c = 0; c < C; ++c) fs[c] = fx[c] = 0.0f;
-            for (i64 t = 0; t < T; ++t) {
-                i64 off = (gb * T + t) * C;
-                const float *zr = z + off;
-                row_gu(gate, gin ? gin + off : NULL, Gm, gate ? x + off : NULL, zr, Ar, Sr,
-                       Mr, gu, go, sg, C);
-                if (pass == 0) {
-#pragma omp simd
-                    for (i64 c = 0; c < C; ++c) {
-                        fs[c] += gu[c];
-                        fx[c] += gu[c] * ((zr[c] - mur[c]) * isr[c]);
-                    }
-                } else {
-                    const float *restrict scr = scale + g * C, *restrict k1r = k1 + g * C,
-                                          *restrict k2r = k2 + g * C;
-                    float *restrict gzr = gz + off;
-#pragma omp simd
-                    for (i64 c = 0; c < C; ++c)
-                        gzr[c] = scr[c] * (gu[c] - k1r[c] - (zr[c] - mur[c]) * isr[c] * k2r[c]);
-                    if (gate) {
-                        float *restrict gdr = gdirect + off;
-#pragma omp simd
-                        for (i64 c = 0; c < C; ++c) gdr[c] = go[c] * sg[c];
-                    }
-                }
+            extend(Ax, A + gb * C, C);
+            extend(Sx, S + gb * C, C);
+            extend(Mx, M + gb * C, C);
+            if (gate) extend(Gx, gmean + gb * C, C);
+            else for (i64 c = 0; c < C + V; ++c) Gx[c] = 0.0f;
+            for (i64 c = 0; c < C; ++c) tmp[c] = istd[g * C + c];
+            extend(X1, tmp, C);
+            for (i64 c = 0; c < C; ++c) tmp[c] = -mu[g * C + c] * istd[g * C + c];
+            extend(X0, tmp, C);
+            if (pass == 1) {
+                for (i64 c = 0; c < C; ++c) tmp[c] = scale[g * C + c];
+                extend(P1, tmp, C);
+                for (i64 c = 0; c < C; ++c)
+                    tmp[c] = -scale[g * C + c] * k2[g * C + c] * istd[g * C + c];
+                extend(P2, tmp, C);
+                for (i64 c = 0; c < C; ++c)
+                    tmp[c] = -scale[g * C + c] * (k1[g * C + c]
+                                                  - k2[g * C + c] * mu[g * C + c] * istd[g * C + c]);
+                extend(P3, tmp, C);
+            }
+            for (i64 c = 0; c < C + V; ++c) fs[c] = fx[c] = 0.0f;
+            i64 off = gb * T * C, n = T * C, i = 0, c0 = 0;
+            const float *restrict zr = z + off;
+            const float *gr = gin ? gin + off : NULL; /* may alias gz (gate == 0) */
+            const float *restrict xr = gate ? x + off : NULL;
+            float *gzr = pass == 1 ? gz + off : NULL;
+            float *restrict gdr = (pass == 1 && gate) ? gdirect + off : NULL;
+            if (pass == 0) {
+                if (!gate) BACKWARD_LOOP(0, 0, FROM_GIN);
+                else if (gr) BACKWARD_LOOP(0, 1, FROM_GIN);
+                else BACKWARD_LOOP(0, 1, NO_GIN);
+            } else {
+                if (!gate) BACKWARD_LOOP(1, 0, FROM_GIN);
+                else if (gr) BACKWARD_LOOP(1, 1, FROM_GIN);
+                else BACKWARD_LOOP(1, 1, NO_GIN);
             }
             if (pass == 0) {
                 double *ps = part + (i64)tid * 2 * width + g * C, *px = ps + width;
                 for (i64 c = 0; c < C; ++c) {
-                    ps[c] += fs[c];
-                    px[c] += fx[c];
+                    ps[c] += fs[c] + (c < V ? fs[c + C] : 0.0f);
+                    px[c] += fx[c] + (c < V ? fx[c + C] : 0.0f);
                 }
             }
         }
