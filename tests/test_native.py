@@ -100,6 +100,48 @@ def test_kernels_and_fallback_agree(train: bool, monkeypatch: pytest.MonkeyPatch
 
 
 @needs_kernels
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"branch_regularizer": "avgpool"}, {"squeeze_excitation": False},
+     {"branch_regularizer": "none", "kernel_sizes": ((3, 3), (5, 1))}],
+    ids=["default", "avgpool", "no_se", "other_kernels"],
+)
+def test_whole_model_with_and_without_kernels(overrides: dict) -> None:
+    """The fusion block's kernels (SE sums, contraction, ReLU signs and the backward's
+    slope products from them) and the TAB's, against the PyTorch formulation: outputs
+    and every gradient, train mode, positions and channels no multiple of 16 or 4."""
+    torch.manual_seed(0)
+    model = mssenet(**overrides).train()
+    x = features(batch=6, frames=13)
+    weights = torch.randn(6, 7, generator=torch.Generator().manual_seed(2))
+
+    def run() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        copied = copy.deepcopy(model)
+        torch.manual_seed(1)
+        out = copied(x)
+        grads = torch.autograd.grad((out * weights).sum(), list(copied.parameters()))
+        names = [name for name, _ in copied.named_parameters()]
+        return out.detach(), dict(zip(names, grads, strict=True))
+
+    with_kernels = run()
+    os.environ["SER_NATIVE"] = "0"
+    native.reset()
+    try:
+        without = run()
+    finally:
+        del os.environ["SER_NATIVE"]
+        native.reset()
+    assert relative_error(with_kernels[0], without[0]) <= 1e-5
+    for name, expected in without[1].items():
+        got = with_kernels[1][name]
+        if name.endswith("conv.bias"):  # BatchNorm cancels it: rounding noise
+            scale = without[1][name[: -len("bias")] + "weight"].norm()
+            assert (got - expected).norm() <= 1e-4 * scale, name
+        else:
+            assert relative_error(got, expected) <= 1e-4, name
+
+
+@needs_kernels
 def test_gate_kernel_sigmoid_and_mean() -> None:
     """out = x * sigmoid(relu(A z + S)) and its time mean, over the whole range of the
     polynomial exp (including past its cut-off at 17.5, and negative inputs)."""

@@ -191,8 +191,12 @@ class _FusedBranches(torch.autograd.Function):
         out = ps[0].new_empty(nb, batch, positions)  # each (branch, sample) row contiguous
         sums = ps[0].new_empty(batch, nb, channels) if se else None
         lib = _native_fusion_kernels(config, ps[0])
+        signs = None
         if lib is not None:
-            _native_fused_forward(lib, config, ps, ws, base, masks, sums, out, (w1, b1, w2, b2))
+            signs = _native_fused_forward(
+                lib, config, ps, ws, base, masks, sums, out, (w1, b1, w2, b2)
+            )
+        ctx.signs = signs
         for start in range(0, 0 if lib is not None else batch, config.chunk):
             sl = slice(start, min(start + config.chunk, batch))
             acts = [_activation(ps[b][sl], ws[b], config.branches[b], sl) for b in range(nb)]
@@ -243,7 +247,12 @@ class _FusedBranches(torch.autograd.Function):
         firsts = [p.new_empty(batch, p.shape[1], channels) for p in ps]
         seconds = [p.new_empty(batch, p.shape[1], channels) for p in ps] if se else None
         work = _Workspace()
-        for start in range(0, batch, config.chunk):
+        signs = ctx.signs
+        if signs is not None and any(p.shape[1] % 2 for p in ps):
+            signs = None  # the kernel pairs patch rows; odd kernels always give an even count
+        if signs is not None:
+            _native_slope_products(config, ps, grad_out, signs, firsts, seconds)
+        for start in range(0, 0 if signs is not None else batch, config.chunk):
             sl = slice(start, min(start + config.chunk, batch))
             for b in range(nb):
                 _slope_products(
@@ -297,7 +306,10 @@ def _native_fusion_kernels(config: _Config, like: torch.Tensor):  # noqa: ANN202
 def _native_fused_forward(lib, config: _Config, ps, ws, base, masks, sums, out, se_params):  # noqa: ANN001
     """`_FusedBranches.forward`'s chunk loop with ser/models/native/tff.c: per chunk the
     pre-activations W' P of every branch, channels first (rows, C, T*F), then SE's sums and
-    the weighted channel contraction of their ReLU, each one read of them."""
+    the weighted channel contraction of their ReLU, each one read of them. Where the
+    kernels have AVX-512, also the signs of the pre-activations, one bit each, from which
+    the backward takes its slope products (`_native_slope_products`); returns them per
+    branch, (B, C rounded up to 4, ceil(T*F / 16)) int16, or None."""
     nb = len(config.branches)
     batch, _, positions = ps[0].shape
     channels = ws[0].shape[0]
@@ -307,6 +319,12 @@ def _native_fused_forward(lib, config: _Config, ps, ws, base, masks, sums, out, 
     # one buffer per branch for every chunk: warm memory (and torch.matmul's broadcast of
     # the weight measured up to 9x slower than bmm on an expanded one)
     buffers = ps[0].new_empty(nb, min(config.chunk, batch), channels, positions)
+    signs = None
+    if lib.tff_has_signs():
+        padded = -(-channels // 4) * 4
+        signs = [
+            torch.empty(batch, padded, -(-positions // 16), dtype=torch.int16) for _ in range(nb)
+        ]
     for start in range(0, batch, config.chunk):
         stop = min(start + config.chunk, batch)
         rows = stop - start
@@ -330,8 +348,32 @@ def _native_fused_forward(lib, config: _Config, ps, ws, base, masks, sums, out, 
         for b in range(nb):
             lib.tff_contract(
                 pre[b].data_ptr(), weights[b].data_ptr(), out[b, start].data_ptr(),
-                rows, channels, positions, positions, threads,
+                rows, channels, positions, positions,
+                None if signs is None else signs[b][start].data_ptr(),
+                0 if signs is None else signs[b].shape[1], threads,
             )
+    return signs
+
+
+def _native_slope_products(config: _Config, ps, grad_out, signs, firsts, seconds) -> None:  # noqa: ANN001
+    """`_slope_products` for every branch and sample from the forward's ReLU signs
+    (tff_slope_products in ser/models/native/tff.c): no recomputed pre-activations."""
+    lib = native.library()
+    nb = len(config.branches)
+    batch, _, positions = ps[0].shape
+    channels = firsts[0].shape[2]
+    threads = native.threads()
+    grad_out = grad_out.contiguous()  # (B, nb, T*F)
+    for b in range(nb):
+        p = ps[b].contiguous()
+        q = config.branches[b].squeeze_weights
+        second = seconds[b] if seconds is not None else None
+        lib.tff_slope_products(
+            p.data_ptr(), grad_out[:, b].data_ptr(), nb * positions, native.pointer(q),
+            int(second is not None), signs[b].data_ptr(), firsts[b].data_ptr(),
+            None if second is None else second.data_ptr(), batch, p.shape[1], channels,
+            signs[b].shape[1], positions, threads,
+        )
 
 
 def _linear(p: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -52,8 +52,12 @@ SIGNATURES = {
         None, [_int, _p, _p, _i64] + [_p] * 13 + [_i64, _i64, _i64]
     ),
     "tab_backward_factors": (None, [_int, _p, _p, _p, _i64] + [_p] * 8 + [_i64]),
+    "tff_has_signs": (_int, []),
+    "tff_slope_products": (
+        None, [_p, _p, _i64, _p, _int, _p, _p, _p, _i64, _i64, _i64, _i64, _i64, _int]
+    ),
     "tff_sums": (None, [_p, _p, _p, _i64, _i64, _int]),
-    "tff_contract": (None, [_p, _p, _p, _i64, _i64, _i64, _i64, _int]),
+    "tff_contract": (None, [_p, _p, _p, _i64, _i64, _i64, _i64, _p, _i64, _int]),
     "tab_backward": (
         _int,
         [_int, _int] + [_p] * 16 + [_i64, _i64, _i64, _i64, _int],

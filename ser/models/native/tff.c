@@ -37,12 +37,18 @@ void tff_sums(const float *restrict h, const float *restrict q, float *restrict 
     }
 }
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 /* out[r * ostride + p] = sum_c w[r, c] relu(h[r, c, p]), positions in blocks of 512 that
- * stay in L1 while the C channel rows stream past. */
+ * stay in L1 while the C channel rows stream past. With signs (not NULL; AVX-512 builds)
+ * it also records the signs of h for the backward (see tff_slope_products below): bit j of
+ * signs[r, c, w] is [h[r, c, 16 w + j] > 0], rows c in [C, Cpad) zero. */
 void tff_contract(const float *restrict h, const float *restrict w, float *restrict out, i64 R,
-                  i64 C, i64 P, i64 ostride, int threads) {
+                  i64 C, i64 P, i64 ostride, uint16_t *restrict signs, i64 Cpad, int threads) {
     const i64 block = 512;
-    i64 blocks = (P + block - 1) / block;
+    i64 blocks = (P + block - 1) / block, W = (P + 15) / 16;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (i64 rb = 0; rb < R * blocks; ++rb) {
         i64 r = rb / blocks, p0 = (rb % blocks) * block;
@@ -52,9 +58,126 @@ void tff_contract(const float *restrict h, const float *restrict w, float *restr
         for (i64 c = 0; c < C; ++c) {
             const float *restrict row = h + (r * C + c) * P + p0;
             float wc = w[r * C + c];
+#ifdef __AVX512F__
+            if (signs) {
+                uint16_t *srow = signs + (r * Cpad + c) * W + p0 / 16;
+                __m512 zero = _mm512_setzero_ps(), wv = _mm512_set1_ps(wc);
+                for (i64 p = 0; p < n; p += 16) {
+                    i64 m = n - p < 16 ? n - p : 16;
+                    __mmask16 valid = (__mmask16)((1u << m) - 1u);
+                    __m512 v = _mm512_maskz_loadu_ps(valid, row + p);
+                    __mmask16 positive = _mm512_mask_cmp_ps_mask(valid, v, zero, _CMP_GT_OQ);
+                    srow[p / 16] = (uint16_t)positive;
+                    __m512 a = _mm512_maskz_loadu_ps(valid, acc + p);
+                    a = _mm512_mask3_fmadd_ps(wv, v, a, positive); /* a += w v where v > 0 */
+                    _mm512_mask_storeu_ps(acc + p, valid, a);
+                }
+                continue;
+            }
+#endif
 #pragma omp simd
             for (i64 p = 0; p < n; ++p) acc[p] += wc * (row[p] > 0.0f ? row[p] : 0.0f);
         }
+        if (signs)
+            for (i64 c = C; c < Cpad; ++c)
+                memset(signs + (r * Cpad + c) * W + p0 / 16, 0,
+                       (size_t)((n + 15) / 16) * sizeof(uint16_t));
         memcpy(out + r * ostride + p0, acc, (size_t)n * sizeof(float));
     }
 }
+
+/* ---- The backward's slope products from the forward's ReLU signs ----------------------
+ *
+ * The forward records which pre-activations were positive: bit j of signs[r, c, w] is
+ * [h[r, c, 16 w + j] > 0] (bits past the P positions are 0; rows c >= C, up to a multiple
+ * of 4, are 0). The backward then needs, per sample r, branch patch rows k < K1 and
+ * channel c,
+ *   first[r, k, c]  = sum_p g[r, p] P[r, k, p] [h[r, c, p] > 0]
+ *   second[r, k, c] = sum_p q[p]    P[r, k, p] [h[r, c, p] > 0]     (q NULL: ones)
+ * (the matrix products [g * P; q * P] @ slope of the PyTorch formulation) without
+ * recomputing h or storing the slope: masked sums of two patch rows at a time for four
+ * channels at a time, 16 accumulators in registers. AVX-512 only (its 16-bit lane masks
+ * are the signs); tff_has_signs() says whether this build has it.
+ */
+
+#ifdef __AVX512F__
+
+int tff_has_signs(void) { return 1; }
+
+void tff_slope_products(const float *restrict patches, const float *restrict g, i64 gstride,
+                        const float *restrict q, int want_second,
+                        const uint16_t *restrict signs, float *restrict first,
+                        float *restrict second, i64 R, i64 K1, i64 C, i64 Cpad, i64 P,
+                        int threads) {
+    i64 W = (P + 15) / 16, groups = Cpad / 4, pairs = K1 / 2;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (i64 task = 0; task < R * groups * pairs; ++task) {
+        i64 r = task / (groups * pairs), rest = task % (groups * pairs);
+        i64 c0 = 4 * (rest / pairs), k0 = 2 * (rest % pairs);
+        const float *p0 = patches + (r * K1 + k0) * P, *p1 = p0 + P, *gr = g + r * gstride;
+        const uint16_t *s = signs + (r * Cpad + c0) * W;
+        __m512 f00 = _mm512_setzero_ps(), f01 = f00, f02 = f00, f03 = f00;
+        __m512 f10 = f00, f11 = f00, f12 = f00, f13 = f00;
+        __m512 s00 = f00, s01 = f00, s02 = f00, s03 = f00;
+        __m512 s10 = f00, s11 = f00, s12 = f00, s13 = f00;
+        for (i64 w = 0; w < W; ++w) {
+            i64 p = 16 * w, n = P - p < 16 ? P - p : 16;
+            __mmask16 valid = (__mmask16)((1u << n) - 1u);
+            __m512 a = _mm512_maskz_loadu_ps(valid, p0 + p);
+            __m512 b = _mm512_maskz_loadu_ps(valid, p1 + p);
+            __m512 gv = _mm512_maskz_loadu_ps(valid, gr + p);
+            __m512 ga = _mm512_mul_ps(gv, a), gb = _mm512_mul_ps(gv, b);
+            __mmask16 m0 = s[w], m1 = s[W + w], m2 = s[2 * W + w], m3 = s[3 * W + w];
+            f00 = _mm512_mask_add_ps(f00, m0, f00, ga);
+            f01 = _mm512_mask_add_ps(f01, m1, f01, ga);
+            f02 = _mm512_mask_add_ps(f02, m2, f02, ga);
+            f03 = _mm512_mask_add_ps(f03, m3, f03, ga);
+            f10 = _mm512_mask_add_ps(f10, m0, f10, gb);
+            f11 = _mm512_mask_add_ps(f11, m1, f11, gb);
+            f12 = _mm512_mask_add_ps(f12, m2, f12, gb);
+            f13 = _mm512_mask_add_ps(f13, m3, f13, gb);
+            if (want_second) {
+                if (q) {
+                    __m512 qv = _mm512_maskz_loadu_ps(valid, q + p);
+                    a = _mm512_mul_ps(qv, a);
+                    b = _mm512_mul_ps(qv, b);
+                }
+                s00 = _mm512_mask_add_ps(s00, m0, s00, a);
+                s01 = _mm512_mask_add_ps(s01, m1, s01, a);
+                s02 = _mm512_mask_add_ps(s02, m2, s02, a);
+                s03 = _mm512_mask_add_ps(s03, m3, s03, a);
+                s10 = _mm512_mask_add_ps(s10, m0, s10, b);
+                s11 = _mm512_mask_add_ps(s11, m1, s11, b);
+                s12 = _mm512_mask_add_ps(s12, m2, s12, b);
+                s13 = _mm512_mask_add_ps(s13, m3, s13, b);
+            }
+        }
+        float fa[8] = {_mm512_reduce_add_ps(f00), _mm512_reduce_add_ps(f01),
+                       _mm512_reduce_add_ps(f02), _mm512_reduce_add_ps(f03),
+                       _mm512_reduce_add_ps(f10), _mm512_reduce_add_ps(f11),
+                       _mm512_reduce_add_ps(f12), _mm512_reduce_add_ps(f13)};
+        float sa[8] = {_mm512_reduce_add_ps(s00), _mm512_reduce_add_ps(s01),
+                       _mm512_reduce_add_ps(s02), _mm512_reduce_add_ps(s03),
+                       _mm512_reduce_add_ps(s10), _mm512_reduce_add_ps(s11),
+                       _mm512_reduce_add_ps(s12), _mm512_reduce_add_ps(s13)};
+        for (i64 kk = 0; kk < 2; ++kk)
+            for (i64 cc = 0; cc < 4 && c0 + cc < C; ++cc) {
+                i64 at = (r * K1 + k0 + kk) * C + c0 + cc;
+                first[at] = fa[4 * kk + cc];
+                if (want_second) second[at] = sa[4 * kk + cc];
+            }
+    }
+}
+
+#else
+
+int tff_has_signs(void) { return 0; }
+
+void tff_slope_products(const float *patches, const float *g, i64 gstride, const float *q,
+                        int want_second, const uint16_t *signs, float *first, float *second,
+                        i64 R, i64 K1, i64 C, i64 Cpad, i64 P, int threads) {
+    (void)patches, (void)g, (void)gstride, (void)q, (void)want_second, (void)signs;
+    (void)first, (void)second, (void)R, (void)K1, (void)C, (void)Cpad, (void)P, (void)threads;
+}
+
+#endif
