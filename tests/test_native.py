@@ -111,7 +111,7 @@ def test_whole_model_with_and_without_kernels(overrides: dict) -> None:
     slope products from them) and the TAB's, against the PyTorch formulation: outputs
     and every gradient, train mode, positions and channels no multiple of 16 or 4."""
     torch.manual_seed(0)
-    model = mssenet(**overrides).train()
+    model = mssenet(implementation="fast", **overrides).train()
     x = features(batch=6, frames=13)
     weights = torch.randn(6, 7, generator=torch.Generator().manual_seed(2))
 
