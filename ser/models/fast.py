@@ -194,7 +194,8 @@ class _FusedBranches(torch.autograd.Function):
         signs = None
         if lib is not None:
             signs = _native_fused_forward(
-                lib, config, ps, ws, base, masks, sums, out, (w1, b1, w2, b2)
+                lib, config, ps, ws, base, masks, sums, out, (w1, b1, w2, b2),
+                record_signs=any(ctx.needs_input_grad),
             )
         ctx.signs = signs
         for start in range(0, 0 if lib is not None else batch, config.chunk):
@@ -303,7 +304,9 @@ def _native_fusion_kernels(config: _Config, like: torch.Tensor):  # noqa: ANN202
     return native.library()
 
 
-def _native_fused_forward(lib, config: _Config, ps, ws, base, masks, sums, out, se_params):  # noqa: ANN001
+def _native_fused_forward(  # noqa: ANN201
+    lib, config: _Config, ps, ws, base, masks, sums, out, se_params, record_signs: bool  # noqa: ANN001
+):
     """`_FusedBranches.forward`'s chunk loop with ser/models/native/tff.c: per chunk the
     pre-activations W' P of every branch, channels first (rows, C, T*F), then SE's sums and
     the weighted channel contraction of their ReLU, each one read of them. Where the
@@ -320,7 +323,7 @@ def _native_fused_forward(lib, config: _Config, ps, ws, base, masks, sums, out, 
     # the weight measured up to 9x slower than bmm on an expanded one)
     buffers = ps[0].new_empty(nb, min(config.chunk, batch), channels, positions)
     signs = None
-    if lib.tff_has_signs():
+    if record_signs and lib.tff_has_signs():  # only for a backward to come
         padded = -(-channels // 4) * 4
         signs = [
             torch.empty(batch, padded, -(-positions // 16), dtype=torch.int16) for _ in range(nb)
