@@ -184,6 +184,7 @@ def test_build_is_cached_per_source_and_machine(tmp_path) -> None:  # noqa: ANN0
 def test_a_missing_compiler_warns_once_and_falls_back(
     monkeypatch: pytest.MonkeyPatch, tmp_path  # noqa: ANN001
 ) -> None:
+    monkeypatch.setenv("SER_NATIVE", "1")  # even where the suite runs with them off
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("SER_NATIVE_CACHE", str(tmp_path / "cache"))
     native.reset()

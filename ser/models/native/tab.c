@@ -72,6 +72,20 @@ static inline float sigmoid_nonnegative(float v) {
 }
 
 /* Per (g, c): sum and sum of squares of z over the B*T rows of group g. */
+/* Each thread's two partial sums (part[t] = [first (width); second (width)]), totalled in
+ * thread order into first and second; frees part. */
+static void total_partials(double *part, int threads, i64 width, double *first,
+                           double *second) {
+    memset(first, 0, (size_t)width * sizeof(double));
+    memset(second, 0, (size_t)width * sizeof(double));
+    for (int p = 0; p < threads; ++p)
+        for (i64 i = 0; i < width; ++i) {
+            first[i] += part[(i64)p * 2 * width + i];
+            second[i] += part[(i64)p * 2 * width + width + i];
+        }
+    free(part);
+}
+
 /* Per (g, c): sum and sum of squares of z over the N = B * T rows of group g. */
 int tab_stats(const float *z, i64 G, i64 N, i64 C, double *sum, double *sq, int threads) {
     i64 width = G * C;
@@ -114,14 +128,7 @@ int tab_stats(const float *z, i64 G, i64 N, i64 C, double *sum, double *sq, int 
             lo = end;
         }
     }
-    memset(sum, 0, (size_t)width * sizeof(double));
-    memset(sq, 0, (size_t)width * sizeof(double));
-    for (int p = 0; p < used; ++p)
-        for (i64 i = 0; i < width; ++i) {
-            sum[i] += part[(i64)p * 2 * width + i];
-            sq[i] += part[(i64)p * 2 * width + width + i];
-        }
-    free(part);
+    total_partials(part, used, width, sum, sq);
     return 0;
 }
 
@@ -326,16 +333,7 @@ int tab_backward(int pass, int gate, const float *gin, const float *gmean, const
             }
         }
     }
-    if (pass == 0) {
-        memset(sum_gu, 0, (size_t)width * sizeof(double));
-        memset(sum_gx, 0, (size_t)width * sizeof(double));
-        for (int p = 0; p < used; ++p)
-            for (i64 i = 0; i < width; ++i) {
-                sum_gu[i] += part[(i64)p * 2 * width + i];
-                sum_gx[i] += part[(i64)p * 2 * width + width + i];
-            }
-        free(part);
-    }
+    if (pass == 0) total_partials(part, used, width, sum_gu, sum_gx);
     return 0;
 }
 

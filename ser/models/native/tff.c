@@ -116,55 +116,33 @@ void tff_slope_products(const float *restrict patches, const float *restrict g, 
         i64 c0 = 4 * (rest / pairs), k0 = 2 * (rest % pairs);
         const float *p0 = patches + (r * K1 + k0) * P, *p1 = p0 + P, *gr = g + r * gstride;
         const uint16_t *s = signs + (r * Cpad + c0) * W;
-        __m512 f00 = _mm512_setzero_ps(), f01 = f00, f02 = f00, f03 = f00;
-        __m512 f10 = f00, f11 = f00, f12 = f00, f13 = f00;
-        __m512 s00 = f00, s01 = f00, s02 = f00, s03 = f00;
-        __m512 s10 = f00, s11 = f00, s12 = f00, s13 = f00;
+        __m512 f[2][4], sec[2][4]; /* [patch row][channel]: first and second */
+        for (int kk = 0; kk < 2; ++kk)
+            for (int cc = 0; cc < 4; ++cc) f[kk][cc] = sec[kk][cc] = _mm512_setzero_ps();
         for (i64 w = 0; w < W; ++w) {
             i64 p = 16 * w, n = P - p < 16 ? P - p : 16;
             __mmask16 valid = (__mmask16)((1u << n) - 1u);
-            __m512 a = _mm512_maskz_loadu_ps(valid, p0 + p);
-            __m512 b = _mm512_maskz_loadu_ps(valid, p1 + p);
+            __m512 rows[2] = {_mm512_maskz_loadu_ps(valid, p0 + p),
+                              _mm512_maskz_loadu_ps(valid, p1 + p)};
             __m512 gv = _mm512_maskz_loadu_ps(valid, gr + p);
-            __m512 ga = _mm512_mul_ps(gv, a), gb = _mm512_mul_ps(gv, b);
-            __mmask16 m0 = s[w], m1 = s[W + w], m2 = s[2 * W + w], m3 = s[3 * W + w];
-            f00 = _mm512_mask_add_ps(f00, m0, f00, ga);
-            f01 = _mm512_mask_add_ps(f01, m1, f01, ga);
-            f02 = _mm512_mask_add_ps(f02, m2, f02, ga);
-            f03 = _mm512_mask_add_ps(f03, m3, f03, ga);
-            f10 = _mm512_mask_add_ps(f10, m0, f10, gb);
-            f11 = _mm512_mask_add_ps(f11, m1, f11, gb);
-            f12 = _mm512_mask_add_ps(f12, m2, f12, gb);
-            f13 = _mm512_mask_add_ps(f13, m3, f13, gb);
-            if (want_second) {
-                if (q) {
-                    __m512 qv = _mm512_maskz_loadu_ps(valid, q + p);
-                    a = _mm512_mul_ps(qv, a);
-                    b = _mm512_mul_ps(qv, b);
+            __m512 qv = q ? _mm512_maskz_loadu_ps(valid, q + p) : _mm512_set1_ps(1.0f);
+            __mmask16 m[4] = {s[w], s[W + w], s[2 * W + w], s[3 * W + w]};
+            for (int kk = 0; kk < 2; ++kk) {
+                __m512 u = _mm512_mul_ps(gv, rows[kk]);
+                for (int cc = 0; cc < 4; ++cc)
+                    f[kk][cc] = _mm512_mask_add_ps(f[kk][cc], m[cc], f[kk][cc], u);
+                if (want_second) {
+                    __m512 v = q ? _mm512_mul_ps(qv, rows[kk]) : rows[kk];
+                    for (int cc = 0; cc < 4; ++cc)
+                        sec[kk][cc] = _mm512_mask_add_ps(sec[kk][cc], m[cc], sec[kk][cc], v);
                 }
-                s00 = _mm512_mask_add_ps(s00, m0, s00, a);
-                s01 = _mm512_mask_add_ps(s01, m1, s01, a);
-                s02 = _mm512_mask_add_ps(s02, m2, s02, a);
-                s03 = _mm512_mask_add_ps(s03, m3, s03, a);
-                s10 = _mm512_mask_add_ps(s10, m0, s10, b);
-                s11 = _mm512_mask_add_ps(s11, m1, s11, b);
-                s12 = _mm512_mask_add_ps(s12, m2, s12, b);
-                s13 = _mm512_mask_add_ps(s13, m3, s13, b);
             }
         }
-        float fa[8] = {_mm512_reduce_add_ps(f00), _mm512_reduce_add_ps(f01),
-                       _mm512_reduce_add_ps(f02), _mm512_reduce_add_ps(f03),
-                       _mm512_reduce_add_ps(f10), _mm512_reduce_add_ps(f11),
-                       _mm512_reduce_add_ps(f12), _mm512_reduce_add_ps(f13)};
-        float sa[8] = {_mm512_reduce_add_ps(s00), _mm512_reduce_add_ps(s01),
-                       _mm512_reduce_add_ps(s02), _mm512_reduce_add_ps(s03),
-                       _mm512_reduce_add_ps(s10), _mm512_reduce_add_ps(s11),
-                       _mm512_reduce_add_ps(s12), _mm512_reduce_add_ps(s13)};
         for (i64 kk = 0; kk < 2; ++kk)
             for (i64 cc = 0; cc < 4 && c0 + cc < C; ++cc) {
                 i64 at = (r * K1 + k0 + kk) * C + c0 + cc;
-                first[at] = fa[4 * kk + cc];
-                if (want_second) second[at] = sa[4 * kk + cc];
+                first[at] = _mm512_reduce_add_ps(f[kk][cc]);
+                if (want_second) second[at] = _mm512_reduce_add_ps(sec[kk][cc]);
             }
     }
 }
