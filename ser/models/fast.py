@@ -18,15 +18,24 @@ TFF (`FastTimeFrequencyFusion`, `_FusedBranches`)
 * Spatial dropout is a per-(sample, channel) factor and SE's squeeze a per-(sample, channel)
   mean of the ReLU output, so SE scale, dropout mask and the 1x1 projection weight fold
   into per-(sample, channel) weights of one channel contraction.
-* The ReLU output exists a few samples at a time and is reduced while in cache; backward
-  recomputes it from the patches and gets every gradient from one GEMM per branch,
-  [g * P; P] @ relu'(h), instead of materialising the activation gradient.
+* The ReLU output exists a few samples at a time and is reduced while in cache. Every
+  gradient comes from [g * P; q * P] @ relu'(h) per branch and sample, never from a
+  materialised activation gradient. With the C kernels (ser/models/native, float32 on the
+  CPU) the forward's SE sums and channel contraction read the pre-activations once each
+  and record one sign bit per value, and the backward takes those products as masked sums
+  from the bits and the patches (`_native_slope_products`); otherwise the backward
+  recomputes h with a GEMM, thresholds it and multiplies (`_slope_products`).
+* MS-SENet's backward stream reads x reversed in time: 'same' convolution commutes with
+  reversal when the kernel is flipped in time, so both streams share x's patches and
+  moments (`shared_patches`, `projected(..., reverse=True)`).
 
 TAB chain (`FastDirectionalStream`, `_TemporalAwareBlockFunction`)
 * (batch, frames, channels) layout; each kernel-2 dilated causal conv is two GEMMs over all
   frames at once (the shifted tap accumulated in place), the conv bias is absorbed by the
   following BatchNorm's centring, and backward is written by hand with BatchNorm's
   gradient kept in factored form (per-channel factors reach the small GEMM operands).
+  With the C kernels, `NativeTemporalAwareBlockFunction` (ser/models/native_tab.py) does
+  the elementwise work in five fused passes instead of some twenty PyTorch operations.
 * MS-SENet's two reading directions run as two groups of every operation (stacked weights),
   and MSSENet.embed takes only the per-level time means, never the stacked sequences.
 
