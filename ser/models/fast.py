@@ -55,6 +55,7 @@ from torch import nn
 
 from ser.models import native
 from ser.models.blocks import TemporalAwareBlock
+from ser.models.causal_conv import causal_conv
 from ser.models.fusion import (
     FusionBranch,
     SamePaddingAveragePool2d,
@@ -697,29 +698,6 @@ def _stack_masks(masks: Sequence[torch.Tensor | None], like: torch.Tensor):  # n
     return torch.stack([ones if m is None else m for m in masks])
 
 
-def _causal_conv(x: torch.Tensor, w1t: torch.Tensor, w0t: torch.Tensor, d: int):  # noqa: ANN202
-    """Kernel-2 causal dilated conv of x (G, B, T, C) without its bias:
-    x[t] @ W1^T + x[t-d] @ W0^T (the BatchNorm after it takes the bias, see `_normalise`)."""
-    groups, batch, frames, channels = x.shape
-    flat = x.view(groups, -1, channels)
-    z = torch.bmm(flat, w1t)
-    if 2 * d <= frames:
-        # Accumulate the past tap over the flattened rows in place, then take back what
-        # crossed from the end of one sample into the start of the next (d rows each).
-        z[:, d:].baddbmm_(flat[:, :-d], w0t)
-        if batch > 1:
-            z = z.view(groups, batch, frames, -1)
-            crossed = x[:, :-1, frames - d :].reshape(groups, -1, channels)
-            z[:, 1:, :d] -= torch.bmm(crossed, w0t).view(groups, batch - 1, d, -1)
-            return z
-    elif d < frames:
-        # Few rows have a past tap: one GEMM over all rows, then a shifted add.
-        past = torch.bmm(flat, w0t).view(groups, batch, frames, -1)
-        z = z.view(groups, batch, frames, -1)
-        z[:, :, d:] += past[:, :, :-d]
-    return z.view(groups, batch, frames, -1)
-
-
 def _causal_conv_input_grad(gz: torch.Tensor, scale, offset, w1, w0, d: int) -> torch.Tensor:  # noqa: ANN001
     """d loss / d x of the causal conv, given its output gradient as scale * (gz + offset)
     (per group and output channel; see `_normalise_backward`): a fresh tensor."""
@@ -867,9 +845,9 @@ class _TemporalAwareBlockFunction(torch.autograd.Function):
         m1, m2 = masks
         wa1, wa0 = wa[..., 1], wa[..., 0]
         wb1, wb0 = wb[..., 1], wb[..., 0]
-        zc1 = _causal_conv(x, wa1.transpose(1, 2), wa0.transpose(1, 2), d)
+        zc1 = causal_conv(x, wa1.transpose(1, 2), wa0.transpose(1, 2), d)
         a1, inv1 = _normalise(zc1, norms[0], ba, ga, bea, m1)
-        zc2 = _causal_conv(a1, wb1.transpose(1, 2), wb0.transpose(1, 2), d)
+        zc2 = causal_conv(a1, wb1.transpose(1, 2), wb0.transpose(1, 2), d)
         h, inv2 = _normalise(zc2, norms[1], bb, gb, beb, m2)
         s = torch.sigmoid(h)
         out = x * s

@@ -21,75 +21,7 @@ from __future__ import annotations
 import torch
 
 from ser.models import native
-
-
-def _conv(x: torch.Tensor, w1t: torch.Tensor, w0t: torch.Tensor, d: int) -> torch.Tensor:
-    """Kernel-2 causal dilated conv of x (G, B, T, C), no bias: x[t] W1^T + x[t-d] W0^T."""
-    groups, batch, frames, channels = x.shape
-    flat = x.view(groups, -1, channels)
-    z = torch.bmm(flat, w1t)
-    if d >= frames:
-        return z.view(groups, batch, frames, -1)
-    if 2 * d <= frames:
-        # the past tap over the flattened rows, less what crossed from the previous sample
-        z[:, d:].baddbmm_(flat[:, :-d], w0t)
-        z = z.view(groups, batch, frames, -1)
-        if batch > 1:
-            crossed = x[:, :-1, frames - d :].reshape(groups, -1, channels)
-            z[:, 1:, :d].sub_(torch.bmm(crossed, w0t).view(groups, batch - 1, d, -1))
-        return z
-    z = z.view(groups, batch, frames, -1)
-    past = torch.bmm(flat, w0t).view(groups, batch, frames, -1)
-    z[:, :, d:] += past[:, :, :-d]
-    return z
-
-
-def _conv_input_grad(
-    gz: torch.Tensor, w1: torch.Tensor, w0: torch.Tensor, d: int, into: torch.Tensor | None = None
-) -> torch.Tensor:
-    """d conv / d x applied to gz, gx[t] = gz[t] W1 + gz[t + d] W0, added onto `into` in
-    place when given."""
-    groups, batch, frames, channels = gz.shape
-    flat = gz.view(groups, -1, channels)
-    if into is None:
-        gx = torch.bmm(flat, w1).view(groups, batch, frames, -1)
-    else:
-        gx = into
-        gx.view(groups, -1, gx.shape[3]).baddbmm_(flat, w1)
-    out = gx.view(groups, -1, gx.shape[3])
-    if d >= frames:
-        return gx
-    if 2 * d <= frames:
-        out[:, :-d].baddbmm_(flat[:, d:], w0)
-        if batch > 1:
-            crossed = gz[:, 1:, :d].reshape(groups, -1, channels)
-            gx[:, :-1, frames - d :].sub_(torch.bmm(crossed, w0).view(groups, batch - 1, d, -1))
-        return gx
-    future = torch.bmm(flat, w0).view(groups, batch, frames, -1)
-    gx[:, :, :-d] += future[:, :, d:]
-    return gx
-
-
-def _conv_weight_grad(gz: torch.Tensor, x: torch.Tensor, d: int) -> torch.Tensor:
-    """d loss / d W (G, C_out, C_in, 2) for output gradient gz and input x."""
-    groups, batch, frames, channels = gz.shape
-    flat_g, flat_x = gz.view(groups, -1, channels), x.view(groups, -1, x.shape[3])
-    grad = gz.new_empty(groups, channels, x.shape[3], 2)
-    grad[..., 1] = torch.bmm(flat_g.transpose(1, 2), flat_x)
-    if d >= frames:
-        grad[..., 0] = 0
-    elif 2 * d <= frames:
-        past = torch.bmm(flat_g[:, d:].transpose(1, 2), flat_x[:, :-d])
-        if batch > 1:
-            g_start = gz[:, 1:, :d].reshape(groups, -1, channels)
-            x_end = x[:, :-1, frames - d :].reshape(groups, -1, x.shape[3])
-            past.sub_(torch.bmm(g_start.transpose(1, 2), x_end))
-        grad[..., 0] = past
-    else:
-        g_now = gz[:, :, d:].reshape(groups, -1, channels)
-        x_past = x[:, :, :-d].reshape(groups, -1, x.shape[3])
-        grad[..., 0] = torch.bmm(g_now.transpose(1, 2), x_past)
-    return grad
+from ser.models.causal_conv import causal_conv, causal_conv_input_grad, causal_conv_weight_grad
 
 
 class _Norm:
@@ -197,12 +129,12 @@ class NativeTemporalAwareBlockFunction(torch.autograd.Function):
         lib = native.library()
         m1, m2 = masks
         groups, batch, frames, channels = x.shape
-        z1 = _conv(x, wa[..., 1].transpose(1, 2), wa[..., 0].transpose(1, 2), d)
+        z1 = causal_conv(x, wa[..., 1].transpose(1, 2), wa[..., 0].transpose(1, 2), d)
         n1 = _Norm(z1, norms[0], ba, ga, bea, m1)
         a1 = torch.empty_like(z1)
         lib.tab_norm_relu(z1.data_ptr(), n1.A.data_ptr(), n1.S.data_ptr(), a1.data_ptr(),
                           groups * batch, frames, channels, native.threads())
-        z2 = _conv(a1, wb[..., 1].transpose(1, 2), wb[..., 0].transpose(1, 2), d)
+        z2 = causal_conv(a1, wb[..., 1].transpose(1, 2), wb[..., 0].transpose(1, 2), d)
         n2 = _Norm(z2, norms[1], bb, gb, beb, m2)
         out = torch.empty_like(x)
         mean = x.new_empty(groups, batch, channels)
@@ -231,12 +163,12 @@ class NativeTemporalAwareBlockFunction(torch.autograd.Function):
         gz2 = torch.empty_like(z2)
         gx = torch.empty_like(x)  # first the direct path of out = x * s
         g_gb, g_beb, g_bb = _backward_pass(n2, True, g, gmean, x, z2, gz2, gx)
-        g_wb = _conv_weight_grad(gz2, a1, d)
-        ga1 = _conv_input_grad(gz2, wb[..., 1], wb[..., 0], d)
+        g_wb = causal_conv_weight_grad(gz2, a1, d)
+        ga1 = causal_conv_input_grad(gz2, wb[..., 1], wb[..., 0], d)
         del gz2
         g_ga, g_bea, g_ba = _backward_pass(n1, False, ga1, None, None, z1, ga1, None)
-        g_wa = _conv_weight_grad(ga1, x, d)
-        _conv_input_grad(ga1, wa[..., 1], wa[..., 0], d, into=gx)
+        g_wa = causal_conv_weight_grad(ga1, x, d)
+        causal_conv_input_grad(ga1, wa[..., 1], wa[..., 0], d, into=gx)
         grads = (gx, g_wa, g_ba, g_ga, g_bea, g_wb, g_bb, g_gb, g_beb)
         needed = ctx.needs_input_grad
         return (*(gr if needed[i] else None for i, gr in enumerate(grads)), None, None, None)
