@@ -182,25 +182,27 @@ class _FusedBranches(torch.autograd.Function):
         out = ps[0].new_empty(nb, batch, positions)  # each (branch, sample) row contiguous
         sums = ps[0].new_empty(batch, nb, channels) if se else None
         lib = _native_fusion_kernels(config, ps[0])
-        signs = None
+        ctx.signs = None
         if lib is not None:
-            signs = _native_fused_forward(
+            ctx.signs = _native_fused_forward(
                 lib, config, ps, ws, base, masks, sums, out, (w1, b1, w2, b2),
                 record_signs=any(ctx.needs_input_grad),
             )
-        ctx.signs = signs
-        for start in range(0, 0 if lib is not None else batch, config.chunk):
-            sl = slice(start, min(start + config.chunk, batch))
-            acts = [_activation(ps[b][sl], ws[b], config.branches[b], sl) for b in range(nb)]
-            weights = base[sl]
-            if se:
+        else:
+            for start in range(0, batch, config.chunk):
+                sl = slice(start, min(start + config.chunk, batch))
+                acts = [
+                    _activation(ps[b][sl], ws[b], config.branches[b], sl) for b in range(nb)
+                ]
+                weights = base[sl]
+                if se:
+                    for b in range(nb):
+                        sums[sl, b] = _squeeze_sum(acts[b], config.branches[b])
+                    part = sums[sl] if masks is None else sums[sl] * masks[sl]
+                    s = part.sum(1) / config.squeeze_denominator
+                    weights = weights * _se_forward(s, w1, b1, w2, b2)[2][:, None, :]
                 for b in range(nb):
-                    sums[sl, b] = _squeeze_sum(acts[b], config.branches[b])
-                part = sums[sl] if masks is None else sums[sl] * masks[sl]
-                scale = _se_forward(part.sum(1) / config.squeeze_denominator, w1, b1, w2, b2)[2]
-                weights = weights * scale[:, None, :]
-            for b in range(nb):
-                torch.bmm(acts[b], weights[:, b, :, None], out=out[b, sl, :, None])
+                    torch.bmm(acts[b], weights[:, b, :, None], out=out[b, sl, :, None])
         ctx.config = config
         ctx.save_for_backward(w, w1, b1, w2, b2, sums, *ps, *ws)
         # (B, T, nb, F), the reference's concatenation order along features (a view)
@@ -243,13 +245,14 @@ class _FusedBranches(torch.autograd.Function):
             signs = None  # the kernel pairs patch rows; odd kernels always give an even count
         if signs is not None:
             _native_slope_products(config, ps, grad_out, signs, firsts, seconds)
-        for start in range(0, 0 if signs is not None else batch, config.chunk):
-            sl = slice(start, min(start + config.chunk, batch))
-            for b in range(nb):
-                _slope_products(
-                    ps[b][sl], ws[b], config.branches[b], grad_out[sl, b], sl,
-                    firsts[b][sl], seconds[b][sl] if se else None,
-                )
+        else:
+            for start in range(0, batch, config.chunk):
+                sl = slice(start, min(start + config.chunk, batch))
+                for b in range(nb):
+                    _slope_products(
+                        ps[b][sl], ws[b], config.branches[b], grad_out[sl, b], sl,
+                        firsts[b][sl], seconds[b][sl] if se else None,
+                    )
         # (B, nb, C); products and sums rather than einsum, whose per-sample matrix
         # products copied thousands of tiny operands
         grad_weights = torch.stack(
