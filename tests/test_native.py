@@ -223,4 +223,3 @@ def test_a_failing_compile_names_the_command(monkeypatch, tmp_path) -> None:  # 
         native.build(tmp_path / "cache")
     assert str(compiler) in str(error.value)
     assert not any((tmp_path / "cache").iterdir())  # the partial output was removed
-    assert os.environ["CC"] == str(compiler)
