@@ -39,6 +39,7 @@ from ser.training import (
     build_datamodule,
     config_hash,
     defining_config,
+    objective_value,
     output_directory,
     protocol_record,
     run_fold,
@@ -229,7 +230,11 @@ def corpus_record(datamodule: FoldDataModule, rows: np.ndarray, labels: np.ndarr
 
 
 def train_cross_corpus(cfg: DictConfig) -> float:
-    """Train on `dataset`, test on `test_dataset`; return the mean target UAR over repeats."""
+    """Train on `dataset`, test on `test_dataset`; return the mean of `objective` over repeats.
+
+    As in cross-validation (ser.training.objective_value): the target's test UAR by
+    default, the source's validation UAR for a search (objective=val/uar, cv.validation).
+    """
     if cfg.get("test_dataset") is None:
         raise ConfigError(
             "task=cross_corpus needs the corpus to test on: add test_dataset=NAME (e.g. "
@@ -314,11 +319,11 @@ def train_cross_corpus(cfg: DictConfig) -> float:
 
     summary = results.summarise(finished)
     if not writes:
-        return float(summary["test/uar_mean"])
+        return objective_value(cfg, summary)
     record.update(runs=finished, summary=summary, status="complete")
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results.atomic_write_json(record, results_path)
     as_folds = [dict(run, fold=run["repeat"]) for run in finished]
     results.print_table(f"{experiment}  ({output_dir})", as_folds, summary)
     tracking.log_summary_run(cfg.get("logger"), experiment, as_folds, summary, run_config, output_dir)
-    return float(summary["test/uar_mean"])
+    return objective_value(cfg, summary)

@@ -146,6 +146,7 @@ def check_protocol(cfg: DictConfig) -> None:
     select = str(cfg.cv.get("select") or "last")
     if select not in SELECTIONS:
         raise ConfigError(f"cv.select must be one of {list(SELECTIONS)}, got {select!r}")
+    check_objective(cfg)
     if cfg.cv.get("validation") is not None:
         return
     monitors = [
@@ -311,6 +312,16 @@ def output_directory(cfg: DictConfig) -> Path:
         raise ConfigError(
             f"paths.output_dir cannot be resolved ({error}); set it or run through train.py"
         ) from error
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """Refuse, before training, an `objective` the run will not measure."""
+    objective = str(cfg.get("objective") or "test/uar")
+    with_validation = cfg.cv.get("validation") is not None
+    measured = [*results.METRICS, *(results.OPTIONAL_METRICS if with_validation else ())]
+    if objective not in measured:
+        needs = " (val/... needs cv.validation, e.g. cv.validation=0.1)" if not with_validation else ""
+        raise ConfigError(f"objective={objective} is not measured by this run; expected one of {measured}{needs}")
 
 
 def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float:

@@ -97,6 +97,29 @@ def test_class_map_and_validation_on_the_source(tiny_config, casia_root, tmp_pat
     assert np.array(run["confusion_matrix"]).shape == (4, 4)
 
 
+
+@pytest.mark.slow
+def test_the_objective_is_what_a_sweeper_gets_as_in_cross_validation(tiny_config, casia_root, tmp_path) -> None:
+    # A search (sweep=hpo) must choose on the source's validation split, never on the
+    # target corpus's test set: train() returns the mean of `objective`.
+    # 3 epochs: after 1 both splits score chance (0.25), which would hide the difference.
+    cfg = cross_corpus_config(
+        tiny_config, casia_root, "objective=val/uar", "cv.validation=0.5", "trainer.max_epochs=3",
+    )
+    returned = train(cfg)
+    summary = read_json(tmp_path / "run" / "results.json")["summary"]
+    assert summary["val/uar_mean"] != summary["test/uar_mean"]  # else the check below says nothing
+    assert returned == pytest.approx(summary["val/uar_mean"])
+
+
+def test_an_objective_the_run_cannot_measure_is_refused_before_training(tiny_config, casia_root, tmp_path) -> None:
+    cfg = cross_corpus_config(tiny_config, casia_root, "objective=val/uar")  # no cv.validation
+    with pytest.raises(ConfigError, match=r"objective=val/uar .*cv\.validation"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    with pytest.raises(ConfigError, match="objective=test/war2"):
+        train(cross_corpus_config(tiny_config, casia_root, "objective=test/war2"))
+
 def test_the_default_classes_are_in_every_corpus() -> None:
     default = compose_config(["task=cross_corpus"]).cross_corpus.classes
     names = {name: corpus.class_names for name, corpus in CORPORA.items()}
