@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from ser import distributed, provenance, results, tracking
 from ser.data.datamodule import FoldDataModule
 from ser.data.manifest import Manifest
+from ser.outdir import claim_output_dir
 from ser.training import (
     DATASET_PROTOCOL_KEYS,
     ConfigError,
@@ -250,16 +251,18 @@ def train_cross_corpus(cfg: DictConfig) -> float:
     wanted = None if wanted is None else [str(c) for c in wanted]
 
     output_dir = output_directory(cfg)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    # Refused, or locked for this run, before anything is written (ser.outdir).
+    with claim_output_dir(cfg, output_dir, config_hash(cfg)):
+        return run_repeats(cfg, output_dir, repeats, class_map, wanted)
+
+
+def run_repeats(
+    cfg: DictConfig, output_dir: Path, repeats: int, class_map: dict, wanted: list[str] | None
+) -> float:
+    """The trainings of `train_cross_corpus`, in the output directory it holds."""
     torch.set_float32_matmul_precision("high")
     this_hash = config_hash(cfg)
     results_path = output_dir / results.RESULTS_FILE
-    if results_path.exists() and results.read_json(results_path).get("config_hash") != this_hash:
-        raise ConfigError(
-            f"{results_path} holds results of a different configuration; choose a new "
-            f"output directory (hydra.run.dir=...) instead of overwriting them"
-        )
-
     source = build_datamodule(cfg)
     target = build_target_datamodule(cfg, source)
     shared = shared_classes(

@@ -31,6 +31,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from ser import cv, distributed, embeddings, gather, provenance, results, resume, sweeps, tracking
 from ser.data.datamodule import CorpusDataModule
 from ser.module import EmotionClassifier
+from ser.outdir import claim_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -358,19 +359,17 @@ def train(cfg: DictConfig) -> float:
     if task != "cross_validation":
         raise ConfigError(f"task must be cross_validation or cross_corpus, got {task!r}")
     output_dir = output_directory(cfg)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    # Refused, or locked for this run's folds, before anything is written (ser.outdir).
+    with claim_output_dir(cfg, output_dir, config_hash(cfg), cfg.cv.get("only_folds")):
+        return cross_validate(cfg, output_dir)
+
+
+def cross_validate(cfg: DictConfig, output_dir: Path) -> float:
+    """The folds of `train`, in the output directory it holds; returns the objective."""
     torch.set_float32_matmul_precision("high")
     experiment = experiment_name(cfg)
     this_hash = config_hash(cfg)
     results_path = output_dir / results.RESULTS_FILE
-    if results_path.exists():
-        previous = results.read_json(results_path)
-        if previous.get("config_hash") != this_hash:
-            raise ConfigError(
-                f"{results_path} holds results of a different configuration; choose a new "
-                f"output directory (hydra.run.dir=...) instead of overwriting them"
-            )
-
     datamodule = build_datamodule(cfg)
     folds = build_folds(cfg, datamodule)
     # cv.only_folds: this job runs some of the folds (fold-parallel jobs, ser.gather).

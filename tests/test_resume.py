@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from ser import resume
+from ser.outdir import OutputDirectoryError
 from ser.results import fold_path, read_json
-from ser.training import ConfigError, config_hash, train
+from ser.training import config_hash, train
 from tests.conftest import ROOT, TINY
 
 # Enough epochs that a kill after fold 1's first checkpoint lands inside fold 1.
@@ -154,5 +155,5 @@ def test_an_output_directory_of_another_config_is_refused(tiny_config, tmp_path:
     (tmp_path / "run").mkdir()
     (tmp_path / "run/results.json").write_text(json.dumps({"config_hash": "0" * 16, "status": "running"}))
     assert config_hash(cfg) != "0" * 16
-    with pytest.raises(ConfigError, match="different configuration"):
+    with pytest.raises(OutputDirectoryError, match="different configuration"):
         train(cfg)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from ser.outdir import OutputDirectoryError
 from ser.results import read_json
-from ser.training import ConfigError, build_datamodule, train
+from ser.training import build_datamodule, train
 from tests.conftest import ROOT
 from tests.wandb_records import offline_runs
 
@@ -99,7 +100,7 @@ def test_a_finished_run_is_never_overwritten_by_another_config(tiny_config, tmp_
     output = tmp_path / "kept"
     train(tiny_config(output_dir=output))
     before = (output / "results.json").read_text()
-    with pytest.raises(ConfigError, match="different configuration"):
+    with pytest.raises(OutputDirectoryError, match="different configuration"):
         train(tiny_config("seed=7", output_dir=output))
     assert (output / "results.json").read_text() == before
 
