@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ser import distributed, gather, results
 from ser.atomic import atomic_write
@@ -72,7 +72,7 @@ def lock_folds(only_folds: Any) -> list[int] | None:
     """The folds a job locks: None for a run of every fold, else `cv.only_folds` as a list."""
     if only_folds is None:
         return None
-    chosen = [only_folds] if isinstance(only_folds, int) else list(only_folds)
+    chosen = list(only_folds) if isinstance(only_folds, list | tuple | ListConfig) else [only_folds]
     if not chosen or not all(isinstance(fold, int) and fold >= 0 for fold in chosen):
         raise gather.GatherError(
             f"cv.only_folds={chosen} must name folds by number (an int or a list of ints); "
@@ -100,7 +100,7 @@ def holder(handle: IO[str], mode: int) -> str:
     if mode == fcntl.LOCK_EX:
         try:  # held shared: by jobs of some folds, which write no name into it
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return " (jobs of some of its folds)"
+            return " (jobs running some of its folds)"
         except BlockingIOError:
             pass
     handle.seek(0)

@@ -29,8 +29,6 @@ def shared_output(config: DictConfig) -> tuple[Path, str] | None:
     `hydra.runtime.output_dir`, unknown before the job runs) or the config cannot be
     resolved yet (the jobs then report what is wrong).
     """
-    from ser.training import config_hash  # the driver's hash; imported only when a multirun starts
-
     instance = HydraConfig.instance()
     previous = instance.cfg
     job = copy.deepcopy(config)
@@ -41,6 +39,9 @@ def shared_output(config: DictConfig) -> tuple[Path, str] | None:
         output_dir = job.paths.output_dir
         if output_dir is None:
             return None
+        # The driver's hash (torch and Lightning come with it): only for a shared directory.
+        from ser.training import config_hash
+
         return Path(str(output_dir)).resolve(), config_hash(job)
     except (OmegaConfBaseException, ValueError):
         return None

@@ -115,7 +115,7 @@ def test_runs_on_one_fold_conflict_and_runs_on_disjoint_folds_do_not(tmp_path: P
     first = outdir.take_locks(tmp_path, [0, 1])
     with pytest.raises(outdir.OutputDirectoryBusy, match="holds its fold 1 \\(process \\d+ on "):
         outdir.take_locks(tmp_path, [1, 2])
-    with pytest.raises(outdir.OutputDirectoryBusy, match="holds it \\(jobs of some of its folds\\)"):
+    with pytest.raises(outdir.OutputDirectoryBusy, match="holds it \\(jobs running some of its folds\\)"):
         outdir.take_locks(tmp_path, None)
     second = outdir.take_locks(tmp_path, [2, 3])  # the failed attempt left fold 2 free
     first.release()
@@ -147,6 +147,12 @@ def test_only_rank_zero_locks_and_writes(tiny_config, tmp_path: Path, monkeypatc
         with outdir.claim_output_dir(cfg, tmp_path, config_hash(cfg)):
             pass  # another rank: neither waits for the lock nor fails on it
     assert sorted(snapshot(tmp_path)) == [".locks", ".locks/run.lock"]
+
+
+@pytest.mark.parametrize("only_folds", [[], [-1], ["a"], 1.5, "x"])
+def test_folds_to_lock_are_fold_numbers(only_folds) -> None:
+    with pytest.raises(ValueError, match="cv.only_folds=.* must name folds by number"):
+        outdir.lock_folds(only_folds)
 
 
 def test_an_unreadable_results_file_is_refused_not_overwritten(tiny_config, tmp_path: Path) -> None:
