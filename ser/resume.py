@@ -15,7 +15,10 @@ that checkpoint carries the same config hash. Three things make this safe and ex
   epoch's order from (fold seed, epoch): a resumed epoch repeats the random draws of the run that was
   not interrupted, which a checkpoint alone (weights, optimiser, loop counters) does
   not give.
-- `resumable_checkpoint` accepts a checkpoint only if its saved config hash matches.
+- `resumable_checkpoint` accepts a checkpoint only if it loads safely (ser.checkpoint:
+  tensors and plain containers, nothing that can run code) and its saved config hash
+  matches; Lightning's own load of it (`AtomicCheckpointIO.load_checkpoint`) is the same
+  safe load.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ser.atomic import atomic_torch_save
+from ser.checkpoint import CheckpointError, load_dict, saved_config_hash
+from ser.checkpoint import checkpoint_epoch as saved_epoch
 from ser.data.sampling import derived_seed
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         atomic_save_checkpoint(checkpoint, Path(path))
+
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Lightning's reads of a checkpoint (resume, `ckpt_path=`): ser.checkpoint's safe load.
+
+        Never a full unpickle, whatever `weights_only` Lightning passes.
+        """
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        return load_dict(Path(path), map_location=map_location or "cpu")
 
 
 def atomic_save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
@@ -85,27 +101,23 @@ class EpochSeeding(pl.Callback):
         np.random.seed(seed % 2**32)
 
 
-def checkpoint_config_hash(path: Path) -> str | None:
-    """The config hash a checkpoint was saved with (None if it has none)."""
-    # Our own checkpoint in this run's output directory: a full load is safe.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    metadata = checkpoint.get("ser_metadata") or {}
-    return metadata.get("config_hash")
-
-
 def resumable_checkpoint(checkpoint_dir: Path, config_hash: str) -> Path | None:
-    """`checkpoint_dir/last.ckpt` if it exists, loads and was saved by this config.
+    """`checkpoint_dir/last.ckpt` if it exists, loads safely and was saved by this config.
 
-    Anything else (no file, unreadable, another configuration) starts the fold afresh,
-    with a log line saying why.
+    The file is read by ser.checkpoint (nothing in it can run code) and its config hash
+    is checked before anything else in it is used. Anything else (unreadable, holding
+    objects that are not plain data, another configuration) is not resumed: the fold
+    starts afresh, and a warning names the file and the reason.
     """
     path = Path(checkpoint_dir) / LAST_CHECKPOINT
     if not path.is_file():
         return None
     try:
-        saved = checkpoint_config_hash(path)
-    except Exception as error:  # a damaged checkpoint is never trusted
-        log.warning("not resuming from %s: it cannot be read (%s); the fold starts afresh", path, error)
+        saved = saved_config_hash(load_dict(path))
+    except CheckpointError as error:  # a damaged or untrusted file is never used
+        log.warning(
+            "not resuming from %s: the file is refused (%s); the fold starts afresh", path, error.reason
+        )
         return None
     if saved != config_hash:
         log.warning(
@@ -117,5 +129,5 @@ def resumable_checkpoint(checkpoint_dir: Path, config_hash: str) -> Path | None:
 
 
 def checkpoint_epoch(path: Path) -> int:
-    """The (0-based) epoch a checkpoint was saved in."""
-    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    """The (0-based) epoch a checkpoint was saved in (read safely, ser.checkpoint)."""
+    return saved_epoch(path)

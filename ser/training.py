@@ -30,6 +30,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ser import cv, distributed, embeddings, gather, provenance, results, resume, sweeps, tracking
 from ser.data.datamodule import CorpusDataModule
+from ser.models import registry
 from ser.module import EmotionClassifier
 from ser.outdir import claim_output_dir
 
@@ -105,8 +106,8 @@ def build_module(cfg: DictConfig, datamodule: CorpusDataModule) -> EmotionClassi
     metadata = {
         "feature_settings": OmegaConf.to_container(cfg.features, resolve=True)
         | {"signal_length": datamodule.feature_settings.signal_length},
-        "net": OmegaConf.to_container(cfg.model.net, resolve=True)
-        | {"num_classes": datamodule.num_classes, "input_dim": datamodule.input_dim},
+        "net": registry.checkpoint_description(OmegaConf.to_container(cfg.model.net, resolve=True)
+        | {"num_classes": datamodule.num_classes, "input_dim": datamodule.input_dim}),  # no class path
         "corpus": datamodule.corpus.name,
         # Lets a restarted run check that a fold's last.ckpt belongs to this config.
         "config_hash": config_hash(cfg),
@@ -216,7 +217,9 @@ def select_checkpoint(
     rows = datamodule.validation_indices
     if rows is None:
         return selected, record
-    scores = trainer.validate(module, datamodule=datamodule, ckpt_path=selected, verbose=False)[0]
+    scores = trainer.validate(
+        module, datamodule=datamodule, ckpt_path=selected, verbose=False, weights_only=True
+    )[0]
     record.update({
         "selected_epoch": (
             resume.checkpoint_epoch(Path(selected)) if selected else int(trainer.current_epoch) - 1
@@ -272,9 +275,9 @@ def run_fold(
         resumed = {} if resume_from is None else {"resumed_from_epoch": resume.checkpoint_epoch(resume_from)}
         if resume_from is not None:
             print(f"[ser] {experiment}: fold {fold} resumes from {resume_from}", flush=True)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         selected, selection = select_checkpoint(cfg, trainer, module, datamodule)
-        trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected)
+        trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected, weights_only=True)
         if trainer.is_global_zero and OmegaConf.select(cfg, "plots.embeddings", default=False):
             embeddings.save_fold_embeddings(module, datamodule, fold, output_dir)
         confusion = module.test_confusion_matrix()

@@ -14,6 +14,7 @@ import torch
 from omegaconf import open_dict
 
 from ser import distributed, gather, results, training
+from ser.checkpoint import load_dict
 from ser.metrics import UtterancePredictions
 from tests.conftest import ROOT, TINY, TINY_DATA, compose_config
 from tests.wandb_records import offline_runs
@@ -102,7 +103,7 @@ def evaluate_on_one_device(
     train_rows, test_rows = training.build_folds(cfg, datamodule)[fold]
     datamodule.set_fold(train_rows, test_rows)
     module = training.build_module(cfg, datamodule)
-    module.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+    module.load_state_dict(load_dict(checkpoint)["state_dict"])
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
         enable_model_summary=False, deterministic=True,

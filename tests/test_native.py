@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import copy
 import os
+import random
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +17,7 @@ import torch
 from ser.models import MSSENet, native
 from ser.models.fast import _TemporalAwareBlockFunction
 from ser.models.native_tab import NativeTemporalAwareBlockFunction
+from tests.conftest import ROOT
 from tests.test_fast import compare_fp32, features, mssenet, pair, relative_error
 
 needs_kernels = pytest.mark.skipif(
@@ -191,7 +196,8 @@ def test_build_is_cached_per_source_and_machine(tmp_path) -> None:  # noqa: ANN0
     first = native.build(tmp_path)
     stamp = first.stat().st_mtime_ns
     assert native.build(tmp_path) == first and first.stat().st_mtime_ns == stamp
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no partial files left
+    # no partial files left: the library and its digest only
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name, first.name + ".sha256"]
 
 
 def test_a_missing_compiler_warns_once_and_falls_back(
@@ -223,3 +229,77 @@ def test_a_failing_compile_names_the_command(monkeypatch, tmp_path) -> None:  # 
         native.build(tmp_path / "cache")
     assert str(compiler) in str(error.value)
     assert not any((tmp_path / "cache").iterdir())  # the partial output was removed
+
+
+# Runs the kernels in a fresh process: a library that crashes the loader (SIGBUS on a
+# truncated file) shows as a negative exit status instead of taking the test run down.
+USE_KERNELS = """
+import torch
+from ser.models import native
+lib = native.library()
+assert lib is not None, "the kernels were not loaded"
+z = torch.randn(2, 30, 5)
+total, squares = torch.empty(2, 5, dtype=torch.float64), torch.empty(2, 5, dtype=torch.float64)
+lib.tab_stats(z.data_ptr(), 2, 30, 5, total.data_ptr(), squares.data_ptr(), 1)
+assert torch.allclose(total, z.double().sum(1)), "the kernels computed something else"
+"""
+
+
+def kernel_environment(cache: Path, **extra: str) -> dict[str, str]:
+    return os.environ | {"SER_NATIVE": "1", "SER_NATIVE_CACHE": str(cache), **extra}
+
+
+def use_kernels(cache: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", USE_KERNELS], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=kernel_environment(cache),
+    )
+
+
+def damage(library: Path, kind: str) -> bytes:
+    data = library.read_bytes()
+    if kind == "truncated":
+        damaged = data[: len(data) // 2]
+    elif kind == "altered":  # the same length, some bytes in the middle flipped
+        middle = len(data) // 2
+        damaged = data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[middle + 64 :]
+    else:  # another file under the expected name
+        damaged = bytes(random.Random(0).getrandbits(8) for _ in range(len(data)))
+    library.write_bytes(damaged)
+    return damaged
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", ["truncated", "altered", "other_content"])
+def test_a_damaged_library_in_the_cache_is_rebuilt_not_loaded(kind: str, tmp_path: Path) -> None:
+    library = native.build(tmp_path)
+    damaged = damage(library, kind)
+    result = use_kernels(tmp_path)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    assert library.read_bytes() != damaged, "the damaged library was kept"
+    assert native.verified(library)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [library.name, library.name + ".sha256"]
+
+
+@needs_kernels
+def test_processes_starting_together_compile_once(tmp_path: Path) -> None:
+    log = tmp_path / "compiles.log"
+    compiler = tmp_path / "cc"
+    compiler.write_text(
+        f"#!/bin/sh\nif [ \"$1\" != --version ]; then echo compile >> {log}; fi\n"
+        f"exec {os.environ.get('CC', 'cc')} \"$@\"\n"
+    )
+    compiler.chmod(0o755)
+    cache = tmp_path / "cache"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", USE_KERNELS], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+            env=kernel_environment(cache, CC=str(compiler)),
+        )
+        for _ in range(3)
+    ]
+    errors = [process.communicate(timeout=300)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], errors
+    assert log.read_text().splitlines() == ["compile"]
+    (library,) = cache.glob("*.so")
+    assert native.verified(library)

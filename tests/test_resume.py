@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ser import resume
+from ser.checkpoint import load_dict
 from ser.outdir import OutputDirectoryError
 from ser.results import fold_path, read_json
 from ser.training import config_hash, train
@@ -88,7 +89,7 @@ def kill_inside_fold_1(run_dir: Path, data_dir: Path) -> None:
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return load_dict(path)["state_dict"]
 
 
 @pytest.mark.slow
@@ -148,7 +149,7 @@ def test_checkpoints_are_replaced_atomically(tmp_path: Path, monkeypatch: pytest
     path = tmp_path / "last.ckpt"
     io = resume.AtomicCheckpointIO()
     io.save_checkpoint({"epoch": 1}, path)
-    assert io.load_checkpoint(path, weights_only=False)["epoch"] == 1
+    assert io.load_checkpoint(path)["epoch"] == 1
     assert path.stat().st_mode & 0o044, "checkpoints keep the usual permissions"
 
     def dies_halfway(obj: object, stream) -> None:
@@ -159,7 +160,7 @@ def test_checkpoints_are_replaced_atomically(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(KeyboardInterrupt):
         io.save_checkpoint({"epoch": 2}, path)
     monkeypatch.undo()
-    assert io.load_checkpoint(path, weights_only=False)["epoch"] == 1
+    assert io.load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 

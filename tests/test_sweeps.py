@@ -22,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ser import sweeps
+from ser.checkpoint import load_dict
 from ser.features import settings_from_mapping
 from ser.training import experiment_name
 from tests.conftest import ROOT, TINY_DATA, cli_environment, compose_config
@@ -109,9 +110,7 @@ def test_sweep_py_runs_a_named_sweep_through_submitit_local(tmp_path: Path, data
     runs = read_results(sweep_dir)
     assert sorted(run["config"]["features"]["kind"] for run in runs.values()) == ["logmel", "mfcc"]
     for name, run in runs.items():
-        checkpoint = torch.load(
-            sweep_dir / name / "checkpoints" / "fold_00" / "last.ckpt", map_location="cpu", weights_only=False,
-        )
+        checkpoint = load_dict(sweep_dir / name / "checkpoints" / "fold_00" / "last.ckpt")
         width = settings_from_mapping(run["config"]["features"]).num_features
         assert checkpoint["hyper_parameters"]["metadata"]["net"]["input_dim"] == width
         assert width == (128 if run["config"]["features"]["kind"] == "logmel" else 39)

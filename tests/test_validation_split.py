@@ -7,8 +7,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 
+from ser.checkpoint import load_dict
 from ser.cv import make_folds, validation_split
 from ser.results import read_json
 from ser.training import ConfigError, train
@@ -85,7 +85,7 @@ def test_best_validation_checkpoint_is_tested_and_recorded(tiny_config, tmp_path
         assert 0 <= fold["selected_epoch"] <= 2
         assert 0.0 <= fold["val/uar"] <= 1.0
         best = tmp_path / "run" / "checkpoints" / f"fold_{fold['fold']:02d}" / "best.ckpt"
-        assert torch.load(best, weights_only=False)["epoch"] == fold["selected_epoch"]
+        assert load_dict(best)["epoch"] == fold["selected_epoch"]
 
 
 @pytest.mark.slow
