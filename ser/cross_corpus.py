@@ -33,12 +33,14 @@ from omegaconf import DictConfig, OmegaConf
 from ser import distributed, provenance, results, tracking
 from ser.data.datamodule import FoldDataModule
 from ser.data.manifest import Manifest
+from ser.outdir import claim_output_dir
 from ser.training import (
     DATASET_PROTOCOL_KEYS,
     ConfigError,
     build_datamodule,
     config_hash,
     defining_config,
+    objective_value,
     output_directory,
     protocol_record,
     run_fold,
@@ -229,7 +231,11 @@ def corpus_record(datamodule: FoldDataModule, rows: np.ndarray, labels: np.ndarr
 
 
 def train_cross_corpus(cfg: DictConfig) -> float:
-    """Train on `dataset`, test on `test_dataset`; return the mean target UAR over repeats."""
+    """Train on `dataset`, test on `test_dataset`; return the mean of `objective` over repeats.
+
+    As in cross-validation (ser.training.objective_value): the target's test UAR by
+    default, the source's validation UAR for a search (objective=val/uar, cv.validation).
+    """
     if cfg.get("test_dataset") is None:
         raise ConfigError(
             "task=cross_corpus needs the corpus to test on: add test_dataset=NAME (e.g. "
@@ -245,16 +251,18 @@ def train_cross_corpus(cfg: DictConfig) -> float:
     wanted = None if wanted is None else [str(c) for c in wanted]
 
     output_dir = output_directory(cfg)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    # Refused, or locked for this run, before anything is written (ser.outdir).
+    with claim_output_dir(cfg, output_dir, config_hash(cfg)):
+        return run_repeats(cfg, output_dir, repeats, class_map, wanted)
+
+
+def run_repeats(
+    cfg: DictConfig, output_dir: Path, repeats: int, class_map: dict, wanted: list[str] | None
+) -> float:
+    """The trainings of `train_cross_corpus`, in the output directory it holds."""
     torch.set_float32_matmul_precision("high")
     this_hash = config_hash(cfg)
     results_path = output_dir / results.RESULTS_FILE
-    if results_path.exists() and results.read_json(results_path).get("config_hash") != this_hash:
-        raise ConfigError(
-            f"{results_path} holds results of a different configuration; choose a new "
-            f"output directory (hydra.run.dir=...) instead of overwriting them"
-        )
-
     source = build_datamodule(cfg)
     target = build_target_datamodule(cfg, source)
     shared = shared_classes(
@@ -314,11 +322,11 @@ def train_cross_corpus(cfg: DictConfig) -> float:
 
     summary = results.summarise(finished)
     if not writes:
-        return float(summary["test/uar_mean"])
+        return objective_value(cfg, summary)
     record.update(runs=finished, summary=summary, status="complete")
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results.atomic_write_json(record, results_path)
     as_folds = [dict(run, fold=run["repeat"]) for run in finished]
     results.print_table(f"{experiment}  ({output_dir})", as_folds, summary)
     tracking.log_summary_run(cfg.get("logger"), experiment, as_folds, summary, run_config, output_dir)
-    return float(summary["test/uar_mean"])
+    return objective_value(cfg, summary)

@@ -32,6 +32,7 @@ from ser import cv, distributed, embeddings, gather, provenance, results, resume
 from ser.data.datamodule import CorpusDataModule
 from ser.models import registry
 from ser.module import EmotionClassifier
+from ser.outdir import claim_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ def check_protocol(cfg: DictConfig) -> None:
     select = str(cfg.cv.get("select") or "last")
     if select not in SELECTIONS:
         raise ConfigError(f"cv.select must be one of {list(SELECTIONS)}, got {select!r}")
+    check_objective(cfg)
     if cfg.cv.get("validation") is not None:
         return
     monitors = [
@@ -316,6 +318,16 @@ def output_directory(cfg: DictConfig) -> Path:
         ) from error
 
 
+def check_objective(cfg: DictConfig) -> None:
+    """Refuse, before training, an `objective` the run will not measure."""
+    objective = str(cfg.get("objective") or "test/uar")
+    with_validation = cfg.cv.get("validation") is not None
+    measured = [*results.METRICS, *(results.OPTIONAL_METRICS if with_validation else ())]
+    if objective not in measured:
+        needs = " (val/... needs cv.validation, e.g. cv.validation=0.1)" if not with_validation else ""
+        raise ConfigError(f"objective={objective} is not measured by this run; expected one of {measured}{needs}")
+
+
 def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float:
     """What train() returns to a sweeper: the mean over folds of `cfg.objective`.
 
@@ -350,19 +362,17 @@ def train(cfg: DictConfig) -> float:
     if task != "cross_validation":
         raise ConfigError(f"task must be cross_validation or cross_corpus, got {task!r}")
     output_dir = output_directory(cfg)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    # Refused, or locked for this run's folds, before anything is written (ser.outdir).
+    with claim_output_dir(cfg, output_dir, config_hash(cfg), cfg.cv.get("only_folds")):
+        return cross_validate(cfg, output_dir)
+
+
+def cross_validate(cfg: DictConfig, output_dir: Path) -> float:
+    """The folds of `train`, in the output directory it holds; returns the objective."""
     torch.set_float32_matmul_precision("high")
     experiment = experiment_name(cfg)
     this_hash = config_hash(cfg)
     results_path = output_dir / results.RESULTS_FILE
-    if results_path.exists():
-        previous = results.read_json(results_path)
-        if previous.get("config_hash") != this_hash:
-            raise ConfigError(
-                f"{results_path} holds results of a different configuration; choose a new "
-                f"output directory (hydra.run.dir=...) instead of overwriting them"
-            )
-
     datamodule = build_datamodule(cfg)
     folds = build_folds(cfg, datamodule)
     # cv.only_folds: this job runs some of the folds (fold-parallel jobs, ser.gather).

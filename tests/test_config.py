@@ -95,3 +95,63 @@ def test_reference_keras_settings_in_config() -> None:
     assert cfg.dataset.batch_size == 16
     assert cfg.label_smoothing == 0.1
     assert cfg.cv.folds == 10 and cfg.cv.strategy == "kfold"
+
+
+# -- how many temporal-aware blocks each composition trains ------------------------------
+CORPORA = ("casia", "emodb", "emovo", "iemocap", "ravdess", "savee", "synthetic")
+
+
+def timnet_blocks(corpus: str) -> int:
+    """TIM-Net's block count: 8, and 10 on IEMOCAP (shared/SPEC.md)."""
+    return 10 if corpus == "iemocap" else 8
+
+
+def composed_blocks(*overrides: str) -> tuple[int, str, int]:
+    """(model.net.num_blocks, the variant label, the TABs of the network it builds)."""
+    cfg = compose_config(list(overrides))
+    net = instantiate(cfg.model.net, num_classes=4, input_dim=39)
+    return int(cfg.model.net.num_blocks), str(cfg.model.variant), len(net.forward_stream.blocks)
+
+
+@pytest.mark.parametrize("corpus", CORPORA)
+@pytest.mark.parametrize(
+    ("overrides", "model", "expected"),
+    [
+        (("model=timnet",), "timnet", timnet_blocks),
+        (("model=mssenet",), "mssenet", lambda corpus: 10),
+        (("+ablation=timnet",), "timnet", timnet_blocks),
+        (("+ablation=tabs_6",), "mssenet", lambda corpus: 6),
+        (("model=timnet", "model.net.num_blocks=3"), "timnet", lambda corpus: 3),
+        (("model=mssenet", "model.net.num_blocks=4"), "mssenet", lambda corpus: 4),
+    ],
+)
+def test_block_count_per_corpus_and_label(corpus: str, overrides, model: str, expected) -> None:
+    blocks, variant, built = composed_blocks(f"dataset={corpus}", *overrides)
+    assert blocks == built == expected(corpus)
+    assert variant.startswith(f"{model}-") and variant.endswith(f"-tab{blocks}")
+
+
+@pytest.mark.parametrize("corpus", [c for c in CORPORA if c != "synthetic"])
+@pytest.mark.parametrize(
+    ("overrides", "model", "expected"),
+    [
+        ((), "mssenet", lambda corpus: 10),  # the MS-SENet code: 10 for every corpus
+        (("+ablation=timnet",), "timnet", timnet_blocks),
+        (("model=timnet",), "timnet", timnet_blocks),
+        (("+ablation=tabs_8",), "mssenet", lambda corpus: 8),
+        (("+ablation=tabs_12",), "mssenet", lambda corpus: 12),
+        (("+ablation=timnet", "model.net.num_blocks=5"), "timnet", lambda corpus: 5),
+    ],
+)
+def test_paper_experiments_give_each_model_its_own_block_count(corpus: str, overrides, model: str, expected) -> None:
+    blocks, variant, built = composed_blocks(f"experiment=paper_{corpus}", *overrides)
+    assert blocks == built == expected(corpus)
+    assert variant.startswith(f"{model}-") and variant.endswith(f"-tab{blocks}")
+
+
+@pytest.mark.parametrize("corpus", ["emodb", "iemocap"])
+def test_timnet_on_the_authors_feature_files_follows_the_named_corpus(corpus: str) -> None:
+    blocks, variant, built = composed_blocks(
+        "dataset=timnet_npy", "dataset.path=/x.npy", f"dataset.corpus={corpus}", "model=timnet",
+    )
+    assert blocks == built == timnet_blocks(corpus) and variant == f"timnet-tab{blocks}"

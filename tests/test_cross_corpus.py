@@ -4,6 +4,8 @@ layout, over the classes they share (mapping explicit in config)."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,8 @@ from ser.data.synthetic import EMOTION_LETTERS, SyntheticCorpusSettings, generat
 from ser.metrics import unweighted_average_recall, weighted_average_recall
 from ser.results import read_json
 from ser.training import ConfigError, train
-from tests.conftest import compose_config
+from tests.conftest import ROOT, TINY_DATA, cli_environment, compose_config
+from tests.wandb_records import offline_runs
 
 # The synthetic generator's emotions as CASIA's folders (CASIA has no boredom or disgust).
 CASIA_FOLDERS = {"anger": "angry", "fear": "fear", "happiness": "happy", "neutral": "neutral", "sadness": "sad"}
@@ -96,6 +99,62 @@ def test_class_map_and_validation_on_the_source(tiny_config, casia_root, tmp_pat
     assert run["num_train"] + run["num_validation"] == 20 and run["num_test"] == 16
     assert np.array(run["confusion_matrix"]).shape == (4, 4)
 
+
+
+@pytest.mark.slow
+def test_the_objective_is_what_a_sweeper_gets_as_in_cross_validation(tiny_config, casia_root, tmp_path) -> None:
+    # A search (sweep=hpo) must choose on the source's validation split, never on the
+    # target corpus's test set: train() returns the mean of `objective`.
+    # 3 epochs: after 1 both splits score chance (0.25), which would hide the difference.
+    cfg = cross_corpus_config(
+        tiny_config, casia_root, "objective=val/uar", "cv.validation=0.5", "trainer.max_epochs=3",
+    )
+    returned = train(cfg)
+    summary = read_json(tmp_path / "run" / "results.json")["summary"]
+    assert summary["val/uar_mean"] != summary["test/uar_mean"]  # else the check below says nothing
+    assert returned == pytest.approx(summary["val/uar_mean"])
+
+
+def test_an_objective_the_run_cannot_measure_is_refused_before_training(tiny_config, casia_root, tmp_path) -> None:
+    cfg = cross_corpus_config(tiny_config, casia_root, "objective=val/uar")  # no cv.validation
+    with pytest.raises(ConfigError, match=r"objective=val/uar .*cv\.validation"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    with pytest.raises(ConfigError, match="objective=test/war2"):
+        train(cross_corpus_config(tiny_config, casia_root, "objective=test/war2"))
+
+
+@pytest.mark.slow
+def test_the_cross_corpus_command_line_as_users_run_it(casia_root, data_dir, tmp_path) -> None:
+    # Progress bar on, the default logger (W&B offline): as a user starts it.
+    args = [
+        sys.executable, str(ROOT / "train.py"), "task=cross_corpus", "test_dataset=casia",
+        f"test_dataset.root={casia_root}", "test_dataset.check_counts=false", *TINY_DATA,
+        f"paths.data_dir={data_dir}",
+    ]
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*args, *extra], cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300,
+        )
+
+    done = run(f"hydra.run.dir={tmp_path / 'cli'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = read_json(tmp_path / "cli" / "results.json")
+    assert record["task"] == "cross_corpus" and record["status"] == "complete"
+    assert record["target"]["corpus"] == "casia" and len(record["runs"]) == 1
+    assert "Epoch 0/0" in done.stdout  # the progress bar
+    runs = offline_runs(tmp_path / "cli")
+    assert sorted(run["job_type"] for run in runs) == ["fold", "summary"]
+    (fold,) = [run for run in runs if run["job_type"] == "fold"]
+    assert fold["summary"]["test/uar"] == pytest.approx(record["runs"][0]["test/uar"])
+
+    # A search objective the run would not measure: exit 2 before anything is written.
+    refused = run("objective=val/uar", f"hydra.run.dir={tmp_path / 'refused'}")
+    assert refused.returncode == 2
+    assert "error: objective=val/uar is not measured by this run" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not any((tmp_path / "refused").iterdir())
 
 def test_the_default_classes_are_in_every_corpus() -> None:
     default = compose_config(["task=cross_corpus"]).cross_corpus.classes

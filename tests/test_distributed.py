@@ -16,7 +16,7 @@ from omegaconf import open_dict
 from ser import distributed, gather, results, training
 from ser.checkpoint import load_dict
 from ser.metrics import UtterancePredictions
-from tests.conftest import ROOT, TINY, compose_config
+from tests.conftest import ROOT, TINY, TINY_DATA, compose_config
 from tests.wandb_records import offline_runs
 
 # A test fold of 7 utterances: 4 folds of the 28-utterance tiny corpus. On 2 processes
@@ -172,13 +172,17 @@ def test_fold_parallel_jobs_match_a_sequential_run(tiny_config, tmp_path: Path, 
     sweep_dir = tmp_path / "parallel"
     run_train_py(
         [
-            "-m", "+parallel=folds", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY,
-            "logger=none", "trainer.deterministic=true", f"paths.data_dir={data_dir}",
-            f"hydra.sweep.dir={sweep_dir}",
+            # As users run it: progress bar on, W&B offline; two jobs share one directory.
+            "-m", "+parallel=folds", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_DATA,
+            "trainer.deterministic=true", f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep_dir}",
         ],
         cwd=tmp_path,
     )
     assert sorted(p.name for p in (sweep_dir / "jobs").iterdir()) == ["0", "1"]  # one job per fold
+    for job in ("0", "1"):  # Hydra's record of each job, written once the job held its fold
+        assert (sweep_dir / "jobs" / job / ".hydra" / "overrides.yaml").is_file()
+    # One W&B run per fold and one summary, from whichever job gathered the results.
+    assert sorted(run["job_type"] for run in offline_runs(sweep_dir)) == ["fold", "fold", "summary"]
     parallel = results.read_json(sweep_dir / "results.json")
     assert parallel["status"] == "complete"
     assert len(parallel["folds"]) == len(sequential["folds"]) == 2

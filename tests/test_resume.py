@@ -4,7 +4,6 @@ matches the run that was never interrupted; checkpoints are written atomically."
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,18 +15,20 @@ import torch
 
 from ser import resume
 from ser.checkpoint import load_dict
+from ser.outdir import OutputDirectoryError
 from ser.results import fold_path, read_json
-from ser.training import ConfigError, config_hash, train
-from tests.conftest import ROOT, TINY
+from ser.training import config_hash, train
+from tests.conftest import ROOT, TINY_DATA, cli_environment
+from tests.wandb_records import run_info
 
 # Enough epochs that a kill after fold 1's first checkpoint lands inside fold 1.
 EPOCHS = 6
+# As users run it (progress bar on, the default logger: W&B offline), on the tiny corpus.
 RUN_OVERRIDES = [
-    *TINY,
+    *TINY_DATA,
     f"trainer.max_epochs={EPOCHS}",
     "trainer.deterministic=true",
     "trainer.accelerator=cpu",
-    "logger=csv",
 ]
 
 
@@ -40,10 +41,22 @@ def command(run_dir: Path, data_dir: Path) -> list[str]:
 
 def environment() -> dict[str, str]:
     # The same single-threaded CPU setting for every run, so float sums are identical.
-    return os.environ | {
-        "WANDB_MODE": "offline", "WANDB_SILENT": "true", "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0",
-    }
+    return cli_environment(
+        CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0",
+    )
+
+
+def wandb_runs_by_fold(run_dir: Path) -> dict[str, list[Path]]:
+    """The offline W&B run files of a run, by the fold (or summary) their run name ends with."""
+    runs: dict[str, list[Path]] = {}
+    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
+        try:
+            info = run_info(path)
+            name = info["name"].rsplit("-", 1)[-1] if info["finished"] else "unfinished"
+        except Exception:  # the run killed while it wrote the file
+            name = "unfinished"
+        runs.setdefault(name, []).append(path)
+    return runs
 
 
 def run_to_end(run_dir: Path, data_dir: Path) -> str:
@@ -94,7 +107,7 @@ def test_a_run_killed_mid_fold_resumes_and_matches_an_uninterrupted_run(
     killed_epoch = resume.checkpoint_epoch(resumed_dir / "checkpoints/fold_01/last.ckpt")
     assert killed_epoch < EPOCHS - 1
     finished_fold = fold_path(resumed_dir, 0).read_bytes()
-    fold_0_log = resumed_dir / "csv/fold_00/metrics.csv"
+    (fold_0_log,) = wandb_runs_by_fold(resumed_dir)["fold00"]
     fold_0_files = {p: p.stat().st_mtime_ns for p in (fold_0_log, resumed_dir / "checkpoints/fold_00/last.ckpt")}
 
     output = run_to_end(resumed_dir, data_dir)
@@ -103,7 +116,8 @@ def test_a_run_killed_mid_fold_resumes_and_matches_an_uninterrupted_run(
     assert "fold 1/2" not in output
     assert fold_path(resumed_dir, 0).read_bytes() == finished_fold
     assert {p: p.stat().st_mtime_ns for p in fold_0_files} == fold_0_files
-    assert sorted(p.name for p in (resumed_dir / "csv").iterdir()) == ["fold_00", "fold_01"]
+    runs = wandb_runs_by_fold(resumed_dir)
+    assert runs["fold00"] == [fold_0_log] and len(runs["fold01"]) == len(runs["summary"]) == 1
     # Fold 1 continued from its checkpoint rather than starting over.
     assert "fold 1 resumes from" in output
     resumed = read_json(resumed_dir / "results.json")
@@ -155,5 +169,5 @@ def test_an_output_directory_of_another_config_is_refused(tiny_config, tmp_path:
     (tmp_path / "run").mkdir()
     (tmp_path / "run/results.json").write_text(json.dumps({"config_hash": "0" * 16, "status": "running"}))
     assert config_hash(cfg) != "0" * 16
-    with pytest.raises(ConfigError, match="different configuration"):
+    with pytest.raises(OutputDirectoryError, match="different configuration"):
         train(cfg)

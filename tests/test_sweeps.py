@@ -1,7 +1,8 @@
 """Sweeps: Hydra multirun over the switches, sweep.py, launchers, Optuna, GPU per process.
 
-The slow tests run the real command lines on the tiny corpus (tests/conftest.py TINY)
-in subprocesses; the rest compose configs or call the helpers directly.
+The slow tests run the real command lines on the tiny corpus (tests/conftest.py TINY_DATA)
+in subprocesses with the CLI's defaults (progress bar on, W&B offline); the rest compose
+configs or call the helpers directly.
 """
 
 from __future__ import annotations
@@ -24,14 +25,12 @@ from ser import sweeps
 from ser.checkpoint import load_dict
 from ser.features import settings_from_mapping
 from ser.training import experiment_name
-from tests.conftest import ROOT, TINY, compose_config
+from tests.conftest import ROOT, TINY_DATA, cli_environment, compose_config
+from tests.wandb_records import offline_runs
 
 
 def command_line(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-        "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1",
-    }
+    env = cli_environment(OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
     done = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )
@@ -40,7 +39,8 @@ def command_line(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[
 
 
 def tiny(data_dir: Path) -> list[str]:
-    return [*TINY, "logger=none", f"paths.data_dir={data_dir}"]
+    """A tiny run as users start one: progress bar on, the default logger (W&B offline)."""
+    return [*TINY_DATA, f"paths.data_dir={data_dir}"]
 
 
 def read_results(sweep_dir: Path) -> dict[str, dict[str, Any]]:
@@ -67,9 +67,14 @@ def test_two_by_two_multirun_then_report(tmp_path: Path, data_dir: Path) -> None
     assert sorted(runs) == ["0", "1", "2", "3"]  # one subdirectory per job
     combinations = [(r["hydra"]["choices"]["model"], r["hydra"]["choices"]["model/se"]) for r in runs.values()]
     assert sorted(combinations) == sorted(itertools.product(["mssenet", "timnet"], ["on", "off"]))
-    for run in runs.values():
+    for name, run in runs.items():
         assert run["status"] == "complete"
         assert f"model={run['hydra']['choices']['model']}" in run["hydra"]["overrides"]
+        # Hydra's record of each job, written by the job once it held its directory.
+        job_overrides = OmegaConf.load(sweep_dir / name / ".hydra" / "overrides.yaml")
+        assert list(job_overrides) == run["hydra"]["overrides"]
+        # The default logger: one offline W&B run per fold and a summary, in the job's folder.
+        assert sorted(r["job_type"] for r in offline_runs(sweep_dir / name)) == ["fold", "fold", "summary"]
         # The W&B group: corpus, model variant, features.
         assert run["experiment"] == f"synthetic-{run['config']['model']['variant']}-mfcc"
     assert len({run["experiment"] for run in runs.values()}) == 3  # TIM-Net has no SE switch

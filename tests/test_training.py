@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from ser.outdir import OutputDirectoryError
 from ser.results import read_json
-from ser.training import ConfigError, build_datamodule, train
-from tests.conftest import ROOT
+from ser.training import build_datamodule, train
+from tests.conftest import ROOT, TINY_DATA, cli_environment
 from tests.wandb_records import offline_runs
 
 
@@ -99,26 +100,29 @@ def test_a_finished_run_is_never_overwritten_by_another_config(tiny_config, tmp_
     output = tmp_path / "kept"
     train(tiny_config(output_dir=output))
     before = (output / "results.json").read_text()
-    with pytest.raises(ConfigError, match="different configuration"):
+    with pytest.raises(OutputDirectoryError, match="different configuration"):
         train(tiny_config("seed=7", output_dir=output))
     assert (output / "results.json").read_text() == before
 
 
 def test_command_line_run_and_clear_error_for_a_bad_setting(tmp_path, data_dir) -> None:
+    # As users run it: the progress bar on and the default logger, W&B offline.
     args = [
-        sys.executable, "train.py", "logger=none", "progress=false",
-        f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'cli'}",
-        "dataset.generator.num_speakers=2", "dataset.generator.utterances_per_class_per_speaker=2",
-        "dataset.signal_length=11025", "cv.folds=2", "trainer.max_epochs=1",
-        "model.net.num_blocks=2", "model=timnet",
+        sys.executable, "train.py", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'cli'}",
+        *TINY_DATA, "model=timnet",
     ]
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(args, cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert record["experiment"] == "synthetic-timnet-tab2-mfcc"
+    assert record["status"] == "complete" and len(record["folds"]) == 2
+    assert done.stdout.count("Epoch 0/0") >= 2  # the progress bar of each fold's training
+    runs = offline_runs(tmp_path / "cli")
+    assert sorted(run["job_type"] for run in runs) == ["fold", "fold", "summary"]
+    assert all(run["finished"] for run in runs)
     bad = subprocess.run(
         args[:-1] + ["cv.folds=1", f"hydra.run.dir={tmp_path / 'bad'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300,
     )
     assert bad.returncode == 2
     assert "cv.folds must be at least 2" in bad.stderr

@@ -61,6 +61,12 @@ def test_choosing_without_a_validation_split_is_refused(tiny_config, overrides, 
         train(tiny_config(*overrides))
 
 
+def test_an_objective_without_a_validation_split_is_refused_before_training(tiny_config, tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"objective=val/uar is not measured .*cv\.validation"):
+        train(tiny_config("objective=val/uar", output_dir=tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # refused at start, not after every fold trained
+
+
 @pytest.mark.slow
 def test_best_validation_checkpoint_is_tested_and_recorded(tiny_config, tmp_path) -> None:
     # Speaker folds of the 2-speaker corpus: 14 training utterances, 2 per class, so half
