@@ -31,6 +31,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from ser import cv, distributed, embeddings, gather, provenance, results, resume, sweeps, tracking
 from ser.data.datamodule import CorpusDataModule
 from ser.module import EmotionClassifier
+from ser.settings import validate_settings
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +338,7 @@ def train(cfg: DictConfig) -> float:
     `task=cross_corpus` hands over to ser.cross_corpus (train on one corpus, test on
     another).
     """
+    validate_settings(cfg)
     check_protocol(cfg)
     distributed.check_launch(cfg)
     task = str(cfg.get("task") or "cross_validation")

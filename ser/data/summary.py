@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from ser.settings import validate_settings
+
 # Dataset settings other config groups read (the trainer's epochs); not DataModule arguments.
 NON_DATAMODULE_KEYS = ("max_epochs",)
 
@@ -183,6 +185,7 @@ def print_summary(summary: DatasetSummary, console: Console | None = None) -> No
 
 def summarise_config(cfg: DictConfig) -> DatasetSummary:
     """Build the configured dataset, print its summary and return it."""
+    validate_settings(cfg, groups=("dataset", "features"))
     summary = summarise(datamodule_from_config(cfg))
     print_summary(summary)
     return summary
