@@ -10,7 +10,10 @@ declares terabytes.
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +132,70 @@ def huge_npy_header() -> bytes:
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+# -- audio headers ----------------------------------------------------------------------
+def _pcm_wav(path: Path, frames: int = 1600) -> bytearray:
+    import soundfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    signal = (0.1 * np.sin(np.arange(frames) / 5.0)).astype(np.float32)
+    soundfile.write(str(path), signal, 16000, subtype="PCM_16")
+    return bytearray(path.read_bytes())
+
+
+def wav_with_rate(path: Path, rate: int) -> Path:
+    """A valid 16-bit WAV whose fmt chunk declares `rate` Hz (and the matching byte rate)."""
+    data = _pcm_wav(path)
+    data[24:28] = struct.pack("<I", rate)
+    data[28:32] = struct.pack("<I", 2 * rate)
+    return write(path, bytes(data))
+
+
+def wav_with_channels(path: Path, channels: int) -> Path:
+    """A valid 16-bit WAV whose fmt chunk declares `channels` channels."""
+    data = _pcm_wav(path)
+    data[22:24] = struct.pack("<H", channels)
+    return write(path, bytes(data))
+
+
+def flac_with_frames(path: Path, frames: int = (1 << 36) - 1) -> Path:
+    """A one-second FLAC whose STREAMINFO declares `frames` samples (36 bits): decoding
+    would allocate that many before reading any."""
+    import soundfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), (0.1 * np.sin(np.arange(16000) / 5.0)).astype(np.float32), 16000, format="FLAC")
+    data = bytearray(path.read_bytes())
+    # STREAMINFO follows "fLaC" and a 4-byte block header; bytes 10..17 of it end with
+    # the 36-bit total-samples field.
+    packed = int.from_bytes(data[18:26], "big")
+    packed = (packed & ~((1 << 36) - 1)) | frames
+    data[18:26] = packed.to_bytes(8, "big")
+    return write(path, bytes(data))
+
+
+# -- where a regression could crash or exhaust memory ------------------------------------
+# Run after the imports: the address space they reserve, plus this much, is all the
+# child may map, so an allocation a forged file asks for fails at once (a traceback, not
+# exit code 2) instead of taking the machine's memory.
+HEADROOM = 2 * 2**30
+
+LIMIT_MEMORY = (
+    "import os, resource\n"
+    "mapped = int(open('/proc/self/statm').read().split()[0]) * os.sysconf('SC_PAGE_SIZE')\n"
+    f"resource.setrlimit(resource.RLIMIT_AS, (mapped + {HEADROOM}, resource.RLIM_INFINITY))\n"
+)
+
+
+def run_isolated(imports: str, call: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`run_cli(call, argv[1])` in a child process with its memory limited after `imports`.
+
+    A segfault there is exit code 139 and an over-allocation a MemoryError traceback:
+    failing exit codes, not a dead or starved test session.
+    """
+    script = f"import sys\nfrom ser.cli import run_cli\n{imports}\n{LIMIT_MEMORY}run_cli({call}, sys.argv[1])\n"
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=Path(__file__).resolve().parents[1],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )

@@ -227,20 +227,12 @@ def test_training_on_a_shared_feature_file(tmp_path: Path) -> None:
 # Files built opcode by opcode (tests/forged_files.py): they name only numpy's own
 # builders, so the restricted unpickler's name check alone let them through.
 
-LOAD_ONE = (
-    "import sys\n"
-    "from ser.cli import run_cli\n"
-    "from ser.data.timnet_npy import check_feature_arrays, load_feature_file\n"
-    "run_cli(lambda path: check_feature_arrays(load_feature_file(path), 7, path), sys.argv[1])\n"
-)
-
-
 def load_in_subprocess(path: Path) -> subprocess.CompletedProcess[str]:
     """Load `path` as the DataModule does, in a process of its own: a segfault there is
     a failing exit code (139), not a dead test session."""
-    return subprocess.run(
-        [sys.executable, "-c", LOAD_ONE, str(path)], cwd=ROOT, capture_output=True, text=True,
-        timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    return forged.run_isolated(
+        "from ser.data.timnet_npy import check_feature_arrays, load_feature_file",
+        "lambda path: check_feature_arrays(load_feature_file(path), 7, path)", str(path),
     )
 
 

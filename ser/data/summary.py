@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import soundfile
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from ser.data.audio import check_header
 from ser.settings import validate_settings
 
 # Dataset settings other config groups read (the trainer's epochs); not DataModule arguments.
@@ -75,6 +77,7 @@ def durations(paths: list[str]) -> tuple[dict[str, float] | None, list[dict[str,
     for path in paths:
         try:
             info = soundfile.info(path)
+            check_header(Path(path), info.samplerate, info.channels, info.frames)
         except Exception as error:  # a summary reports every bad file instead of stopping
             failed.append({"path": path, "reason": str(error).strip() or type(error).__name__})
             continue
