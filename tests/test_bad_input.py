@@ -350,3 +350,11 @@ def test_root_one_level_too_high_points_at_the_corpus(tmp_path: Path) -> None:
     with pytest.raises(CorpusError) as caught:
         get_corpus("emodb").build_manifest(tmp_path / "downloads")
     assert f"'{tmp_path / 'downloads' / 'emodb'}' looks like the corpus" in str(caught.value)
+
+
+def test_an_unreadable_label_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_iemocap_tree(tmp_path / "iemocap")
+    label_file = root / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt"
+    deny(monkeypatch, label_file)
+    with pytest.raises(CorpusError, match=re.escape(f"cannot read the label file '{label_file}' (Permission denied)")):
+        get_corpus("iemocap").build_manifest(root)
