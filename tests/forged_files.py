@@ -11,6 +11,7 @@ declares terabytes.
 from __future__ import annotations
 
 import os
+import resource
 import struct
 import subprocess
 import sys
@@ -181,11 +182,11 @@ def flac_with_frames(path: Path, frames: int = (1 << 36) - 1) -> Path:
 # exit code 2) instead of taking the machine's memory.
 HEADROOM = 2 * 2**30
 
-LIMIT_MEMORY = (
-    "import os, resource\n"
-    "mapped = int(open('/proc/self/statm').read().split()[0]) * os.sysconf('SC_PAGE_SIZE')\n"
-    f"resource.setrlimit(resource.RLIMIT_AS, (mapped + {HEADROOM}, resource.RLIM_INFINITY))\n"
-)
+
+def limit_memory(headroom: int = HEADROOM) -> None:
+    """Let this process map only what it has mapped now plus `headroom` bytes."""
+    mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + headroom, resource.RLIM_INFINITY))
 
 
 def run_isolated(imports: str, call: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -194,7 +195,10 @@ def run_isolated(imports: str, call: str, *args: str) -> subprocess.CompletedPro
     A segfault there is exit code 139 and an over-allocation a MemoryError traceback:
     failing exit codes, not a dead or starved test session.
     """
-    script = f"import sys\nfrom ser.cli import run_cli\n{imports}\n{LIMIT_MEMORY}run_cli({call}, sys.argv[1])\n"
+    script = (
+        f"import sys\nfrom ser.cli import run_cli\nfrom tests.forged_files import limit_memory\n"
+        f"{imports}\nlimit_memory()\nrun_cli({call}, sys.argv[1])\n"
+    )
     return subprocess.run(
         [sys.executable, "-c", script, *args], cwd=Path(__file__).resolve().parents[1],
         capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},

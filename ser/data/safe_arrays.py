@@ -241,6 +241,8 @@ def _materialise(value: Any, source: str) -> Any:
     if not isinstance(value, _Array):
         return value
     state = value.state
+    if state is None:  # numpy would hand out the memory `_reconstruct` allocated, unfilled
+        raise FeatureFileError(f"{source}: refused to load: a numpy array whose data the file does not hold")
     if not value.valid_class or not isinstance(state, tuple) or len(state) != 5:
         raise FeatureFileError(f"{source}: refused to load: a malformed numpy array in its pickle")
     _version, shape, dtype, fortran, data = state

@@ -95,8 +95,8 @@ def check_feature_arrays(
     bad = int(np.count_nonzero(~np.isfinite(features)))
     if bad:
         raise FeatureFileError(
-            f"{source}: 'x' holds NaN or infinite values as float32 ({bad} values; float32 "
-            f"holds magnitudes up to 3.4e38)"
+            f"{source}: 'x' holds {bad} NaN or infinite value(s) as float32, the network's "
+            f"type (finite up to 3.4e38); expected finite features"
         )
     if not np.all(np.isfinite(y)):
         raise FeatureFileError(f"{source}: 'y' holds NaN or infinite values; expected labels")
