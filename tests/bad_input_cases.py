@@ -30,7 +30,7 @@ from tests import forged_files as forged
 from tests.conftest import compose_config
 from tests.test_audio import deny
 from tests.test_corpora import make_emodb_tree, make_iemocap_tree, make_ravdess_tree, write_wav
-from tests.test_timnet_npy import RunsShell, save_shared, shared_arrays
+from tests.test_timnet_npy import RunsShell, overflow_in_float32, save_shared, shared_arrays
 
 Placeholders = dict[str, str]
 Setup = Callable[[Path, pytest.MonkeyPatch, str], Placeholders]
@@ -160,11 +160,6 @@ def changed(change: Callable[[dict], object]) -> Callable[[Path], Placeholders]:
     return write
 
 
-def overflow(arrays: dict) -> None:
-    arrays["x"] = arrays["x"].astype(np.float64)
-    arrays["x"][0, 0, 0] = 1e48
-
-
 FEATURE_FILES: dict[str, Callable[[Path], Placeholders]] = {
     "cv-folds-too-many": changed(lambda a: None),
     "npy-missing": lambda folder: {"{file}": str(folder / "EMODB.npy")},
@@ -182,7 +177,7 @@ FEATURE_FILES: dict[str, Callable[[Path], Placeholders]] = {
     "npy-x-dims": changed(lambda a: a.update(x=a["x"][:, :, 0])),
     "npy-tie": changed(lambda a: a["y"].__setitem__(3, 0.0)),
     "npy-nan-x": changed(lambda a: a["x"].__setitem__((0, 0, 0), np.nan)),
-    "npy-overflow": changed(overflow),
+    "npy-overflow": changed(overflow_in_float32),
     "npy-nan-y": changed(lambda a: a["y"].__setitem__((2, 0), np.nan)),
     "npy-no-frames": changed(lambda a: a.update(x=a["x"][:, :0])),
     "npy-no-rows": changed(lambda a: a.update(x=a["x"][:0], y=np.zeros(0, np.int64))),
