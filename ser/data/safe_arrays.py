@@ -112,7 +112,7 @@ class _Array:
 
     def __init__(self, cls: Any = None, *_args: Any) -> None:
         self.valid_class = cls is _ARRAY_CLASS
-        self.state: Any = None
+        self.state = None
 
     def __setstate__(self, state: Any) -> None:
         if isinstance(state, tuple) and len(state) == 4:  # numpy's version-less form
@@ -173,7 +173,8 @@ class SafeArrayUnpickler(pickle.Unpickler):
 
 def scan_pickle(data: bytes, source: str) -> None:
     """Walk the opcodes without executing them: refuse lengths or memo indices the data
-    cannot back (a 6-byte memo index makes CPython allocate eight bytes per slot)."""
+    cannot back (CPython's unpickler grows its memo to twice the largest index it is
+    given, 8 bytes a slot: a 9-byte pickle naming slot 2**26 costs 1 GiB)."""
     try:
         for opcode, argument, _position in pickletools.genops(data):
             if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(argument) > len(data):
