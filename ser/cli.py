@@ -32,7 +32,10 @@ def run_cli(function: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         cause = expected_cause(error)
         if cause is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
+        message = str(cause)
+        if isinstance(cause, OmegaConfBaseException):  # its message goes on with key details
+            message = message.splitlines()[0]
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -33,6 +33,7 @@ from ser.data.datamodule import CorpusDataModule
 from ser.models import registry
 from ser.module import EmotionClassifier
 from ser.outdir import claim_output_dir
+from ser.settings import validate_settings
 
 log = logging.getLogger(__name__)
 
@@ -352,6 +353,7 @@ def train(cfg: DictConfig) -> float:
     `task=cross_corpus` hands over to ser.cross_corpus (train on one corpus, test on
     another).
     """
+    validate_settings(cfg)
     check_protocol(cfg)
     distributed.check_launch(cfg)
     task = str(cfg.get("task") or "cross_validation")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import soundfile
 
 from ser.data.audio import AudioFileError, is_silent, load_audio
+from tests import forged_files as forged
 
 
 def tone(frequency: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
@@ -127,3 +129,68 @@ def test_is_silent() -> None:
     assert is_silent(np.full(100, 5e-5, np.float32))
     assert is_silent(np.zeros(0, np.float32))
     assert not is_silent(tone(440, 0.01, 16000))
+
+
+# ----------------------------------------------------------------------------- every read failure
+
+
+def deny(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
+    """Opening `denied` raises PermissionError, as for a file without read permission.
+
+    Tests may run as root, for whom chmod 000 stops nothing; Python's open is the first
+    thing that touches the file, so refusing it there is what an unreadable file does.
+    """
+    real_open = Path.open
+
+    def guarded(self: Path, *args, **kwargs):
+        if self == denied:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", guarded)
+
+
+def test_an_unreadable_file_names_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "locked.wav"
+    soundfile.write(path, tone(440, 0.1, 16000), 16000, subtype="PCM_16")
+    deny(monkeypatch, path)
+    with pytest.raises(AudioFileError, match=re.escape(f"{path}: cannot be read (Permission denied)")):
+        load_audio(path, 16000)
+
+
+def test_a_directory_named_like_audio(tmp_path: Path) -> None:
+    (tmp_path / "folder.wav").mkdir()
+    with pytest.raises(AudioFileError, match=re.escape(f"{tmp_path / 'folder.wav'}: cannot be read (Is a directory)")):
+        load_audio(tmp_path / "folder.wav", 16000)
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda p: forged.wav_with_rate(p, 1_000_003),
+         "expected a sample rate of 1000..384000 Hz, but its header declares 1000003 Hz"),
+        (lambda p: forged.wav_with_rate(p, 500), "expected a sample rate of 1000..384000 Hz, but its header declares 500 Hz"),
+        (lambda p: forged.wav_with_rate(p, 44_101),
+         "resampling its 44101 Hz to 22050 Hz would need a 22050 x 44373 kernel"),
+        (lambda p: forged.wav_with_channels(p, 200), "expected 1..64 channels, but its header declares 200"),
+        (lambda p: forged.flac_with_frames(p.with_suffix(".flac")),
+         r"expected at most 3600 s of audio, but its header declares 68719476735 frames"),
+    ],
+    ids=["rate-1000003", "rate-500", "rate-prime-to-target", "channels-200", "flac-frames"],
+)
+def test_absurd_headers_are_refused_before_anything_is_allocated(tmp_path: Path, write, message: str) -> None:
+    # In a child with 2 GiB to spare: the old reader asked for a 177 GB resampling kernel
+    # (1 000 003 Hz), 22 GB (44 101 Hz) or 256 GB of samples (the FLAC).
+    path = write(tmp_path / "forged.wav")
+    done = forged.run_isolated(
+        "from ser.data.audio import load_audio", "lambda path: load_audio(path, 22050)", str(path)
+    )
+    assert done.returncode == 2, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert re.fullmatch(f"error: {re.escape(str(path))}: {message}.*\n", done.stderr)
+
+
+def test_common_rates_still_resample(tmp_path: Path) -> None:
+    for rate in (8000, 11025, 24000, 32000, 96000, 192000):
+        path = tmp_path / f"tone{rate}.wav"
+        soundfile.write(path, tone(440, 0.05, rate), rate, subtype="PCM_16")
+        assert abs(len(load_audio(path, 22050)) - round(0.05 * 22050)) <= 1

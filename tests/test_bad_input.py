@@ -23,7 +23,9 @@ from omegaconf import open_dict
 from ser.data.audio import AudioFileError, load_audio
 from ser.data.corpora import CorpusError, get_corpus
 from ser.data.datamodule import CorpusDataModule, SilentAudioWarning
+from tests import forged_files as forged
 from tests.conftest import compose_config
+from tests.test_audio import deny
 from tests.test_corpora import (
     iemocap_block,
     make_casia_tree,
@@ -103,6 +105,28 @@ def test_skip_leaves_out_bad_files_and_logs_them(tmp_path: Path, caplog: pytest.
     assert len(module.manifest) == len(GOOD_EMODB) == module.features.shape[0]
     assert all(u.path not in bad for u in module.manifest.utterances)
     assert "skipped 3 bad file(s)" in caplog.text and bad[0] in caplog.text
+
+
+def test_every_read_failure_is_a_bad_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Permission and absurd headers: each one stops an error run with its name, and a
+    # skip run leaves it out, as it does a garbled file.
+    root = make_emodb_tree(tmp_path / "emodb", GOOD_EMODB)
+    wav = root / "wav"
+    locked = write_wav(wav / "03a05Wa.wav")
+    deny(monkeypatch, locked)
+    bad = {
+        locked: "cannot be read (Permission denied)",
+        forged.wav_with_rate(wav / "03a05La.wav", 1_000_003): "header declares 1000003 Hz",
+        forged.wav_with_channels(wav / "03a05Ea.wav", 200): "header declares 200",
+    }
+    with pytest.raises(AudioFileError, match=re.escape(f"{locked}: cannot be read (Permission denied)")):
+        emodb_module(root, tmp_path).prepare_data()
+    module = emodb_module(root, tmp_path, on_bad_file="skip")
+    module.prepare_data()
+    reasons = {item["path"]: item["reason"] for item in module.skipped_files}
+    assert sorted(reasons) == sorted(map(str, bad))
+    assert all(str(path) in reasons[str(path)] and part in reasons[str(path)] for path, part in bad.items())
+    assert len(module.manifest) == len(GOOD_EMODB) == module.features.shape[0]
 
 
 def test_cache_of_a_skip_run_is_not_trusted_by_an_error_run(tmp_path: Path) -> None:
@@ -326,3 +350,11 @@ def test_root_one_level_too_high_points_at_the_corpus(tmp_path: Path) -> None:
     with pytest.raises(CorpusError) as caught:
         get_corpus("emodb").build_manifest(tmp_path / "downloads")
     assert f"'{tmp_path / 'downloads' / 'emodb'}' looks like the corpus" in str(caught.value)
+
+
+def test_an_unreadable_label_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_iemocap_tree(tmp_path / "iemocap")
+    label_file = root / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt"
+    deny(monkeypatch, label_file)
+    with pytest.raises(CorpusError, match=re.escape(f"cannot read the label file '{label_file}' (Permission denied)")):
+        get_corpus("iemocap").build_manifest(root)

@@ -15,6 +15,7 @@ from ser.cli import run_cli
 from ser.data.datamodule import CorpusDataModule, RavdessDataModule, SyntheticDataModule
 from ser.data.summary import print_summary, summarise, summarise_config
 from ser.data.timnet_npy import TimNetFeatureDataModule
+from tests import forged_files as forged
 from tests.conftest import ROOT, compose_config
 from tests.test_corpora import full_emodb_names, make_emodb_tree, make_ravdess_tree, write_wav
 
@@ -121,3 +122,14 @@ def test_command_line_error_is_one_clear_line(tmp_path: Path, capsys: pytest.Cap
         run_cli(summarise_config, cfg)
     assert caught.value.code == 2
     assert f"'{missing}' does not exist" in capsys.readouterr().err
+
+
+def test_absurd_headers_are_listed_as_unreadable(tmp_path: Path) -> None:
+    from ser.data.summary import durations
+
+    good = write_wav(tmp_path / "good.wav", seconds=0.5)
+    forged_rate = forged.wav_with_rate(tmp_path / "rate.wav", 1_000_003)
+    stats, unreadable = durations([str(good), str(forged_rate)])
+    assert stats is not None and stats["max"] == pytest.approx(0.5)  # not 1600 frames at 1 MHz
+    assert [item["path"] for item in unreadable] == [str(forged_rate)]
+    assert "header declares 1000003 Hz" in unreadable[0]["reason"]

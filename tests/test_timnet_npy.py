@@ -7,6 +7,10 @@ import json
 import os
 import pickle
 import re
+import subprocess
+import sys
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,8 @@ from ser.data.timnet_npy import (
     UnsafePickleError,
     load_feature_file,
 )
-from tests.conftest import compose_config
+from tests import forged_files as forged
+from tests.conftest import ROOT, compose_config
 from tests.test_corpora import one_torch_thread
 
 EMODB_CLASSES = ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
@@ -159,6 +164,13 @@ def test_smoothed_labels_warn_and_use_argmax(tmp_path: Path) -> None:
     assert data.targets.tolist() == np.repeat(np.arange(7), 4).tolist()
 
 
+def overflow_in_float32(arrays: dict) -> None:
+    """A finite float64 that the cast to the network's float32 turns into inf."""
+    x = arrays["x"].astype(np.float64)
+    x[0, 0, 0] = 1e48
+    arrays["x"] = x
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -167,8 +179,18 @@ def test_smoothed_labels_warn_and_use_argmax(tmp_path: Path) -> None:
         (lambda a: a["y"].__setitem__(3, 0.0), r"rows \[3\] of 'y' have no single largest entry"),
         (lambda a: a.pop("y"), r"missing key\(s\) \['y'\]"),
         (lambda a: a["x"].__setitem__((0, 0, 0), np.nan), "NaN or infinite"),
+        # What a trusted file never holds: values float32 cannot carry, empty dimensions.
+        (overflow_in_float32, r"'x' holds 1 NaN or infinite value\(s\) as float32"),
+        (lambda a: a["y"].__setitem__((2, 0), np.nan), "'y' holds NaN or infinite values"),
+        (lambda a: a.update(x=a["x"][:, :0]), r"'x' has shape \(28, 0, 39\); expected at least one utterance, frame"),
+        (lambda a: a.update(x=a["x"][:0], y=np.zeros(0, np.int64)), r"'x' has shape \(0, 8, 39\)"),
+        (lambda a: a.update(y=np.zeros((), np.int64)), r"'y' has shape \(\); expected \(N, 7\) one-hot rows"),
+        (lambda a: a.update(y=np.zeros((28, 0))), r"'y' has shape \(28, 0\)"),
+        (lambda a: a.update(x=a["x"].astype(np.complex64)), "refused to load: an array of dtype 'c8'"),
+        (lambda a: a.update(y=np.full(28, 7)), r"'y' is 1-D; expected integer class indices in 0..6"),
     ],
-    ids=["rows", "x-dims", "tie", "missing-y", "nan"],
+    ids=["rows", "x-dims", "tie", "missing-y", "nan", "float32-overflow", "nan-y", "no-frames", "no-rows",
+         "0-d-y", "no-classes", "complex", "index-range"],
 )
 def test_malformed_contents_are_named(tmp_path: Path, change, message: str) -> None:
     arrays = shared_arrays()
@@ -216,3 +238,92 @@ def test_training_on_a_shared_feature_file(tmp_path: Path) -> None:
     matrices = np.array([fold["confusion_matrix"] for fold in results["folds"]])
     assert matrices.sum() == 28 and matrices.sum(axis=(0, 2)).tolist() == [4] * 7
     assert results["skipped_files"] == []
+
+
+# ----------------------------------------------------------------------------- forged files
+# Files built opcode by opcode (tests/forged_files.py): they name only numpy's own
+# builders, so the restricted unpickler's name check alone let them through.
+
+def load_in_subprocess(path: Path) -> subprocess.CompletedProcess[str]:
+    """Load `path` as the DataModule does, in a process of its own: a segfault there is
+    a failing exit code (139), not a dead test session."""
+    return forged.run_isolated(
+        "from ser.data.timnet_npy import check_feature_arrays, load_feature_file",
+        "lambda path: check_feature_arrays(load_feature_file(path), 7, path)", str(path),
+    )
+
+
+@pytest.mark.parametrize(
+    ("forgery", "message"),
+    [
+        (forged.forged_object_array, r"an object array \(dtype 'O8'\)"),
+        (forged.object_x_in_dict, r"an object array \(dtype 'O8'\)"),
+        (forged.object_field, r"an array of dtype 'V8', not a plain number type"),
+        (forged.object_scalar, r"an object array \(dtype 'O8'\)"),
+    ],
+    ids=["object-array", "object-x", "object-field", "object-scalar"],
+)
+def test_forged_object_dtypes_are_refused_without_a_crash(tmp_path: Path, forgery, message: str) -> None:
+    path = forged.write(tmp_path / "EMODB.npy", forged.npy_container(forgery()))
+    done = load_in_subprocess(path)
+    assert done.returncode == 2, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert re.fullmatch(f"error: {re.escape(str(path))}: refused to load: {message}.*\n", done.stderr)
+
+
+def test_train_py_refuses_a_forged_object_array(tmp_path: Path) -> None:
+    # The user's path: python train.py with its defaults (progress bar on, W&B offline).
+    path = forged.write(tmp_path / "EMODB.npy", forged.npy_container(forged.forged_object_array()))
+    done = subprocess.run(
+        [sys.executable, "train.py", "dataset=timnet_npy", f"dataset.path={path}",
+         "dataset.corpus=emodb", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
+    assert done.returncode == 2, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert f"error: {path}: refused to load: an object array" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (forged.allocation_bomb, "a numpy array whose data the file does not hold"),
+        (forged.memo_bomb, "a pickle memo index 67108864 larger than the pickle itself"),
+        (forged.huge_npy_header, r"its .npy header declares an array of shape \(1099511627776,\)"),
+    ],
+    ids=["reconstruct-shape", "memo-index", "npy-header"],
+)
+def test_no_allocation_beyond_what_the_file_holds(tmp_path: Path, data, message: str) -> None:
+    path = forged.write(tmp_path / "EMODB.npy", data())
+    assert path.stat().st_size < 400
+    tracemalloc.start()  # numpy reports its array buffers to tracemalloc too
+    try:
+        with pytest.raises(FeatureFileError, match=re.escape(str(path)) + ".*" + message):
+            load_feature_file(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB allocated for a {path.stat().st_size}-byte file"
+
+
+def test_an_npz_member_header_must_fit_its_member(tmp_path: Path) -> None:
+    path = tmp_path / "features.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", forged.huge_npy_header())
+        archive.writestr("y.npy", forged.npy_header("<f4", (1, 7)) + bytes(28))
+    with pytest.raises(FeatureFileError, match=re.escape(str(path)) + r": its .npy header declares"):
+        load_feature_file(path)
+
+
+def test_legitimate_variants_still_load(tmp_path: Path) -> None:
+    arrays = shared_arrays()
+    big_endian = {"x": arrays["x"].astype(">f8"), "y": np.asfortranarray(arrays["y"].astype(">i2"))}
+    loaded = load_feature_file(save_shared(tmp_path / "big.npy", big_endian))
+    np.testing.assert_array_equal(loaded["x"], arrays["x"])
+    np.testing.assert_array_equal(loaded["y"], arrays["y"])
+    np.savez_compressed(tmp_path / "small.npz", **arrays)
+    np.testing.assert_array_equal(load_feature_file(tmp_path / "small.npz")["x"], arrays["x"])
+    indices = {"x": arrays["x"], "y": np.argmax(arrays["y"], axis=1)}  # 1-D class indices
+    data = module(save_shared(tmp_path / "indices.npy", indices))
+    data.prepare_data()
+    assert data.targets.tolist() == indices["y"].tolist()

@@ -125,5 +125,5 @@ def test_command_line_run_and_clear_error_for_a_bad_setting(tmp_path, data_dir) 
         cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300,
     )
     assert bad.returncode == 2
-    assert "cv.folds must be at least 2" in bad.stderr
+    assert "error: cv.folds=1: expected a whole number >= 2, or null" in bad.stderr
     assert "Traceback" not in bad.stderr

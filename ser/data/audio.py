@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import struct
 from pathlib import Path
@@ -13,6 +14,21 @@ import torch
 import torchaudio
 
 SILENCE_PEAK = 1e-4
+# What a header may declare before anything is allocated for it. Corpora are recorded at
+# 8-48 kHz; 384 kHz is the highest rate audio interfaces offer. A FLAC or OGG header
+# states its frame count, and decoding allocates that many samples up front.
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 384_000
+MAX_CHANNELS = 64
+MAX_SECONDS = 3600.0
+# Polyphase resampling builds a (new / g) x (orig / g + 2 * width) kernel, g = gcd of
+# the rates: for 44.1/48/16/8 kHz and 22.05 kHz a few hundred thousand values; for a
+# rate prime to the target (1 000 003 Hz), billions.
+MAX_RESAMPLING_KERNEL = 2**23
+# resampy's kaiser_best (see _resampler).
+LOWPASS_FILTER_WIDTH = 64
+ROLLOFF = 0.9475937167399596
+KAISER_BETA = 14.769656459379492
 
 
 class AudioFileError(ValueError):
@@ -25,17 +41,24 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
     Multi-channel audio is averaged to mono. Other sample rates are resampled with a
     Kaiser-windowed sinc in torchaudio (see :func:`_resampler`).
 
-    Raises ``FileNotFoundError`` for a missing file and :class:`AudioFileError` for a file
-    that is not decodable audio, is truncated, holds no samples or holds non-finite values.
+    Raises ``FileNotFoundError`` for a missing file and :class:`AudioFileError` for
+    every other read failure: a file that cannot be opened (permission, a directory),
+    is not decodable audio, is truncated, declares an absurd header (see
+    :func:`check_header`), holds no samples or holds non-finite values.
     """
     path = Path(path)
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"audio file not found: {path}")
-    _check_wav_not_truncated(path)
     try:
-        data, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        _check_wav_not_truncated(path)
+        with soundfile.SoundFile(str(path)) as audio:
+            check_header(path, audio.samplerate, audio.channels, audio.frames, sample_rate)
+            data = audio.read(dtype="float32", always_2d=True)
+        file_rate = audio.samplerate
+    except OSError as error:
+        raise AudioFileError(f"{path}: cannot be read ({error.strerror or error})") from error
     except (soundfile.SoundFileError, RuntimeError) as error:
         raise AudioFileError(
             f"{path}: expected an audio file readable by libsndfile (WAV, FLAC, OGG, ...), "
@@ -51,6 +74,38 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
         with torch.no_grad():
             signal = _resampler(file_rate, sample_rate)(torch.from_numpy(signal)).numpy()
     return np.ascontiguousarray(signal, dtype=np.float32)
+
+
+def check_header(
+    path: Path, file_rate: int, channels: int, frames: int, sample_rate: int | None = None
+) -> None:
+    """Refuse a header whose rate, channels or length no recording has, before decoding
+    or resampling allocates for it; `sample_rate`: the rate it will be resampled to."""
+    if not MIN_SAMPLE_RATE <= file_rate <= MAX_SAMPLE_RATE:
+        raise AudioFileError(
+            f"{path}: expected a sample rate of {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, but "
+            f"its header declares {file_rate} Hz; damaged or forged"
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioFileError(
+            f"{path}: expected 1..{MAX_CHANNELS} channels, but its header declares {channels}"
+        )
+    if frames / file_rate > MAX_SECONDS:
+        raise AudioFileError(
+            f"{path}: expected at most {MAX_SECONDS:.0f} s of audio, but its header declares "
+            f"{frames} frames ({frames / file_rate:.0f} s at {file_rate} Hz); damaged or forged"
+        )
+    if sample_rate is not None and file_rate != sample_rate:
+        common = math.gcd(file_rate, sample_rate)
+        new, orig = sample_rate // common, file_rate // common
+        # torchaudio's kernel width for these settings (_get_sinc_resample_kernel).
+        width = math.ceil(LOWPASS_FILTER_WIDTH * orig / (min(new, orig) * ROLLOFF))
+        if new * (orig + 2 * width) > MAX_RESAMPLING_KERNEL:
+            raise AudioFileError(
+                f"{path}: resampling its {file_rate} Hz to {sample_rate} Hz would need a "
+                f"{new} x {orig + 2 * width} kernel; expected a common sample rate "
+                f"(e.g. 16000, 44100 or 48000 Hz)"
+            )
 
 
 @functools.lru_cache(maxsize=8)
@@ -69,9 +124,9 @@ def _resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
         orig_rate,
         new_rate,
         resampling_method="sinc_interp_kaiser",
-        lowpass_filter_width=64,
-        rolloff=0.9475937167399596,
-        beta=14.769656459379492,
+        lowpass_filter_width=LOWPASS_FILTER_WIDTH,
+        rolloff=ROLLOFF,
+        beta=KAISER_BETA,
     )
 
 

@@ -474,7 +474,13 @@ class Iemocap(Corpus):
 
     def _labelled(self, label_file: Path) -> Iterator[tuple[str, str, int]]:
         """(utterance id, label code, line number) of each utterance line of a label file."""
-        with label_file.open(encoding="utf-8", errors="replace") as handle:
+        try:
+            handle = label_file.open(encoding="utf-8", errors="replace")
+        except OSError as error:
+            raise CorpusError(
+                f"{self.name}: cannot read the label file {str(label_file)!r} ({error.strerror or error})"
+            ) from error
+        with handle:
             for number, raw in enumerate(handle, start=1):
                 line = raw.rstrip("\r\n")
                 if not line.startswith("["):

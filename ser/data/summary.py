@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import soundfile
@@ -17,6 +18,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
+
+from ser.data.audio import check_header
+from ser.settings import validate_settings
 
 # Dataset settings other config groups read (the trainer's epochs); not DataModule arguments.
 NON_DATAMODULE_KEYS = ("max_epochs",)
@@ -73,6 +77,7 @@ def durations(paths: list[str]) -> tuple[dict[str, float] | None, list[dict[str,
     for path in paths:
         try:
             info = soundfile.info(path)
+            check_header(Path(path), info.samplerate, info.channels, info.frames)
         except Exception as error:  # a summary reports every bad file instead of stopping
             failed.append({"path": path, "reason": str(error).strip() or type(error).__name__})
             continue
@@ -183,6 +188,7 @@ def print_summary(summary: DatasetSummary, console: Console | None = None) -> No
 
 def summarise_config(cfg: DictConfig) -> DatasetSummary:
     """Build the configured dataset, print its summary and return it."""
+    validate_settings(cfg, groups=("dataset", "features"))
     summary = summarise(datamodule_from_config(cfg))
     print_summary(summary)
     return summary

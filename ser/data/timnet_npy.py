@@ -2,9 +2,10 @@
 
 The files (e.g. `EMODB.npy`) are `np.save` of a dict `{"x": float32 (N, T, 39),
 "y": one-hot (N, C)}`, i.e. a pickle inside a .npy container. Unpickling runs whatever
-callables a file names, so a file from the internet could run code on load. Here the
-pickle is read by `SafeArrayUnpickler`, which only hands out numpy's array-building
-functions and refuses every other global before anything is called.
+callables a file names, so a file from the internet could run code on load, and even
+numpy's own array builders trust the bytes they are given. The file is read by
+ser.data.safe_arrays, which refuses every global but numpy's array builders, object
+dtypes, and sizes the file cannot back, before numpy builds anything.
 
 `TimNetFeatureDataModule` serves such a file to the cross-validation driver in place of
 a corpus: `python train.py dataset=timnet_npy dataset.path=FILE dataset.corpus=emodb`.
@@ -12,11 +13,8 @@ a corpus: `python train.py dataset=timnet_npy dataset.path=FILE dataset.corpus=e
 
 from __future__ import annotations
 
-import io
 import logging
-import pickle
 import warnings
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,129 +24,30 @@ import torch
 
 from ser.data.datamodule import FoldDataModule
 from ser.data.manifest import Manifest, Utterance
+from ser.data.safe_arrays import FeatureFileError, UnsafePickleError, read_feature_file
 from ser.features import FeatureSettings
+
+# UnsafePickleError is re-exported: callers catch the reader's errors from here.
+__all__ = ["FeatureFileError", "TimNetFeatureDataModule", "UnsafePickleError", "check_feature_arrays",
+           "load_feature_file"]
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_SPEAKER = "unknown"
 
 
-class FeatureFileError(ValueError):
-    """A feature file that is not a dict of numpy arrays in the shared TIM-Net format."""
-
-
-class UnsafePickleError(FeatureFileError):
-    """A pickle that asks for something other than numpy's array-building functions."""
-
-
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    """(module, name) -> object for the globals an array pickle needs, under both the
-    numpy 1 (`numpy.core`) and numpy 2 (`numpy._core`) module names."""
-    try:
-        from numpy._core import multiarray, numeric
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
-    allowed: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-    }
-    for package in ("numpy.core", "numpy._core"):
-        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
-        allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
-        # Protocol 5 pickles (Python >= 3.14's default) rebuild arrays from a buffer.
-        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
-    return allowed
-
-
-class SafeArrayUnpickler(pickle.Unpickler):
-    """An unpickler that builds numpy arrays, dicts, lists and plain values, nothing else."""
-
-    def __init__(self, file: io.BufferedIOBase, source: str) -> None:
-        super().__init__(file)
-        self.source = source
-        self.allowed = _allowed_globals()
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self.allowed[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"{self.source}: refused to load: its pickle asks for {module}.{name}, which "
-                f"is not one of numpy's array-building functions. A TIM-Net feature file "
-                f"holds only a dict of numpy arrays {{'x', 'y'}}; nothing in this file was run"
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError(f"{self.source}: refused to load: it uses persistent ids")
-
-
-def safe_unpickle(data: bytes, source: str) -> Any:
-    """Unpickle `data` allowing only numpy array reconstruction; `source` names it in errors."""
-    try:
-        return SafeArrayUnpickler(io.BytesIO(data), source).load()
-    except UnsafePickleError:
-        raise
-    except Exception as error:
-        raise FeatureFileError(
-            f"{source}: not a readable pickle of numpy arrays ({type(error).__name__}: {error})"
-        ) from error
-
-
-def load_feature_file(path: str | Path) -> dict[str, np.ndarray]:
+def load_feature_file(path: str | Path) -> dict[str, Any]:
     """The arrays of a shared feature file: `.npy` of a pickled dict, raw pickle, or `.npz`.
 
-    Never runs code from the file: plain arrays are read with `allow_pickle=False`, and
-    pickled objects go through `SafeArrayUnpickler`.
+    Read by ser.data.safe_arrays, which runs no code from the file and allocates no more
+    than its bytes could fill.
     """
-    path = Path(path).expanduser()
-    source = str(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"feature file not found: {source} (set dataset.path=FILE)")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except ValueError:
-        loaded = None  # pickled content: the restricted path below
-    except (OSError, EOFError) as error:
-        raise FeatureFileError(f"{source}: cannot be read as a .npy file ({error})") from error
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            return {key: loaded[key] for key in loaded.files}
-    if isinstance(loaded, np.ndarray):
-        raise FeatureFileError(
-            f"{source}: holds a single array of shape {loaded.shape}; expected a dict "
-            f"{{'x': (N, T, 39), 'y': (N, C)}} as the TIM-Net feature files hold"
-        )
-    raw = path.read_bytes()
-    if zipfile.is_zipfile(io.BytesIO(raw)):
-        raise FeatureFileError(f"{source}: a zip archive that numpy cannot read as .npz")
-    obj = safe_unpickle(_npy_payload(raw, source), source)
-    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.size == 1:
-        obj = obj.reshape(()).item()  # np.save wraps the dict in a 0-d object array
+    obj = read_feature_file(path)
     if not isinstance(obj, dict):
         raise FeatureFileError(
-            f"{source}: holds a {type(obj).__name__}; expected a dict with keys 'x' and 'y'"
+            f"{Path(path).expanduser()}: holds a {type(obj).__name__}; expected a dict with keys 'x' and 'y'"
         )
     return obj
-
-
-def _npy_payload(raw: bytes, source: str) -> bytes:
-    """The pickle inside a `.npy` file of an object array, or `raw` if it is not `.npy`."""
-    if not raw.startswith(b"\x93NUMPY"):
-        return raw
-    handle = io.BytesIO(raw)
-    try:
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            _shape, _order, dtype = np.lib.format.read_array_header_1_0(handle)
-        elif version == (2, 0):
-            _shape, _order, dtype = np.lib.format.read_array_header_2_0(handle)
-        else:
-            raise ValueError(f"unsupported .npy format version {version}")
-    except ValueError as error:
-        raise FeatureFileError(f"{source}: damaged .npy header ({error})") from error
-    if dtype.kind != "O":
-        raise FeatureFileError(f"{source}: a .npy file of dtype {dtype} that numpy cannot read")
-    return raw[handle.tell():]
 
 
 def check_feature_arrays(
@@ -167,7 +66,8 @@ def check_feature_arrays(
         )
     x, y = arrays["x"], arrays["y"]
     for key, value in (("x", x), ("y", y)):
-        if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.number):
+        # bool, integers and floats; complex would lose its imaginary part in the cast.
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
             raise FeatureFileError(
                 f"{source}: '{key}' is a {type(value).__name__} of "
                 f"{getattr(value, 'dtype', '?')}; expected a numeric numpy array"
@@ -176,19 +76,37 @@ def check_feature_arrays(
         raise FeatureFileError(
             f"{source}: 'x' has shape {x.shape}; expected (utterances, frames, features)"
         )
+    if 0 in x.shape:
+        raise FeatureFileError(
+            f"{source}: 'x' has shape {x.shape}; expected at least one utterance, frame and feature"
+        )
+    if y.ndim not in (1, 2) or 0 in y.shape:
+        raise FeatureFileError(
+            f"{source}: 'y' has shape {y.shape}; expected (N, {num_classes}) one-hot rows or "
+            f"(N,) class indices"
+        )
     if len(y) != len(x):
         raise FeatureFileError(
             f"{source}: 'x' has {len(x)} rows but 'y' has {len(y)}; expected one label per row"
         )
-    if not np.all(np.isfinite(x)):
-        raise FeatureFileError(f"{source}: 'x' holds NaN or infinite values")
+    # Checked after the cast: 1e48 is finite as float64 but inf as float32, the network's type.
+    with np.errstate(over="ignore"):
+        features = x.astype(np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(features)))
+    if bad:
+        raise FeatureFileError(
+            f"{source}: 'x' holds {bad} NaN or infinite value(s) as float32, the network's "
+            f"type (finite up to 3.4e38); expected finite features"
+        )
+    if not np.all(np.isfinite(y)):
+        raise FeatureFileError(f"{source}: 'y' holds NaN or infinite values; expected labels")
     if y.ndim == 1:
-        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= num_classes:
+        if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= num_classes:
             raise FeatureFileError(
                 f"{source}: 'y' is 1-D; expected integer class indices in 0..{num_classes - 1}"
             )
-        return x.astype(np.float32), y.astype(np.int64)
-    if y.ndim != 2 or y.shape[1] != num_classes:
+        return features, y.astype(np.int64)
+    if y.shape[1] != num_classes:
         raise FeatureFileError(
             f"{source}: 'y' has shape {y.shape}; expected (N, {num_classes}) one-hot rows for "
             f"the corpus's {num_classes} classes (is dataset.corpus right?)"
@@ -208,7 +126,7 @@ def check_feature_arrays(
             f"using each row's argmax as its class",
             stacklevel=2,
         )
-    return x.astype(np.float32), labels.astype(np.int64)
+    return features, labels.astype(np.int64)
 
 
 class TimNetFeatureDataModule(FoldDataModule):
