@@ -146,7 +146,7 @@ class FoldDataModule(pl.LightningDataModule):
         index = torch.from_numpy(indices)
         if with_rows:
             # Items carry their manifest row, so that the repeats a distributed sampler
-            # adds are recognised and counted once (EmotionClassifier.test_step).
+            # adds are recognised and counted once (EmotionClassifier, UtterancePredictions).
             return TensorDataset(self.features[index], self.targets[index], index.clone())
         return TensorDataset(self.features[index], self.targets[index])
 
@@ -164,9 +164,10 @@ class FoldDataModule(pl.LightningDataModule):
         # validation loop.
         if self.validation_indices is None:
             return []
+        # With rows, as the test loader: validation metrics count each utterance once.
         return DataLoader(
-            self._subset(self.validation_indices), batch_size=self.batch_size, shuffle=False,
-            num_workers=self.num_workers,
+            self._subset(self.validation_indices, with_rows=True), batch_size=self.batch_size,
+            shuffle=False, num_workers=self.num_workers,
         )
 
     def test_dataloader(self) -> DataLoader:
