@@ -1,13 +1,18 @@
-"""Atomic file writes: a reader, or a crash at any moment, sees the old file or the new one."""
+"""Atomic file writes (a reader, or a crash at any moment, sees the old file or the new
+one) and an exclusive lock between processes that prepare the same file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
@@ -38,3 +43,44 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     import torch
 
     atomic_write(path, lambda stream: torch.save(obj, stream))
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str], waiting: str | None = None) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on the file `path` against other processes.
+
+    `waiting` is logged once if another process holds the lock, before waiting for it.
+    The lock file exists only while the lock is held, so no lock files pile up beside
+    what they guard; the operating system releases the lock if its holder dies. Without
+    advisory locks (Windows) this does not lock; the writes it guards stay atomic.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                log.info(waiting)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        # The previous holder removes the file before releasing it; if that happened
+        # after this process opened it, the lock is on a file nobody else sees: retry.
+        opened = os.fstat(descriptor)
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and (current.st_ino, current.st_dev) == (opened.st_ino, opened.st_dev):
+            break
+        os.close(descriptor)
+    try:
+        yield
+    finally:
+        os.unlink(path)  # before the release, so that the next holder starts a fresh file
+        os.close(descriptor)

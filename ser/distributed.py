@@ -3,8 +3,9 @@
 `trainer=ddp trainer.devices=N` trains each fold on N devices (GPUs with NCCL; CPU
 processes with gloo where there is no GPU). Lightning's `ddp` strategy starts the other
 N-1 processes by running the same command line again (`python train.py ...`), so every
-process runs the whole driver; files and W&B runs come from rank zero only. Test
-metrics count each utterance once (ser.metrics.UtterancePredictions). docs/scaling.md
+process runs the whole driver; files and W&B runs come from rank zero only. Test and
+validation metrics count each utterance once (ser.metrics.UtterancePredictions), and
+every reduction over the ranks is explicit (ser.module.EmotionClassifier). docs/scaling.md
 says when DDP pays off and when one fold per GPU is the better use of the devices.
 """
 
@@ -19,11 +20,10 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 # test predictions would stay in the workers, never reaching the driver's results.
 WORKER_PROCESS_STRATEGIES = ("spawn", "fork", "notebook")
 
-# The test fold is evaluated exactly once per utterance (repeats are dropped by row), so
-# Lightning's advice to test on one device does not apply to trainer.test (it still
-# applies to validation: validation metrics under DDP may count a few repeats).
+# The test fold and the validation split are evaluated exactly once per utterance
+# (repeats are dropped by row), so Lightning's advice to test on one device does not apply.
 warnings.filterwarnings(
-    "ignore", message=r"Using `DistributedSampler` with the dataloaders\. During `trainer\.test\(\)`"
+    "ignore", message=r"Using `DistributedSampler` with the dataloaders\. During `trainer\.(test|validate)\(\)`"
 )
 
 

@@ -81,12 +81,14 @@ def atomic_save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
 
 
 class EpochSeeding(pl.Callback):
-    """Reseed the global generators before each training batch from (seed, epoch, batch).
+    """Reseed the global generators before each training batch from (seed, epoch, batch, rank).
 
     Dropout masks then depend on where training is, not on what ran before in this
     process: a resumed epoch draws the same masks. (Per batch rather than per epoch,
     because creating a DataLoader iterator also draws from the global generator, and
-    Lightning does not create it at the same point in a resumed fit.)
+    Lightning does not create it at the same point in a resumed fit.) Under DDP each
+    rank draws its own masks, as separate devices would; rank zero, and a run on one
+    device, draw those of (seed, epoch, batch) alone.
     """
 
     def __init__(self, seed: int) -> None:
@@ -95,7 +97,10 @@ class EpochSeeding(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        seed = derived_seed(self.seed, trainer.current_epoch, batch_idx, DROPOUT_STREAM)
+        keys = [trainer.current_epoch, batch_idx, DROPOUT_STREAM]
+        if trainer.global_rank:  # identical masks on every rank would correlate their noise
+            keys.append(trainer.global_rank)
+        seed = derived_seed(self.seed, *keys)
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed % 2**32)

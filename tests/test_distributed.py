@@ -3,36 +3,33 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import multiprocessing
+import random
+import signal
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
 from omegaconf import open_dict
 
-from ser import distributed, gather, results, training
+from ser import distributed, gather, results, resume, training
 from ser.checkpoint import load_dict
+from ser.data.sampling import derived_seed
 from ser.metrics import UtterancePredictions
-from tests.conftest import ROOT, TINY, TINY_DATA, compose_config
+from tests.cli_runs import RUN_TIMEOUT, end_session, run_train_py, start_train_py
+from tests.conftest import TINY, TINY_DATA, compose_config
 from tests.wandb_records import offline_runs
 
 # A test fold of 7 utterances: 4 folds of the 28-utterance tiny corpus. On 2 processes
 # the distributed sampler pads it to 8, repeating one utterance.
-DDP_OVERRIDES = [*TINY, "cv.folds=4", "cv.only_folds=[0]", "dataset.batch_size=3", "trainer.deterministic=true"]
-
-
-def run_train_py(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
-    """`python train.py ARGS`, one thread per process (two cores, up to two processes)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
-    return completed
+DDP_OVERRIDES = [
+    *TINY_DATA, "cv.folds=4", "cv.only_folds=[0]", "dataset.batch_size=3", "trainer.deterministic=true",
+]
+DDP_LAUNCH = ["trainer=ddp", "trainer.devices=2"]
 
 
 # -- units ----------------------------------------------------------------------------
@@ -45,6 +42,24 @@ def test_utterance_predictions_keep_one_prediction_per_row() -> None:
     assert fold["rows"].tolist() == [10, 11, 12, 13, 14]
     assert fold["predictions"].tolist() == [0, 1, 1, 0, 2]
     assert fold["targets"].tolist() == [0, 1, 1, 0, 1]
+
+
+def test_each_ddp_rank_draws_its_own_dropout_masks() -> None:
+    seeding = resume.EpochSeeding(7)
+
+    def draw(rank: int) -> torch.Tensor:  # at epoch 2, batch 3
+        seeding.on_train_batch_start(SimpleNamespace(current_epoch=2, global_rank=rank), None, None, 3)
+        return torch.rand(16)
+
+    states = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        assert not torch.equal(draw(0), draw(1))
+        assert torch.equal(draw(1), draw(1))  # still fixed by where training is: resumable
+        # Rank zero draws what a run on one device draws.
+        one_device = torch.Generator().manual_seed(derived_seed(7, 2, 3, resume.DROPOUT_STREAM))
+        assert torch.equal(draw(0), torch.rand(16, generator=one_device))
+    random.setstate(states[0])
+    np.random.set_state(states[1])
 
 
 def test_select_folds() -> None:
@@ -94,40 +109,110 @@ def test_gather_needs_every_fold_of_one_configuration(tmp_path: Path) -> None:
     assert gather.claim_summary(tmp_path) and not gather.claim_summary(tmp_path)
 
 
-# -- DDP on one fold ------------------------------------------------------------------
-def evaluate_on_one_device(
-    cfg, checkpoint: Path, fold: int, accelerator: str = "cpu"
-) -> tuple[list[list[int]], dict[str, float]]:
-    """The confusion matrix and test metrics of `checkpoint` on `fold`, one process."""
+# -- features: one process extracts, the others read --------------------------------
+def prepare_features_at_once(barrier, overrides: list[str], answers) -> None:
+    """A DDP rank's start as torchrun or SLURM gives it: prepare the data at the same
+    moment as the other ranks. Answers (features extracted here, a checksum)."""
+    from ser.data.datamodule import CorpusDataModule
+
+    extractions = []
+    extract = CorpusDataModule._extract
+
+    def counted(self, manifest):
+        extractions.append(manifest)
+        return extract(self, manifest)
+
+    CorpusDataModule._extract = counted
+    cfg = compose_config(overrides)
+    barrier.wait()
     datamodule = training.build_datamodule(cfg)
-    train_rows, test_rows = training.build_folds(cfg, datamodule)[fold]
-    datamodule.set_fold(train_rows, test_rows)
+    answers.put((len(extractions), float(datamodule.features.double().sum())))
+
+
+@pytest.mark.slow
+def test_processes_started_together_extract_the_features_once(tmp_path: Path, data_dir: Path) -> None:
+    from ser.data.synthetic import SyntheticCorpusSettings, ensure_corpus
+
+    overrides = [*TINY, "logger=none", f"paths.data_dir={data_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    cfg = compose_config(overrides)
+    ensure_corpus(cfg.dataset.root, SyntheticCorpusSettings(**cfg.dataset.generator))  # only features left
+    context = multiprocessing.get_context("spawn")
+    barrier, answers = context.Barrier(2), context.Queue()
+    processes = [
+        context.Process(target=prepare_features_at_once, args=(barrier, overrides, answers)) for _ in range(2)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        found = sorted(answers.get(timeout=RUN_TIMEOUT) for _ in processes)
+    finally:
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+    assert [extracted for extracted, _ in found] == [0, 1]  # one extracted, the other read its cache
+    assert found[0][1] == found[1][1]
+    (cached,) = (tmp_path / "cache").iterdir()  # the cache file only: no lock file is left behind
+    assert cached.name.startswith("features-") and cached.suffix == ".pt"
+
+
+# -- DDP on one fold ------------------------------------------------------------------
+EPOCHS = 5
+# A validation split of 9 of the 21 training utterances: odd too, so one is repeated.
+DDP_RUN = [*DDP_OVERRIDES, "cv.validation=0.4", f"trainer.max_epochs={EPOCHS}"]
+
+
+def ddp_args(output_dir: Path, data_dir: Path, accelerator: str = "cpu") -> list[str]:
+    return [
+        *DDP_LAUNCH, f"trainer.accelerator={accelerator}", *DDP_RUN,
+        f"paths.data_dir={data_dir}", f"hydra.run.dir={output_dir}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def ddp_cpu_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Path, str]:
+    """(output directory, output) of one uninterrupted DDP run on 2 gloo processes."""
+    output_dir = tmp_path_factory.mktemp("ddp") / "run"
+    return output_dir, run_train_py(ddp_args(output_dir, data_dir), cwd=output_dir.parent)
+
+
+def evaluate_on_one_device(checkpoint: Path, data_dir: Path, accelerator: str = "cpu") -> dict:
+    """Fold 0's test confusion matrix, test and validation metrics of `checkpoint`, one process."""
+    cfg = compose_config([*DDP_RUN, "logger=none"])
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(data_dir)
+        cfg.paths.output_dir = str(checkpoint.parent / "single")
+    datamodule = training.build_datamodule(cfg)
+    train_rows, test_rows = training.build_folds(cfg, datamodule)[0]
+    train_rows, validation_rows = training.split_validation(cfg, datamodule, train_rows)
+    datamodule.set_fold(train_rows, test_rows, validation_rows)
     module = training.build_module(cfg, datamodule)
     module.load_state_dict(load_dict(checkpoint)["state_dict"])
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
         enable_model_summary=False, deterministic=True,
     )
+    scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = {key: float(trainer.callback_metrics[key]) for key in ("test/uar", "test/war", "test/loss")}
-    return module.test_confusion_matrix().tolist(), metrics
+    scores |= {key: float(trainer.callback_metrics[key]) for key in ("test/uar", "test/war", "test/loss")}
+    scores["num_validation"] = len(validation_rows)
+    return {"confusion_matrix": module.test_confusion_matrix().tolist()} | scores
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("accelerator", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
-def test_ddp_counts_each_test_utterance_once(accelerator: str, tmp_path: Path, data_dir: Path) -> None:
-    if accelerator == "gpu" and torch.cuda.device_count() < 2:
-        pytest.skip("needs two CUDA devices")
-    output_dir = tmp_path / "ddp"
-    completed = run_train_py(
-        [
-            "trainer=ddp", "trainer.devices=2", f"trainer.accelerator={accelerator}", *DDP_OVERRIDES,
-            "logger=wandb", f"paths.data_dir={data_dir}", f"paths.output_dir={output_dir}",
-            f"hydra.run.dir={tmp_path / 'hydra'}",
-        ],
-        cwd=tmp_path,
-    )
-    log = completed.stdout + completed.stderr
+def test_ddp_with_default_settings_counts_each_utterance_once(
+    accelerator: str, request: pytest.FixtureRequest, tmp_path: Path, data_dir: Path
+) -> None:
+    """Progress bar on, W&B offline: it completes (it used to deadlock), and the test and
+    validation metrics are those of a one-device evaluation of the same weights."""
+    if accelerator == "gpu":
+        if torch.cuda.device_count() < 2:
+            pytest.skip("needs two CUDA devices")
+        output_dir = tmp_path / "ddp"
+        log = run_train_py(ddp_args(output_dir, data_dir, accelerator), cwd=tmp_path)
+    else:
+        output_dir, log = request.getfixturevalue("ddp_cpu_run")
     assert "Starting with 2 processes" in log
     assert "gloo" in log if accelerator == "cpu" else "nccl" in log
 
@@ -135,24 +220,81 @@ def test_ddp_counts_each_test_utterance_once(accelerator: str, tmp_path: Path, d
     confusion = torch.tensor(result["confusion_matrix"])
     assert len(result["test_rows"]) == 7  # odd: the sampler repeated one utterance
     assert int(confusion.sum()) == result["num_test"] == 7
+    assert result["num_validation"] == 9 and result["epochs"] == EPOCHS
     # Only rank zero made a W&B run (one fold; the summary waits for the other folds).
     runs = offline_runs(output_dir)
     assert [(r["job_type"], r["name"][-6:]) for r in runs] == [("fold", "fold00")]
     assert runs[0]["summary"]["num_test"] == 7
     assert not (output_dir / "results.json").exists()
 
-    cfg = compose_config([*DDP_OVERRIDES, "logger=none"])
-    with open_dict(cfg):
-        cfg.paths.data_dir = str(data_dir)
-        cfg.paths.output_dir = str(tmp_path / "single")
-    single_confusion, single = evaluate_on_one_device(
-        cfg, output_dir / "checkpoints" / "fold_00" / "last.ckpt", fold=0, accelerator=accelerator
+    checkpoint = output_dir / "checkpoints" / "fold_00" / "last.ckpt"
+    single = evaluate_on_one_device(checkpoint, data_dir, accelerator)
+    assert single["confusion_matrix"] == result["confusion_matrix"]
+    assert single["num_validation"] == result["num_validation"]
+    # The losses are the sharp check: a repeated utterance would shift the mean. (GPU
+    # kernels may round differently with another batch composition.)
+    for key in ("test/uar", "test/war", "test/loss", "val/uar", "val/war", "val/loss"):
+        assert result[key] == pytest.approx(single[key], abs=1e-6 if accelerator == "cpu" else 1e-4), key
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.slow
+def test_a_ddp_run_killed_mid_fold_resumes_to_the_uninterrupted_result(
+    ddp_cpu_run: tuple[Path, str], tmp_path: Path, data_dir: Path
+) -> None:
+    reference_dir, _ = ddp_cpu_run
+    killed_dir = tmp_path / "killed"
+    checkpoint = killed_dir / "checkpoints" / "fold_00" / "last.ckpt"
+    process = start_train_py(ddp_args(killed_dir, data_dir), tmp_path, tmp_path / "killed.log")
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while process.poll() is None and not checkpoint.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        end_session(process)  # both ranks, as a cluster ends a job
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not results.fold_path(killed_dir, 0).exists(), "the kill came after the fold had finished"
+    killed_epoch = resume.checkpoint_epoch(checkpoint)
+    assert killed_epoch < EPOCHS - 1
+
+    output = run_train_py(ddp_args(killed_dir, data_dir), cwd=tmp_path)
+
+    assert "fold 0 resumes from" in output
+    resumed = results.read_json(results.fold_path(killed_dir, 0))["result"]
+    reference = results.read_json(results.fold_path(reference_dir, 0))["result"]
+    assert resumed["resumed_from_epoch"] == killed_epoch
+    for key in (
+        "test/uar", "test/war", "test/loss", "confusion_matrix", "test_rows", "epochs",
+        "val/uar", "val/war", "val/loss", "validation_rows",
+    ):
+        assert resumed[key] == reference[key], key
+    final = weights(checkpoint)
+    expected = weights(reference_dir / "checkpoints" / "fold_00" / "last.ckpt")
+    assert final.keys() == expected.keys()
+    assert all(torch.equal(final[k], expected[k]) for k in final)
+
+
+@pytest.mark.slow
+def test_the_reported_ddp_command_completes(tmp_path: Path, data_dir: Path) -> None:
+    """The command of the DDP deadlock report (progress bar on by default), on the tiny corpus."""
+    corpus = [o for o in TINY_DATA if o.startswith("dataset.")]
+    run_dir = tmp_path / "run"
+    run_train_py(
+        [
+            "dataset=synthetic", "model=timnet", "trainer.max_epochs=1", "cv.folds=2", "logger=none",
+            "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", *corpus,
+            f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
     )
-    assert single_confusion == result["confusion_matrix"]
-    # The loss is the sharp check: a repeated utterance would shift the mean. (GPU kernels
-    # may round differently with another batch composition.)
-    for key in ("test/uar", "test/war", "test/loss"):
-        assert result[key] == pytest.approx(single[key], abs=1e-6 if accelerator == "cpu" else 1e-4)
+    record = results.read_json(run_dir / "results.json")
+    assert record["status"] == "complete" and [f["fold"] for f in record["folds"]] == [0, 1]
+    rows = sorted(row for fold in record["folds"] for row in fold["test_rows"])
+    assert rows == list(range(28))  # each utterance tested once, in one fold
+    assert [f["num_test"] for f in record["folds"]] == [14, 14]
 
 
 # -- folds as parallel jobs ------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_ensure_regenerates_when_settings_change(tmp_path: Path) -> None:
     )
     # Same seed, same file name: same audio, as generation is per utterance.
     assert (root / "wav" / "03a01Wa.wav").read_bytes() == old_bytes
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".corpus.lock", "corpus"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]  # no staging folder, no lock file
 
 
 def test_ensure_regenerates_when_files_are_missing(tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ def test_ensure_never_leaves_a_half_written_corpus(
     with pytest.raises(KeyboardInterrupt):
         ensure_corpus(root, SyntheticCorpusSettings(**{**SMALL.__dict__, "seed": 5}))
     assert (root / MARKER_NAME).read_text() == marker  # the old corpus is intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".corpus.lock", "corpus"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]  # no staging folder, no lock file
 
 
 def test_ensure_refuses_to_replace_foreign_data(tmp_path: Path) -> None:

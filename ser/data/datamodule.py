@@ -26,7 +26,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ser.atomic import atomic_torch_save
+from ser.atomic import atomic_torch_save, exclusive_lock
 from ser.data.corpora import Corpus, CorpusError, get_corpus
 from ser.data.manifest import Manifest
 from ser.data.sampling import EpochSeededSampler
@@ -146,7 +146,7 @@ class FoldDataModule(pl.LightningDataModule):
         index = torch.from_numpy(indices)
         if with_rows:
             # Items carry their manifest row, so that the repeats a distributed sampler
-            # adds are recognised and counted once (EmotionClassifier.test_step).
+            # adds are recognised and counted once (EmotionClassifier, UtterancePredictions).
             return TensorDataset(self.features[index], self.targets[index], index.clone())
         return TensorDataset(self.features[index], self.targets[index])
 
@@ -164,9 +164,10 @@ class FoldDataModule(pl.LightningDataModule):
         # validation loop.
         if self.validation_indices is None:
             return []
+        # With rows, as the test loader: validation metrics count each utterance once.
         return DataLoader(
-            self._subset(self.validation_indices), batch_size=self.batch_size, shuffle=False,
-            num_workers=self.num_workers,
+            self._subset(self.validation_indices, with_rows=True), batch_size=self.batch_size,
+            shuffle=False, num_workers=self.num_workers,
         )
 
     def test_dataloader(self) -> DataLoader:
@@ -236,25 +237,41 @@ class CorpusDataModule(FoldDataModule):
         return self.cache_dir / f"features-{key}-v{FEATURE_CACHE_VERSION}.pt"
 
     def prepare_data(self) -> None:
+        """Parse the corpus; load its features from the cache, or extract and cache them.
+
+        One process extracts; others that need the same cache file meanwhile (DDP ranks
+        started together by torchrun or SLURM, fold-parallel jobs) wait on a file lock,
+        then read it. Not a torch.distributed barrier: the driver prepares the data before
+        any Trainer creates a process group, and sweep jobs share none.
+        """
         if self.features is not None:
             return
         manifest = self.build_manifest()
         path = self.cache_path(manifest)
-        if path is not None and path.exists():
-            try:
-                cached = torch.load(path, weights_only=True)
-                if self.on_bad_file == "error" and json.loads(cached["skipped"]):
-                    # Written by a skip run: re-reading reports the bad files as errors.
-                    raise ValueError("it left out bad files, and dataset.on_bad_file=error")
-                self._adopt(manifest, cached)
-                log.info("loaded cached features %s", path)
+        if path is None:
+            self._adopt(manifest, self._extract(manifest))
+            return
+        waiting = f"waiting for another process to extract the features into {path}"
+        with exclusive_lock(path.parent / f".{path.name}.lock", waiting=waiting):
+            if path.exists() and self._adopt_cache(manifest, path):
                 return
-            except Exception as error:  # a damaged or unsuitable cache is rebuilt, never trusted
-                log.warning("not using feature cache %s (%s)", path, error)
-        cached = self._extract(manifest)
-        if path is not None:
+            cached = self._extract(manifest)
             atomic_torch_save(cached, path)
         self._adopt(manifest, cached)
+
+    def _adopt_cache(self, manifest: Manifest, path: Path) -> bool:
+        """Use the cached features at `path`; False (with a warning) if they cannot be used."""
+        try:
+            cached = torch.load(path, weights_only=True)
+            if self.on_bad_file == "error" and json.loads(cached["skipped"]):
+                # Written by a skip run: re-reading reports the bad files as errors.
+                raise ValueError("it left out bad files, and dataset.on_bad_file=error")
+            self._adopt(manifest, cached)
+        except Exception as error:  # a damaged or unsuitable cache is rebuilt, never trusted
+            log.warning("not using feature cache %s (%s)", path, error)
+            return False
+        log.info("loaded cached features %s", path)
+        return True
 
     def _load(self, path: str) -> tuple[np.ndarray | None, Exception | None]:
         from ser.data.audio import AudioFileError, load_audio

@@ -16,20 +16,20 @@ directory with a matching marker is complete.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile
 from scipy import signal as sps
+
+from ser.atomic import exclusive_lock
 
 # Bump when the synthesis changes, so that cached corpora (and features) are rebuilt.
 GENERATOR_VERSION = 1
@@ -237,7 +237,8 @@ def ensure_corpus(root: str | os.PathLike[str], settings: SyntheticCorpusSetting
     """
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(root.parent / f".{root.name}.lock"):
+    # Serialises generation across processes (DDP ranks, parallel Hydra multirun jobs).
+    with exclusive_lock(root.parent / f".{root.name}.lock"):
         if _marker_matches(root, settings):
             return [root / "wav" / name for name in sorted(utterance_names(settings))]
         if root.exists() and not (root / MARKER_NAME).exists() and any(root.iterdir()):
@@ -284,22 +285,6 @@ def _marker_matches(root: Path, settings: SyntheticCorpusSettings) -> bool:
         return False
     # A matching marker with files deleted since is not a usable corpus.
     return all((root / "wav" / name).is_file() for name in utterance_names(settings))
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """Serialise generation across processes (e.g. parallel Hydra multirun jobs)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; generation is still atomic per call
-        yield
-        return
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ----------------------------------------------------------------------------- synthesis
