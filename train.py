@@ -6,9 +6,10 @@ import hydra
 from omegaconf import DictConfig
 
 from ser.cli import run_cli
+from ser.conf import CONFIG_PATH, ROOT_CONFIG
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=ROOT_CONFIG)
 def main(cfg: DictConfig) -> float:
     from ser.training import train
 

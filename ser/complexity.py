@@ -2,7 +2,7 @@
 
     python -m ser.complexity [--corpus emodb] [--frames N] [--runs 5] [--out report.json|report.md]
 
-Each variant is composed from the Hydra configs in ``conf/`` (``model=...`` plus the
+Each variant is composed from the Hydra configs in ``ser/conf/`` (``model=...`` plus the
 ablation groups), so the report always describes the networks that ``train.py`` builds.
 
 - parameters: trainable parameters;
@@ -29,8 +29,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass(frozen=True)
@@ -115,32 +113,29 @@ def cpu_latency_ms(
     return statistics.median(times)
 
 
-def compose_model(overrides: Sequence[str], config_dir: Path = CONF_DIR):
+def compose_model(overrides: Sequence[str]):
     """The root config composed with ``overrides`` (as ``python train.py OVERRIDES``)."""
-    from hydra import compose, initialize_config_dir
+    from ser.conf import compose
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
-        return compose("train", overrides=list(overrides))
+    return compose(overrides)
 
 
-def build_variant(
-    variant: Variant, num_classes: int, input_dim: int, config_dir: Path = CONF_DIR
-) -> tuple[str, nn.Module]:
+def build_variant(variant: Variant, num_classes: int, input_dim: int) -> tuple[str, nn.Module]:
     """(resolved variant name, network) for one variant."""
     from hydra.utils import instantiate
 
-    cfg = compose_model(variant.overrides, config_dir)
+    cfg = compose_model(variant.overrides)
     net = instantiate(cfg.model.net, num_classes=num_classes, input_dim=input_dim)
     return str(cfg.model.variant), net
 
 
-def corpus_shape(corpus: str, config_dir: Path = CONF_DIR) -> tuple[int, int, int]:
+def corpus_shape(corpus: str) -> tuple[int, int, int]:
     """(frames, features, classes) of one utterance of ``corpus`` with the default features."""
     from ser.data.corpora import get_corpus
     from ser.features import settings_from_mapping
 
     layout = get_corpus(corpus)
-    features = compose_model((), config_dir).features
+    features = compose_model(()).features
     settings = settings_from_mapping({**features, "signal_length": layout.signal_length})
     return settings.num_frames, settings.num_features, len(layout.class_names)
 
@@ -152,17 +147,16 @@ def complexity_report(
     variants: Sequence[Variant] = VARIANTS,
     latency: bool = True,
     threads: int = 1,
-    config_dir: Path = CONF_DIR,
 ) -> list[ComplexityRow]:
     """One row per variant at ``frames`` (default: the corpus's frame count)."""
-    corpus_frames, input_dim, num_classes = corpus_shape(corpus, config_dir)
+    corpus_frames, input_dim, num_classes = corpus_shape(corpus)
     frames = int(frames or corpus_frames)
     if frames < 1:
         raise ValueError(f"frames must be positive, got {frames}")
     rows = []
     for variant in variants:
         torch.manual_seed(0)
-        name, net = build_variant(variant, num_classes, input_dim, config_dir)
+        name, net = build_variant(variant, num_classes, input_dim)
         net.eval()
         rows.append(
             ComplexityRow(

@@ -15,7 +15,7 @@ which the drivers (ser.training, ser.cross_corpus) enter before writing anything
    (exit code 2), naming the directory; nothing waits, so nothing can deadlock;
 3. checks again under the lock (a run that finished meanwhile), then writes Hydra's record
    of the job, `.hydra/config.yaml`, `hydra.yaml` and `overrides.yaml`, which Hydra itself
-   would write before the task starts, i.e. before the check (conf/hydra/default.yaml sets
+   would write before the task starts, i.e. before the check (ser/conf/hydra/default.yaml sets
    `hydra.output_subdir: null` for that reason).
 
 Under DDP every process runs the driver; rank zero alone locks and writes (ser.distributed).

@@ -2,7 +2,7 @@
 
 Each job of a multirun checks its own output directory before writing (ser.outdir). When
 every job shares one directory, the sweep directory itself (`+parallel=folds`,
-conf/parallel/folds.yaml), Hydra writes `multirun.yaml` into it before any job starts;
+ser/conf/parallel/folds.yaml), Hydra writes `multirun.yaml` into it before any job starts;
 this callback checks that directory first, in `on_multirun_start`, with the config hash
 the jobs will have (they differ only in `cv.only_folds`, which is not hashed).
 """

@@ -1,6 +1,6 @@
-"""Named sweeps (conf/sweep/*.yaml) run through Hydra multirun, and the sweep helpers.
+"""Named sweeps (ser/conf/sweep/*.yaml) run through Hydra multirun, and the sweep helpers.
 
-A sweep is an ordinary Hydra config group: ``conf/sweep/NAME.yaml`` (``@package
+A sweep is an ordinary Hydra config group: ``ser/conf/sweep/NAME.yaml`` (``@package
 _global_``) sets ``hydra.sweeper.params`` (and for ``hpo`` the Optuna sweeper), so
 ``python sweep.py run NAME ARGS`` is ``python train.py --multirun +sweep=NAME ARGS``: the
 launcher, the sweeper and any extra override come from the command line as usual.
@@ -32,11 +32,13 @@ from typing import IO, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ser.conf import group_files
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEEP_CONFIG_DIR = ROOT / "conf" / "sweep"
 TRAIN_SCRIPT = ROOT / "train.py"
+SWEEP_GROUP = "sweep"
 
 # sweep.py sets this; SweepDirectory writes the resolved sweep directory into the file.
 SWEEP_DIR_FILE_ENV = "SER_SWEEP_DIR_FILE"
@@ -48,10 +50,10 @@ SWEEP_DIR_FILE_ENV = "SER_SWEEP_DIR_FILE"
 def available_sweeps() -> dict[str, str]:
     """Sweep names and the first line of each file's description comment."""
     sweeps = {}
-    for path in sorted(SWEEP_CONFIG_DIR.glob("*.yaml")):
+    for path in group_files(SWEEP_GROUP):
         lines = [line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")]
         description = next((line for line in lines if line and not line.startswith("@package")), "")
-        sweeps[path.stem] = description
+        sweeps[path.name.removesuffix(".yaml")] = description
     return sweeps
 
 
@@ -66,7 +68,7 @@ def sweep_command(name: str, overrides: Sequence[str], python: str = sys.executa
 def run_sweep(name: str, overrides: Sequence[str], python: str = sys.executable) -> tuple[int, Path | None]:
     """Run sweep ``name`` with extra Hydra ``overrides``; return (exit code, sweep directory).
 
-    The sweep directory is the one Hydra resolved (from conf/sweep/NAME.yaml unless
+    The sweep directory is the one Hydra resolved (from ser/conf/sweep/NAME.yaml unless
     ``hydra.sweep.dir=...`` is among the overrides); None if the sweep never started.
     """
     command = sweep_command(name, overrides, python)

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "ser" / "conf"
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -39,8 +38,9 @@ def cli_environment(**extra: str) -> dict[str, str]:
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """The root config as `python train.py OVERRIDES` would see it."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose("train", overrides=list(overrides or []))
+    from ser.conf import compose
+
+    return compose(list(overrides or []))
 
 
 @pytest.fixture(scope="session")

@@ -89,7 +89,7 @@ def test_reference_keras_settings_in_config() -> None:
     assert cfg.optimizer.lr == 1e-3 and list(cfg.optimizer.betas) == [0.93, 0.98]
     assert cfg.optimizer.eps == 1e-8
     # The papers' batch of 64 on every real corpus; the synthetic default uses 16 (more
-    # optimiser steps on its 252 training clips, see conf/dataset/synthetic.yaml).
+    # optimiser steps on its 252 training clips, see ser/conf/dataset/synthetic.yaml).
     for corpus in ("casia", "emodb", "emovo", "iemocap", "ravdess", "savee"):
         assert compose_config([f"dataset={corpus}"]).dataset.batch_size == 64
     assert cfg.dataset.batch_size == 16

@@ -289,7 +289,7 @@ def test_training_matches_reference() -> None:
 
 def test_configs_default_to_fast() -> None:
     for name in ("mssenet", "timnet"):
-        config = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
+        config = OmegaConf.load(ROOT / "ser" / "conf" / "model" / f"{name}.yaml")
         assert config.net.implementation == "fast"
 
 

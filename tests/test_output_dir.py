@@ -175,10 +175,9 @@ def test_a_fold_job_header_of_another_configuration_is_refused_before_writing(ti
 
 
 def hydra_config(overrides: list[str]):  # noqa: ANN201
-    from hydra import compose, initialize_config_dir
+    from ser.conf import compose
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return compose("train", overrides=overrides, return_hydra_config=True)
+    return compose(overrides, return_hydra_config=True)
 
 
 def test_a_fold_parallel_multirun_is_checked_with_its_jobs_config_hash(tmp_path: Path) -> None:

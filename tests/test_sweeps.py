@@ -167,12 +167,9 @@ def test_every_named_sweep_composes_as_a_multirun(name: str) -> None:
 
 
 def hydra_config(overrides: list[str]) -> Any:
-    from hydra import compose, initialize_config_dir
+    from ser.conf import compose
 
-    from tests.conftest import CONF
-
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose("train", overrides=overrides, return_hydra_config=True)
+    return compose(overrides, return_hydra_config=True)
 
 
 def test_sweeps_set_multirun_mode_and_their_parameters() -> None:
@@ -213,7 +210,7 @@ def test_ablation_switches_give_distinct_variants_and_wandb_groups() -> None:
     assert configs["timnet"].model.name == "timnet"
     assert len({experiment_name(cfg) for cfg in configs.values()}) == len(names)
     assert set(sweeps.available_sweeps()) >= {"ablation", "seeds", "corpora", "features", "hpo"}
-    ablation_files = {p.stem for p in (ROOT / "conf" / "ablation").glob("*.yaml")}
+    ablation_files = {p.stem for p in (ROOT / "ser" / "conf" / "ablation").glob("*.yaml")}
     assert hydra_config(["+sweep=ablation"]).hydra.sweeper.params["+ablation"].split(",") == [
         n for n in names if n in ablation_files
     ]
