@@ -30,10 +30,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ser import distributed, provenance, results, tracking
+from ser import distributed
 from ser.data.datamodule import FoldDataModule
 from ser.data.manifest import Manifest
-from ser.outdir import claim_output_dir
+from ser.tracking import provenance, results, wandb_runs
+from ser.tracking.output_dir import claim_output_dir
 from ser.training import (
     DATASET_PROTOCOL_KEYS,
     ConfigError,
@@ -251,8 +252,8 @@ def train_cross_corpus(cfg: DictConfig) -> float:
     wanted = None if wanted is None else [str(c) for c in wanted]
 
     output_dir = output_directory(cfg)
-    # Refused, or locked for this run, before anything is written (ser.outdir).
-    with claim_output_dir(cfg, output_dir, config_hash(cfg)):
+    # Refused, or locked for this run, before anything is written (ser.tracking.output_dir).
+    with claim_output_dir(cfg, output_dir, config_hash(cfg), writer=distributed.is_global_zero()):
         return run_repeats(cfg, output_dir, repeats, class_map, wanted)
 
 
@@ -328,5 +329,5 @@ def run_repeats(
     results.atomic_write_json(record, results_path)
     as_folds = [dict(run, fold=run["repeat"]) for run in finished]
     results.print_table(f"{experiment}  ({output_dir})", as_folds, summary)
-    tracking.log_summary_run(cfg.get("logger"), experiment, as_folds, summary, run_config, output_dir)
+    wandb_runs.log_summary_run(cfg.get("logger"), experiment, as_folds, summary, run_config, output_dir)
     return objective_value(cfg, summary)

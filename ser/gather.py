@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ser import results
+from ser.tracking import results
 
-HEADER_FILE = "experiment.json"
 SUMMARY_CLAIM_FILE = ".summary_claimed"
 # cv settings that say which folds a job runs, not what a fold computes: left out of
 # the config hash, so every job of one experiment shares it.
@@ -57,10 +56,6 @@ def select_folds(only_folds: Any, num_folds: int) -> list[int]:
     return sorted(set(chosen))
 
 
-def header_path(output_dir: Path) -> Path:
-    return Path(output_dir) / results.FOLDS_DIR / HEADER_FILE
-
-
 def experiment_header(record: dict[str, Any]) -> dict[str, Any]:
     """The part of a results.json record that every job of the experiment shares."""
     header = {key: value for key, value in record.items() if key not in OUTCOME_KEYS}
@@ -72,7 +67,7 @@ def experiment_header(record: dict[str, Any]) -> dict[str, Any]:
 
 def write_header(output_dir: Path, record: dict[str, Any]) -> None:
     """Write `folds/experiment.json`, refusing a directory that holds another experiment."""
-    path = header_path(output_dir)
+    path = results.header_path(output_dir)
     if path.exists():
         previous = results.read_json(path)
         if previous.get("config_hash") != record["config_hash"]:
@@ -106,7 +101,7 @@ def gather(output_dir: Path) -> dict[str, Any]:
     come from different configurations or their test folds overlap.
     """
     output_dir = Path(output_dir)
-    path = header_path(output_dir)
+    path = results.header_path(output_dir)
     if not path.exists():
         raise GatherError(f"{path} is missing: {output_dir} is not the output directory of a ser run")
     header = results.read_json(path)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ser import results
+from ser.tracking import results
 
 log = logging.getLogger(__name__)
 

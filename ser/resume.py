@@ -34,10 +34,10 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from ser.atomic import atomic_torch_save
 from ser.checkpoint import CheckpointError, load_dict, saved_config_hash
 from ser.checkpoint import checkpoint_epoch as saved_epoch
 from ser.data.sampling import derived_seed
+from ser.tracking.atomic import atomic_torch_save
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A Hydra callback that refuses a multirun into another configuration's output directory.
 
-Each job of a multirun checks its own output directory before writing (ser.outdir). When
+Each job of a multirun checks its own output directory before writing (ser.tracking.output_dir). When
 every job shares one directory, the sweep directory itself (`+parallel=folds`,
 ser/conf/parallel/folds.yaml), Hydra writes `multirun.yaml` into it before any job starts;
 this callback checks that directory first, in `on_multirun_start`, with the config hash
@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from ser.outdir import OutputDirectoryError, check_unclaimed
+from ser.tracking.output_dir import OutputDirectoryError, check_unclaimed
 
 
 def shared_output(config: DictConfig) -> tuple[Path, str] | None:

@@ -7,8 +7,6 @@ launcher, the sweeper and any extra override come from the command line as usual
 
 Also here, because sweeps need them and nothing else does:
 
-- :func:`hydra_job_info`: the Hydra choices and overrides of the current job, recorded
-  in results.json so that a report can tell the variants of a sweep apart;
 - :class:`OneGpuPerProcess`: a Hydra callback that gives each job process its own GPU
   when jobs run in parallel on one machine (joblib launcher);
 - :class:`SweepDirectory`: a Hydra callback that creates the sweep directory before the
@@ -81,31 +79,6 @@ def run_sweep(name: str, overrides: Sequence[str], python: str = sys.executable)
     finally:
         os.unlink(marker)
     return code, Path(text) if text else None
-
-
-# --------------------------------------------------------------------------- job info
-
-
-def hydra_job_info() -> dict[str, Any]:
-    """The current Hydra job's group choices, task overrides and job number.
-
-    Empty when ``train()`` is called without Hydra (tests, notebooks). Choices of
-    Hydra's own groups (``hydra/launcher`` ...) are left out: they say how a run was
-    launched, not what it computed.
-    """
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {"choices": {}, "overrides": [], "job_num": None}
-    hydra_cfg = HydraConfig.get()
-    choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
-    assert isinstance(choices, dict)
-    job_num = OmegaConf.select(hydra_cfg, "job.num", default=None, throw_on_missing=False)
-    return {
-        "choices": {str(k): v for k, v in choices.items() if k != "hydra" and not str(k).startswith("hydra/")},
-        "overrides": [str(o) for o in hydra_cfg.overrides.task],
-        "job_num": int(job_num) if hydra_cfg.mode.name == "MULTIRUN" and job_num is not None else None,
-    }
 
 
 # --------------------------------------------------------------------------- callbacks

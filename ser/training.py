@@ -28,12 +28,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from ser import cv, distributed, embeddings, gather, provenance, results, resume, sweeps, tracking
+from ser import cv, distributed, gather, resume
 from ser.data.datamodule import CorpusDataModule
 from ser.models import registry
 from ser.module import EmotionClassifier
-from ser.outdir import claim_output_dir
 from ser.settings import validate_settings
+from ser.tracking import embeddings, provenance, results, wandb_runs
+from ser.tracking.output_dir import claim_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +264,7 @@ def run_fold(
     datamodule.set_fold(train_rows, test_rows, validation_rows, shuffle_seed=fold_seed)
     fold_dir = output_dir / "checkpoints" / f"fold_{fold:02d}"
     module = build_module(cfg, datamodule)
-    logger = tracking.fold_logger(cfg.get("logger"), experiment, fold, run_config)
+    logger = wandb_runs.fold_logger(cfg.get("logger"), experiment, fold, run_config)
     started = time.time()
     try:
         trainer: pl.Trainer = instantiate(
@@ -304,10 +305,10 @@ def run_fold(
         }
         result.update(selection, **resumed, test_speakers=fold_test_speakers(datamodule, test_rows))
         if trainer.is_global_zero:
-            tracking.log_fold_result(logger, result, datamodule.class_names)
+            wandb_runs.log_fold_result(logger, result, datamodule.class_names)
         return result
     finally:
-        tracking.finish_logger(logger)
+        wandb_runs.finish_logger(logger)
 
 
 def output_directory(cfg: DictConfig) -> Path:
@@ -364,8 +365,10 @@ def train(cfg: DictConfig) -> float:
     if task != "cross_validation":
         raise ConfigError(f"task must be cross_validation or cross_corpus, got {task!r}")
     output_dir = output_directory(cfg)
-    # Refused, or locked for this run's folds, before anything is written (ser.outdir).
-    with claim_output_dir(cfg, output_dir, config_hash(cfg), cfg.cv.get("only_folds")):
+    # Refused, or locked for this run's folds, before anything is written (ser.tracking.output_dir).
+    with claim_output_dir(
+        cfg, output_dir, config_hash(cfg), cfg.cv.get("only_folds"), writer=distributed.is_global_zero()
+    ):
         return cross_validate(cfg, output_dir)
 
 
@@ -386,7 +389,7 @@ def cross_validate(cfg: DictConfig, output_dir: Path) -> float:
         # The setup without the corpus, and the Hydra choices/overrides that made it:
         # how `sweep.py report` tells the variants of a sweep apart.
         "variant": f"{cfg.model.variant}-{cfg.features.kind}",
-        "hydra": sweeps.hydra_job_info(),
+        "hydra": provenance.hydra_job_info(),
         "status": "running",
         "config_hash": this_hash,
         "corpus": datamodule.corpus.name,
@@ -454,7 +457,7 @@ def cross_validate(cfg: DictConfig, output_dir: Path) -> float:
             )
             if plot is not None:
                 images["embeddings/tsne"] = plot
-        tracking.log_summary_run(
+        wandb_runs.log_summary_run(
             cfg.get("logger"), experiment, finished, summary, run_config, output_dir, images=images
         )
     return objective_value(cfg, summary)

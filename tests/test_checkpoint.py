@@ -23,7 +23,7 @@ from ser.checkpoint import (
 )
 from ser.inference import load_checkpoint
 from ser.models import registry
-from ser.results import read_json
+from ser.tracking.results import read_json
 from ser.training import config_hash
 from tests.conftest import ROOT, TINY, compose_config
 from tests.test_predict import write_noise

@@ -15,7 +15,7 @@ from ser.cross_corpus import shared_classes
 from ser.data.corpora import CORPORA, get_corpus
 from ser.data.synthetic import EMOTION_LETTERS, SyntheticCorpusSettings, generate_corpus
 from ser.metrics import unweighted_average_recall, weighted_average_recall
-from ser.results import read_json
+from ser.tracking.results import read_json
 from ser.training import ConfigError, train
 from tests.conftest import ROOT, TINY_DATA, cli_environment, compose_config
 from tests.wandb_records import offline_runs

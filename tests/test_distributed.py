@@ -16,10 +16,11 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import open_dict
 
-from ser import distributed, gather, results, resume, training
+from ser import distributed, gather, resume, training
 from ser.checkpoint import load_dict
 from ser.data.sampling import derived_seed
 from ser.metrics import UtterancePredictions
+from ser.tracking import results
 from tests.cli_runs import RUN_TIMEOUT, end_session, run_train_py, start_train_py
 from tests.conftest import TINY, TINY_DATA, compose_config
 from tests.wandb_records import offline_runs

@@ -9,8 +9,8 @@ import matplotlib.image
 import numpy as np
 import torch
 
-from ser.embeddings import FoldEmbeddings, compute_embeddings, plot_embeddings_tsne
 from ser.models import MSSENet
+from ser.tracking.embeddings import FoldEmbeddings, compute_embeddings, plot_embeddings_tsne
 from ser.training import config_hash, train
 from tests.wandb_records import offline_runs
 

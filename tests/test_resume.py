@@ -15,8 +15,8 @@ import torch
 
 from ser import resume
 from ser.checkpoint import load_dict
-from ser.outdir import OutputDirectoryError
-from ser.results import fold_path, read_json
+from ser.tracking.output_dir import OutputDirectoryError
+from ser.tracking.results import fold_path, read_json
 from ser.training import config_hash, train
 from tests.conftest import ROOT, TINY_DATA, cli_environment
 from tests.wandb_records import run_info

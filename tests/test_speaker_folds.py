@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ser.cv import make_folds
-from ser.results import read_json
+from ser.tracking.results import read_json
 from ser.training import train
 
 

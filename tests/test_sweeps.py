@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from ser import sweeps
 from ser.checkpoint import load_dict
 from ser.features import settings_from_mapping
+from ser.tracking import provenance
 from ser.training import experiment_name
 from tests.conftest import ROOT, TINY_DATA, cli_environment, compose_config
 from tests.wandb_records import offline_runs
@@ -257,7 +258,7 @@ def test_launchers_compose(launcher: str, target: str) -> None:
 
 
 def test_hydra_job_info_is_empty_outside_hydra() -> None:
-    assert sweeps.hydra_job_info() == {"choices": {}, "overrides": [], "job_num": None}
+    assert provenance.hydra_job_info() == {"choices": {}, "overrides": [], "job_num": None}
 
 
 def test_claim_device_takes_free_gpus_then_shares(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ser.outdir import OutputDirectoryError
-from ser.results import read_json
+from ser.tracking.output_dir import OutputDirectoryError
+from ser.tracking.results import read_json
 from ser.training import build_datamodule, train
 from tests.conftest import ROOT, TINY_DATA, cli_environment
 from tests.wandb_records import offline_runs

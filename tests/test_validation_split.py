@@ -10,7 +10,7 @@ import pytest
 
 from ser.checkpoint import load_dict
 from ser.cv import make_folds, validation_split
-from ser.results import read_json
+from ser.tracking.results import read_json
 from ser.training import ConfigError, train
 
 # 7 classes of unequal size, in the reference row order (class, then file name).

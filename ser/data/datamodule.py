@@ -26,11 +26,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ser.atomic import atomic_torch_save, exclusive_lock
 from ser.data.corpora import Corpus, CorpusError, get_corpus
 from ser.data.manifest import Manifest
 from ser.data.sampling import EpochSeededSampler
 from ser.features import FeatureSettings, extract_features, fix_length
+from ser.tracking.atomic import atomic_torch_save, exclusive_lock
 
 log = logging.getLogger(__name__)
 

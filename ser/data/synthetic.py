@@ -29,7 +29,7 @@ import numpy as np
 import soundfile
 from scipy import signal as sps
 
-from ser.atomic import exclusive_lock
+from ser.tracking.atomic import exclusive_lock
 
 # Bump when the synthesis changes, so that cached corpora (and features) are rebuilt.
 GENERATOR_VERSION = 1

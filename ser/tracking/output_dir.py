@@ -18,7 +18,8 @@ which the drivers (ser.training, ser.cross_corpus) enter before writing anything
    would write before the task starts, i.e. before the check (ser/conf/hydra/default.yaml sets
    `hydra.output_subdir: null` for that reason).
 
-Under DDP every process runs the driver; rank zero alone locks and writes (ser.distributed).
+Under DDP every process runs the driver; rank zero alone locks and writes (the driver says
+which process is the writer, ser.distributed).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from typing import IO, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ser import distributed, gather, results
-from ser.atomic import atomic_write
+from ser.tracking import results
+from ser.tracking.atomic import atomic_write
 
 LOCK_DIR = ".locks"
 RUN_LOCK = "run.lock"
@@ -50,7 +51,7 @@ class OutputDirectoryBusy(OutputDirectoryError):
 
 def check_unclaimed(output_dir: Path, config_hash: str) -> None:
     """Refuse `output_dir` if it holds results of another configuration. Reads only."""
-    for path in (Path(output_dir) / results.RESULTS_FILE, gather.header_path(output_dir)):
+    for path in (Path(output_dir) / results.RESULTS_FILE, results.header_path(output_dir)):
         if not path.exists():
             continue
         try:
@@ -74,7 +75,7 @@ def lock_folds(only_folds: Any) -> list[int] | None:
         return None
     chosen = list(only_folds) if isinstance(only_folds, list | tuple | ListConfig) else [only_folds]
     if not chosen or not all(isinstance(fold, int) and fold >= 0 for fold in chosen):
-        raise gather.GatherError(
+        raise OutputDirectoryError(
             f"cv.only_folds={chosen} must name folds by number (an int or a list of ints); "
             f"null runs every fold"
         )
@@ -163,15 +164,19 @@ def save_hydra_record(cfg: DictConfig) -> None:
 
 
 @contextmanager
-def claim_output_dir(cfg: DictConfig, output_dir: Path, config_hash: str, only_folds: Any = None) -> Iterator[None]:
+def claim_output_dir(
+    cfg: DictConfig, output_dir: Path, config_hash: str, only_folds: Any = None, writer: bool = True
+) -> Iterator[None]:
     """Hold `output_dir` for this run: check, lock, check again, record the Hydra job.
 
     Raises OutputDirectoryError (another configuration's results) or OutputDirectoryBusy
     (another run holds the directory or one of the folds `only_folds` names) before
-    anything is written. The locks are released when the block ends.
+    anything is written. The locks are released when the block ends. A process that is
+    not the `writer` (DDP ranks other than zero) only checks: rank zero locks and writes
+    for every rank.
     """
     check_unclaimed(output_dir, config_hash)
-    if not distributed.is_global_zero():  # rank zero locks and writes for every rank
+    if not writer:
         yield
         return
     Path(output_dir).mkdir(parents=True, exist_ok=True)

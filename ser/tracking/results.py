@@ -8,10 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from ser.atomic import atomic_write_json  # noqa: F401  (re-exported: results.atomic_write_json)
+from ser.tracking.atomic import atomic_write_json  # noqa: F401  (re-exported: results.atomic_write_json)
 
 RESULTS_FILE = "results.json"
 FOLDS_DIR = "folds"
+# What an experiment is (config hash, corpus, seeds, folds), written before its folds run
+# so that fold-parallel jobs sharing the directory can be gathered (ser.gather).
+HEADER_FILE = "experiment.json"
 METRICS = ("test/uar", "test/war")
 OPTIONAL_METRICS = ("val/uar", "val/war")
 
@@ -23,6 +26,11 @@ def read_json(path: Path) -> Any:
 
 def fold_path(output_dir: Path, fold: int) -> Path:
     return Path(output_dir) / FOLDS_DIR / f"fold_{fold:02d}.json"
+
+
+def header_path(output_dir: Path) -> Path:
+    """`folds/experiment.json` of an output directory."""
+    return Path(output_dir) / FOLDS_DIR / HEADER_FILE
 
 
 def summarise(folds: list[dict[str, Any]]) -> dict[str, float | int]:

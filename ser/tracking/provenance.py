@@ -1,4 +1,8 @@
-"""What produced a result: package versions, git commit, machine."""
+"""What produced a result: package versions, git commit, machine, and the Hydra job.
+
+The Hydra job's choices and overrides (`hydra_job_info`) go into results.json so that a
+sweep report can tell the variants of a sweep apart (ser.sweeps.report).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
 
 PACKAGES = (
     "ser", "torch", "torchaudio", "pytorch-lightning", "torchmetrics", "hydra-core",
@@ -52,4 +59,26 @@ def machine() -> dict[str, str | int | None]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def hydra_job_info() -> dict[str, Any]:
+    """The current Hydra job's group choices, task overrides and job number.
+
+    Empty when ``train()`` is called without Hydra (tests, notebooks). Choices of
+    Hydra's own groups (``hydra/launcher`` ...) are left out: they say how a run was
+    launched, not what it computed.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {"choices": {}, "overrides": [], "job_num": None}
+    hydra_cfg = HydraConfig.get()
+    choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
+    assert isinstance(choices, dict)
+    job_num = OmegaConf.select(hydra_cfg, "job.num", default=None, throw_on_missing=False)
+    return {
+        "choices": {str(k): v for k, v in choices.items() if k != "hydra" and not str(k).startswith("hydra/")},
+        "overrides": [str(o) for o in hydra_cfg.overrides.task],
+        "job_num": int(job_num) if hydra_cfg.mode.name == "MULTIRUN" and job_num is not None else None,
     }
