@@ -28,8 +28,8 @@ import soundfile
 import torch
 
 from ser.data.datamodule import CorpusDataModule
+from ser.data.features import FeatureSettings, extract_features, fix_length
 from ser.data.synthetic import EMOTION_LETTERS, SPEAKER_CODES, TEXT_CODES
-from ser.features import FeatureSettings, extract_features, fix_length
 
 
 def write_clips(root: Path, count: int, sample_rate: int, seed: int) -> list[Path]:

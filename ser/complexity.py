@@ -132,7 +132,7 @@ def build_variant(variant: Variant, num_classes: int, input_dim: int) -> tuple[s
 def corpus_shape(corpus: str) -> tuple[int, int, int]:
     """(frames, features, classes) of one utterance of ``corpus`` with the default features."""
     from ser.data.corpora import get_corpus
-    from ser.features import settings_from_mapping
+    from ser.data.features import settings_from_mapping
 
     layout = get_corpus(corpus)
     features = compose_model(()).features

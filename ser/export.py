@@ -61,7 +61,7 @@ def export_metadata(loaded: LoadedCheckpoint) -> dict[str, str]:
         "net": json.dumps(loaded.metadata.get("net", {}), sort_keys=True),
         "corpus": str(loaded.metadata.get("corpus", "")),
         "ser_metadata": json.dumps(loaded.metadata, sort_keys=True, default=str),
-        "input": f"{INPUT_NAME}: float32 (batch, {frames}, {features}) features of ser.features",
+        "input": f"{INPUT_NAME}: float32 (batch, {frames}, {features}) features of ser.data.features",
         "output": f"{OUTPUT_NAME}: float32 (batch, {len(loaded.class_names)}) logits, softmax for probabilities",
         "ser_version": __version__,
     }

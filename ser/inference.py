@@ -27,7 +27,7 @@ from ser.checkpoint import (
     build_network,
     read_checkpoint,
 )
-from ser.features import FeatureSettings, extract_features, fix_length, settings_from_mapping
+from ser.data.features import FeatureSettings, extract_features, fix_length, settings_from_mapping
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 

@@ -55,7 +55,7 @@ def test_resampling_close_to_librosa_mfccs(tmp_path: Path) -> None:
     librosa = pytest.importorskip("librosa")
     import torch
 
-    from ser.features import FeatureSettings, extract_features, fix_length
+    from ser.data.features import FeatureSettings, extract_features, fix_length
 
     rng = np.random.default_rng(0)
     signal = (tone(300, 1.0, 16000) + 0.05 * rng.standard_normal(16000)).astype(np.float32)

@@ -22,7 +22,8 @@ from omegaconf import open_dict
 
 from ser.data.audio import AudioFileError, load_audio
 from ser.data.corpora import CorpusError, get_corpus
-from ser.data.datamodule import CorpusDataModule, SilentAudioWarning
+from ser.data.datamodule import CorpusDataModule
+from ser.data.extraction import SilentAudioWarning
 from tests import forged_files as forged
 from tests.conftest import compose_config
 from tests.test_audio import deny

@@ -11,13 +11,13 @@ import torch
 import torchaudio
 
 from ser.data.audio import load_audio
-from ser.data.synthetic import SyntheticCorpusSettings, generate_corpus
-from ser.features import (
+from ser.data.features import (
     FeatureSettings,
     extract_features,
     fix_length,
     settings_from_mapping,
 )
+from ser.data.synthetic import SyntheticCorpusSettings, generate_corpus
 
 SR = 22050
 # The parity bound of the project: torchaudio in float32 against librosa.
@@ -227,7 +227,7 @@ class TestSettings:
 
     def test_from_mapping(self) -> None:
         settings = settings_from_mapping(
-            {"_target_": "ser.features.FeatureSettings", "kind": "logmel", "n_mels": 64}
+            {"_target_": "ser.data.features.FeatureSettings", "kind": "logmel", "n_mels": 64}
         )
         assert settings == FeatureSettings(kind="logmel", n_mels=64)
 

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from ser import sweeps
 from ser.checkpoint import load_dict
-from ser.features import settings_from_mapping
+from ser.data.features import settings_from_mapping
 from ser.tracking import provenance
 from ser.training import experiment_name
 from tests.conftest import ROOT, TINY_DATA, cli_environment, compose_config

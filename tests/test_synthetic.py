@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import soundfile
 
-from ser.data import synthetic
 from ser.data.synthetic import (
     EMOTION_LETTERS,
     MARKER_NAME,
@@ -21,6 +20,7 @@ from ser.data.synthetic import (
     ensure_corpus,
     generate_corpus,
 )
+from ser.data.synthetic import corpus as synthetic
 
 # Small enough to generate in a fraction of a second.
 SMALL = SyntheticCorpusSettings(num_speakers=2, utterances_per_class_per_speaker=2, seconds=0.6)
