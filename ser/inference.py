@@ -5,7 +5,7 @@ A checkpoint written by ``train.py`` carries ``ser_metadata`` (see
 (including ``signal_length``), the network's registry name and constructor arguments,
 and the corpus. That is all inference needs; the weights are the ``net.``-prefixed
 entries of the Lightning ``state_dict``. Reading the file and building the network are
-ser.checkpoint's: nothing in the file can run code or name a class to build.
+ser.training.checkpoint's: nothing in the file can run code or name a class to build.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ser.checkpoint import (
+from ser.data.features import FeatureSettings, extract_features, fix_length, settings_from_mapping
+from ser.training.checkpoint import (
     EXPECTED,
     METADATA_KEY,
     CheckpointError,
     build_network,
     read_checkpoint,
 )
-from ser.data.features import FeatureSettings, extract_features, fix_length, settings_from_mapping
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
@@ -62,7 +62,7 @@ class Prediction:
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the network of a train.py checkpoint and load its weights (eval mode).
 
-    Read and built by ser.checkpoint: nothing in the file can run code, and the network
+    Read and built by ser.training.checkpoint: nothing in the file can run code, and the network
     comes from this project's registry, never from a class path in the file.
     """
     path = Path(path)

@@ -40,7 +40,7 @@ def shared_output(config: DictConfig) -> tuple[Path, str] | None:
         if output_dir is None:
             return None
         # The driver's hash (torch and Lightning come with it): only for a shared directory.
-        from ser.training import config_hash
+        from ser.training.config import config_hash
 
         return Path(str(output_dir)).resolve(), config_hash(job)
     except (OmegaConfBaseException, ValueError):

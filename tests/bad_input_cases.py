@@ -3,7 +3,7 @@
 tests/test_bad_inputs_doc.py reads the table, and runs every row here, in one child
 process whose memory is limited (forged files are among the rows: a regression there is
 a crash or a huge allocation, which must fail the test, not kill the session). Each row
-is run as its command runs it (`train.py` -> ser.training.train, `-m ser.data` -> the
+is run as its command runs it (`train.py` -> ser.training.engine.train, `-m ser.data` -> the
 summary) through ser.cli.run_cli, and what it printed and its exit code are recorded.
 
 A row's SETUP (by id) writes the files it needs under a fresh folder and returns the
@@ -206,7 +206,7 @@ def run_row(row: str, command: str, folder: Path) -> dict[str, object]:
     """Run one row's command in this process; its exit code and what it printed to stderr."""
     from ser.cli import run_cli
     from ser.data.summary import summarise_config
-    from ser.training import train
+    from ser.training.engine import train
 
     folder.mkdir(parents=True)
     with contextlib.ExitStack() as stack:
@@ -238,7 +238,7 @@ def announced(row: str) -> Iterator[None]:
 
 
 def main(rows_path: str, results_path: str, folder: str) -> None:
-    import ser.training  # noqa: F401  (imported before the memory limit)
+    import ser.training.engine  # noqa: F401  (imported before the memory limit)
 
     forged.limit_memory()
     rows = json.loads(Path(rows_path).read_text())

@@ -66,7 +66,7 @@ def tiny_config(tmp_path: Path, data_dir: Path):
 @pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """A real `last.ckpt` of a tiny run, trained once per session (inference and export)."""
-    from ser.training import train
+    from ser.training.engine import train
 
     cfg = compose_config(TINY + ["logger=none"])
     output_dir = tmp_path_factory.mktemp("trained")

@@ -139,7 +139,7 @@ def test_cache_of_a_skip_run_is_not_trusted_by_an_error_run(tmp_path: Path) -> N
 
 
 def test_skipped_files_are_recorded_in_results_json(tmp_path: Path) -> None:
-    from ser.training import train
+    from ser.training.engine import train
 
     root = make_emodb_tree(tmp_path / "emodb", GOOD_EMODB)
     bad = write_truncated(root / "wav" / "08a05Wa.wav")

@@ -1,4 +1,4 @@
-"""One checkpoint loader (ser.checkpoint): nothing a checkpoint holds can run code, on
+"""One checkpoint loader (ser.training.checkpoint): nothing a checkpoint holds can run code, on
 every path that reads one (resume, predict, export), and networks come from the registry."""
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from ser import resume
-from ser.checkpoint import (
+from ser.inference import load_checkpoint
+from ser.models import registry
+from ser.tracking.results import read_json
+from ser.training import resume
+from ser.training.checkpoint import (
     CHECKPOINT_GLOBALS,
     CheckpointError,
     checkpoint_epoch,
     load_dict,
     read_checkpoint,
 )
-from ser.inference import load_checkpoint
-from ser.models import registry
-from ser.tracking.results import read_json
-from ser.training import config_hash
+from ser.training.config import config_hash
 from tests.conftest import ROOT, TINY, compose_config
 from tests.test_predict import write_noise
 
@@ -100,7 +100,7 @@ def test_train_py_starts_a_fold_afresh_over_a_pickle_bearing_checkpoint(
 def test_every_checkpoint_a_run_writes_loads_with_the_allow_list(tmp_path: Path, tiny_config) -> None:
     """last.ckpt and best.ckpt with early stopping and a validation split: what the
     allow-list must cover (loops, callbacks, optimiser state, hyperparameters)."""
-    from ser.training import train
+    from ser.training.engine import train
 
     cfg = tiny_config(
         "cv.validation=0.5", "cv.select=best_val_uar", "callbacks=early_stopping",

@@ -457,7 +457,7 @@ def test_ravdess_datamodule_extracts_and_reuses_cache(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_full_emodb_copy_cross_validation_counts(tmp_path: Path) -> None:
     """535 tiny files with EMODB's counts through the real driver: every utterance tests once."""
-    from ser.training import train
+    from ser.training.engine import train
 
     root = tmp_path / "emodb"
     for i, name in enumerate(full_emodb_names()):

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ser.cross_corpus import shared_classes
 from ser.data.corpora import CORPORA, get_corpus
+from ser.data.cross_corpus import shared_classes
 from ser.data.synthetic import EMOTION_LETTERS, SyntheticCorpusSettings, generate_corpus
-from ser.metrics import unweighted_average_recall, weighted_average_recall
+from ser.settings import ConfigError
 from ser.tracking.results import read_json
-from ser.training import ConfigError, train
+from ser.training.engine import train
+from ser.training.metrics import unweighted_average_recall, weighted_average_recall
 from tests.conftest import ROOT, TINY_DATA, cli_environment, compose_config
 from tests.wandb_records import offline_runs
 
@@ -184,7 +185,7 @@ def test_unshared_classes_and_bad_maps_are_clear_errors(wanted, class_map, messa
 
 def test_the_documented_command_composes_and_a_missing_target_is_refused(tiny_config) -> None:
     cfg = compose_config(["task=cross_corpus", "dataset=emodb", "test_dataset=ravdess"])
-    assert cfg.task == "cross_corpus"
+    assert cfg.task._target_ == "ser.training.protocols.cross_corpus.CrossCorpus"
     assert cfg.dataset.corpus == "emodb" and cfg.test_dataset.corpus == "ravdess"
     assert cfg.test_dataset._target_.endswith("RavdessDataModule")
     with pytest.raises(ConfigError, match="test_dataset=NAME"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import KFold
 
-from ser.cv import make_folds
+from ser.training.folds import make_folds
 
 
 def test_kfold_test_folds_are_disjoint_and_cover_every_utterance() -> None:

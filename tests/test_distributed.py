@@ -16,11 +16,14 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import open_dict
 
-from ser import distributed, gather, resume, training
-from ser.checkpoint import load_dict
 from ser.data.sampling import derived_seed
-from ser.metrics import UtterancePredictions
 from ser.tracking import results
+from ser.training import build, distributed, engine, gather, resume
+from ser.training.checkpoint import load_dict
+from ser.training.config import config_hash
+from ser.training.metrics import UtterancePredictions
+from ser.training.protocols.cross_validation import build_folds
+from ser.training.selection import split_validation
 from tests.cli_runs import RUN_TIMEOUT, end_session, run_train_py, start_train_py
 from tests.conftest import TINY, TINY_DATA, compose_config
 from tests.wandb_records import offline_runs
@@ -72,7 +75,7 @@ def test_select_folds() -> None:
 
 
 def test_only_folds_is_not_part_of_the_config_hash(tiny_config) -> None:
-    assert training.config_hash(tiny_config()) == training.config_hash(tiny_config("cv.only_folds=[1]"))
+    assert config_hash(tiny_config()) == config_hash(tiny_config("cv.only_folds=[1]"))
 
 
 def test_ddp_refuses_strategies_that_keep_predictions_in_workers() -> None:
@@ -126,7 +129,7 @@ def prepare_features_at_once(barrier, overrides: list[str], answers) -> None:
     CorpusDataModule._extract = counted
     cfg = compose_config(overrides)
     barrier.wait()
-    datamodule = training.build_datamodule(cfg)
+    datamodule = build.build_datamodule(cfg)
     answers.put((len(extractions), float(datamodule.features.double().sum())))
 
 
@@ -183,11 +186,11 @@ def evaluate_on_one_device(checkpoint: Path, data_dir: Path, accelerator: str = 
     with open_dict(cfg):
         cfg.paths.data_dir = str(data_dir)
         cfg.paths.output_dir = str(checkpoint.parent / "single")
-    datamodule = training.build_datamodule(cfg)
-    train_rows, test_rows = training.build_folds(cfg, datamodule)[0]
-    train_rows, validation_rows = training.split_validation(cfg, datamodule, train_rows)
+    datamodule = build.build_datamodule(cfg)
+    train_rows, test_rows = build_folds(cfg, datamodule)[0]
+    train_rows, validation_rows = split_validation(cfg, datamodule, train_rows)
     datamodule.set_fold(train_rows, test_rows, validation_rows)
-    module = training.build_module(cfg, datamodule)
+    module = build.build_module(cfg, datamodule)
     module.load_state_dict(load_dict(checkpoint)["state_dict"])
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
@@ -306,7 +309,7 @@ def test_fold_parallel_jobs_match_a_sequential_run(tiny_config, tmp_path: Path, 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in each parallel job, so the arithmetic is the same
     try:
-        training.train(cfg)
+        engine.train(cfg)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(False)

@@ -11,7 +11,8 @@ import torch
 
 from ser.models import MSSENet
 from ser.tracking.embeddings import FoldEmbeddings, compute_embeddings, plot_embeddings_tsne
-from ser.training import config_hash, train
+from ser.training.config import config_hash
+from ser.training.engine import train
 from tests.wandb_records import offline_runs
 
 CLASS_NAMES = ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]

@@ -15,13 +15,13 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ser.metrics import (
+from ser.training.metrics import (
     UtterancePredictions,
     recall_metrics,
     unweighted_average_recall,
     weighted_average_recall,
 )
-from ser.module import EmotionClassifier
+from ser.training.module import EmotionClassifier
 from tests.cli_runs import run_train_py
 from tests.conftest import TINY_DATA
 

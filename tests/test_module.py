@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from ser.metrics import unweighted_average_recall, weighted_average_recall
-from ser.module import EmotionClassifier
+from ser.training.metrics import unweighted_average_recall, weighted_average_recall
+from ser.training.module import EmotionClassifier
 
 
 class Linear(nn.Module):

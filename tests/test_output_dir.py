@@ -21,7 +21,8 @@ import yaml
 from ser.shared_output import shared_output
 from ser.tracking import output_dir as outdir
 from ser.tracking import results
-from ser.training import config_hash, train
+from ser.training.config import config_hash
+from ser.training.engine import train
 from tests.conftest import ROOT, TINY_DATA, cli_environment, compose_config
 from tests.wandb_records import offline_runs
 

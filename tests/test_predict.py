@@ -67,7 +67,7 @@ def test_predictions_equal_the_networks_output_on_the_training_features(
     trained_checkpoint: Path, data_dir: Path
 ) -> None:
     # Feature settings from the checkpoint must reproduce the DataModule's features.
-    from ser.training import build_datamodule
+    from ser.training.build import build_datamodule
 
     cfg = compose_config(TINY + ["logger=none"])
     with open_dict(cfg):

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ser import resume
-from ser.checkpoint import load_dict
 from ser.tracking.output_dir import OutputDirectoryError
 from ser.tracking.results import fold_path, read_json
-from ser.training import config_hash, train
+from ser.training import resume
+from ser.training.checkpoint import load_dict
+from ser.training.config import config_hash
+from ser.training.engine import train
 from tests.conftest import ROOT, TINY_DATA, cli_environment
 from tests.wandb_records import run_info
 

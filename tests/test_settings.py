@@ -11,7 +11,7 @@ import pytest
 
 from ser.cli import run_cli
 from ser.settings import SettingError, validate_settings
-from ser.training import train
+from ser.training.engine import train
 from tests.conftest import CONF, ROOT, TINY, compose_config
 
 # The tiny corpus and run, with the user's defaults: progress bar on, W&B offline.

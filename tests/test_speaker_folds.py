@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ser.cv import make_folds
 from ser.tracking.results import read_json
-from ser.training import train
+from ser.training.engine import train
+from ser.training.folds import make_folds
 
 
 def rows_of(groups: list[str], rows: np.ndarray) -> set[str]:

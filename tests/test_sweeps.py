@@ -22,10 +22,10 @@ import torch
 from omegaconf import OmegaConf
 
 from ser import sweeps
-from ser.checkpoint import load_dict
 from ser.data.features import settings_from_mapping
 from ser.tracking import provenance
-from ser.training import experiment_name
+from ser.training.checkpoint import load_dict
+from ser.training.protocols.cross_validation import experiment_name
 from tests.conftest import ROOT, TINY_DATA, cli_environment, compose_config
 from tests.wandb_records import offline_runs
 

@@ -217,7 +217,7 @@ def test_config_requires_path_and_corpus() -> None:
 
 @pytest.mark.slow
 def test_training_on_a_shared_feature_file(tmp_path: Path) -> None:
-    from ser.training import train
+    from ser.training.engine import train
 
     path = save_shared(tmp_path / "EMODB.npy", shared_arrays())
     cfg = compose_config([

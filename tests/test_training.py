@@ -12,7 +12,10 @@ import torch
 
 from ser.tracking.output_dir import OutputDirectoryError
 from ser.tracking.results import read_json
-from ser.training import build_datamodule, train
+from ser.training import engine
+from ser.training.build import build_datamodule
+from ser.training.engine import train
+from ser.training.fold import run_fold
 from tests.conftest import ROOT, TINY_DATA, cli_environment
 from tests.wandb_records import offline_runs
 
@@ -86,14 +89,26 @@ def test_one_offline_wandb_run_per_fold_and_a_summary(finished_run) -> None:
     assert summaries[0]["summary"]["test/uar_mean"] == pytest.approx(record["summary"]["test/uar_mean"])
 
 
-def test_labels_are_not_changed_by_training(tiny_config) -> None:
+def test_labels_are_not_changed_by_training(tiny_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The DataModule training really uses: the one the engine hands to every fold.
+    used: list = []
+
+    def spy(cfg, datamodule, *args, **kwargs):
+        used.append((datamodule, datamodule.targets.clone()))
+        return run_fold(cfg, datamodule, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run_fold", spy)
     cfg = tiny_config()
-    datamodule = build_datamodule(cfg)
-    before = datamodule.targets.clone()
     train(cfg)
+    assert len(used) == 2 and used[0][0] is used[1][0]  # one DataModule, both folds
+    datamodule, before = used[0]
+    assert torch.equal(datamodule.targets, before)  # the first fold changed no label ...
+    assert torch.equal(used[1][1], before)
+    assert datamodule.targets.dtype == torch.long  # ... and left them hard labels
+    labels = [datamodule.class_names.index(u.label) for u in datamodule.manifest.utterances]
+    assert datamodule.targets.tolist() == labels  # the manifest's classes, as parsed
     again = build_datamodule(cfg)  # the cached features and labels are unchanged too
-    assert torch.equal(before, again.targets)
-    assert again.targets.dtype == torch.long
+    assert torch.equal(again.targets, before)
 
 
 def test_a_finished_run_is_never_overwritten_by_another_config(tiny_config, tmp_path) -> None:

@@ -8,10 +8,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from ser.checkpoint import load_dict
-from ser.cv import make_folds, validation_split
+from ser.settings import ConfigError
 from ser.tracking.results import read_json
-from ser.training import ConfigError, train
+from ser.training.checkpoint import load_dict
+from ser.training.engine import train
+from ser.training.folds import make_folds, validation_split
 
 # 7 classes of unequal size, in the reference row order (class, then file name).
 LABELS = np.repeat(np.arange(7), [127, 81, 46, 69, 71, 79, 62])

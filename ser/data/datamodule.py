@@ -44,7 +44,7 @@ class FoldDataModule(pl.LightningDataModule):
     """Features and labels of one corpus in memory, served fold by fold.
 
     Subclasses fill `manifest`, `features` (N, frames, features) and `targets` (N,) in
-    `prepare_data()`; the driver then calls `set_fold(train_indices, test_indices)`
+    `prepare_data()`; each fold then calls `set_fold(train_indices, test_indices)`
     before each fit/test.
     """
 
@@ -106,7 +106,7 @@ class FoldDataModule(pl.LightningDataModule):
         `validation_indices`: rows carved from the training fold for checkpoint selection
         or early stopping (None: no validation loop, the paper protocol). `shuffle_seed`:
         epoch e trains in an order drawn from (shuffle_seed, e) alone, so a resumed epoch
-        repeats it; None takes torch's current seed (set per fold by the driver).
+        repeats it; None takes torch's current seed (set per fold, ser.training.fold).
         """
         self.train_indices = np.asarray(train_indices, dtype=np.int64)
         self.test_indices = np.asarray(test_indices, dtype=np.int64)

@@ -1,7 +1,7 @@
 """The output directory of a run: refused before anything is written, locked while in use.
 
 A run's output directory holds finished work (fold results, checkpoints), so `claim`,
-which the drivers (ser.training, ser.cross_corpus) enter before writing anything:
+which the experiment engine (ser.training.engine) enters before writing anything:
 
 1. refuses, reading only, a directory whose `results.json` or `folds/experiment.json`
    belongs to another configuration (config hash), so a refused rerun leaves it
@@ -18,8 +18,8 @@ which the drivers (ser.training, ser.cross_corpus) enter before writing anything
    would write before the task starts, i.e. before the check (ser/conf/hydra/default.yaml sets
    `hydra.output_subdir: null` for that reason).
 
-Under DDP every process runs the driver; rank zero alone locks and writes (the driver says
-which process is the writer, ser.distributed).
+Under DDP every process runs the engine; rank zero alone locks and writes (the engine says
+which process is the writer, ser.training.distributed).
 """
 
 from __future__ import annotations

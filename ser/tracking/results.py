@@ -13,7 +13,7 @@ from ser.tracking.atomic import atomic_write_json  # noqa: F401  (re-exported: r
 RESULTS_FILE = "results.json"
 FOLDS_DIR = "folds"
 # What an experiment is (config hash, corpus, seeds, folds), written before its folds run
-# so that fold-parallel jobs sharing the directory can be gathered (ser.gather).
+# so that fold-parallel jobs sharing the directory can be gathered (ser.training.gather).
 HEADER_FILE = "experiment.json"
 METRICS = ("test/uar", "test/war")
 OPTIONAL_METRICS = ("val/uar", "val/war")

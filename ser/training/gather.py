@@ -5,7 +5,7 @@ workers, SLURM array tasks) that share one output directory. Each job trains the
 `cv.only_folds` names (an int or a list; null: all), writing `folds/fold_KK.json`
 atomically as before, and `folds/experiment.json`: what the experiment is (its config
 hash, corpus, seeds, number of folds). The job that finds every fold finished writes
-`results.json`; `python -m ser.gather DIR` does the same by hand, or says which folds
+`results.json`; `python -m ser.training.gather DIR` does the same by hand, or says which folds
 are still missing. Fold files are only gathered when they all carry the experiment's
 config hash and their test folds do not overlap.
 """
@@ -160,9 +160,9 @@ def claim_summary(output_dir: Path) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m ser.gather DIR`: write DIR/results.json from its fold files."""
+    """`python -m ser.training.gather DIR`: write DIR/results.json from its fold files."""
     parser = argparse.ArgumentParser(
-        prog="python -m ser.gather",
+        prog="python -m ser.training.gather",
         description="Gather the fold files of a (fold-parallel) cross-validation run into results.json.",
     )
     parser.add_argument("output_dir", type=Path, help="the experiment's output directory")

@@ -3,9 +3,9 @@
 `trainer=ddp trainer.devices=N` trains each fold on N devices (GPUs with NCCL; CPU
 processes with gloo where there is no GPU). Lightning's `ddp` strategy starts the other
 N-1 processes by running the same command line again (`python train.py ...`), so every
-process runs the whole driver; files and W&B runs come from rank zero only. Test and
-validation metrics count each utterance once (ser.metrics.UtterancePredictions), and
-every reduction over the ranks is explicit (ser.module.EmotionClassifier). docs/scaling.md
+process runs the whole engine; files and W&B runs come from rank zero only. Test and
+validation metrics count each utterance once (ser.training.metrics.UtterancePredictions), and
+every reduction over the ranks is explicit (ser.training.module.EmotionClassifier). docs/scaling.md
 says when DDP pays off and when one fold per GPU is the better use of the devices.
 """
 

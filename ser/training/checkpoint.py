@@ -1,8 +1,8 @@
 """The one way this project reads a checkpoint file: nothing in it can run code.
 
-Every reader goes through here: resuming a fold (ser.resume, and Lightning's own loads
-through `AtomicCheckpointIO`), selecting the best epoch, `ser.predict` and `ser.export`
-(ser.inference), and cross-corpus runs (through ser.training's `run_fold`).
+Every reader goes through here: resuming a fold (ser.training.resume, and Lightning's own
+loads through `AtomicCheckpointIO`), selecting the best epoch (ser.training.selection),
+`ser.predict` and `ser.export` (ser.inference), whatever the experiment's protocol.
 
 - `load_file`: a torch.save zip archive whose pickle refers to nothing outside
   `CHECKPOINT_GLOBALS`, then `torch.load(weights_only=True)`. The pickle is scanned

@@ -12,7 +12,7 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MeanMetric
 
-from ser.metrics import (
+from ser.training.metrics import (
     UtterancePredictions,
     confusion_matrix,
     confusion_matrix_metric,
@@ -47,7 +47,7 @@ class EmotionClassifier(pl.LightningModule):
     (the progress bar), and a collective issued there while the other ranks issue a
     different one deadlocks the run. Validation and test metrics are computed from one
     prediction per utterance (`UtterancePredictions`), equal to a one-device evaluation;
-    UAR and WAR always come from a confusion matrix (ser.metrics.recall_metrics).
+    UAR and WAR always come from a confusion matrix (ser.training.metrics.recall_metrics).
     """
 
     def __init__(

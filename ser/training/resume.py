@@ -1,7 +1,7 @@
 """Resuming an interrupted run: atomic checkpoints, the resume decision, epoch seeding.
 
 A run killed at any moment and started again with the same output directory skips the
-folds whose `folds/fold_KK.json` matches its config hash (ser.training) and continues
+folds whose `folds/fold_KK.json` matches its config hash (ser.training.engine) and continues
 the interrupted fold from `checkpoints/fold_KK/last.ckpt`, written every epoch, when
 that checkpoint carries the same config hash. Three things make this safe and exact:
 
@@ -15,7 +15,7 @@ that checkpoint carries the same config hash. Three things make this safe and ex
   epoch's order from (fold seed, epoch): a resumed epoch repeats the random draws of the run that was
   not interrupted, which a checkpoint alone (weights, optimiser, loop counters) does
   not give.
-- `resumable_checkpoint` accepts a checkpoint only if it loads safely (ser.checkpoint:
+- `resumable_checkpoint` accepts a checkpoint only if it loads safely (ser.training.checkpoint:
   tensors and plain containers, nothing that can run code) and its saved config hash
   matches; Lightning's own load of it (`AtomicCheckpointIO.load_checkpoint`) is the same
   safe load.
@@ -34,10 +34,10 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from ser.checkpoint import CheckpointError, load_dict, saved_config_hash
-from ser.checkpoint import checkpoint_epoch as saved_epoch
 from ser.data.sampling import derived_seed
 from ser.tracking.atomic import atomic_torch_save
+from ser.training.checkpoint import CheckpointError, load_dict, saved_config_hash
+from ser.training.checkpoint import checkpoint_epoch as saved_epoch
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        """Lightning's reads of a checkpoint (resume, `ckpt_path=`): ser.checkpoint's safe load.
+        """Lightning's reads of a checkpoint (resume, `ckpt_path=`): ser.training.checkpoint's safe load.
 
         Never a full unpickle, whatever `weights_only` Lightning passes.
         """
@@ -109,7 +109,7 @@ class EpochSeeding(pl.Callback):
 def resumable_checkpoint(checkpoint_dir: Path, config_hash: str) -> Path | None:
     """`checkpoint_dir/last.ckpt` if it exists, loads safely and was saved by this config.
 
-    The file is read by ser.checkpoint (nothing in it can run code) and its config hash
+    The file is read by ser.training.checkpoint (nothing in it can run code) and its config hash
     is checked before anything else in it is used. Anything else (unreadable, holding
     objects that are not plain data, another configuration) is not resumed: the fold
     starts afresh, and a warning names the file and the reason.
@@ -134,5 +134,5 @@ def resumable_checkpoint(checkpoint_dir: Path, config_hash: str) -> Path | None:
 
 
 def checkpoint_epoch(path: Path) -> int:
-    """The (0-based) epoch a checkpoint was saved in (read safely, ser.checkpoint)."""
+    """The (0-based) epoch a checkpoint was saved in (read safely, ser.training.checkpoint)."""
     return saved_epoch(path)
