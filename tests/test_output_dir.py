@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ser.shared_output import shared_output
+from ser.sweeps.callbacks import shared_output
 from ser.tracking import output_dir as outdir
 from ser.tracking import results
 from ser.training.config import config_hash

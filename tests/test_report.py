@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from ser import report
-from ser.report import PAPER_BASELINE, build_report, paired_tests, write_report
+from ser.sweeps.report import PAPER_BASELINE, write_report
+from ser.sweeps.report.collect import build_report, is_aggregated, override_key
+from ser.sweeps.report.statistics import paired_tests
 
 # --------------------------------------------------------------------------- statistics
 
@@ -260,11 +261,11 @@ def test_report_of_an_empty_directory_is_an_error(tmp_path: Path) -> None:
 
 
 def test_row_labels_ignore_where_and_how_settings() -> None:
-    assert report.is_aggregated("paths.data_dir")
-    assert report.is_aggregated("hydra/launcher")
-    assert report.is_aggregated("dataset.root")
-    assert report.is_aggregated("seed")
-    assert not report.is_aggregated("model/se")
-    assert not report.is_aggregated("dataset.signal_length")
-    assert report.override_key("+ablation=no_se") == "ablation"
-    assert report.override_key("~callbacks.checkpoint") == "callbacks.checkpoint"
+    assert is_aggregated("paths.data_dir")
+    assert is_aggregated("hydra/launcher")
+    assert is_aggregated("dataset.root")
+    assert is_aggregated("seed")
+    assert not is_aggregated("model/se")
+    assert not is_aggregated("dataset.signal_length")
+    assert override_key("+ablation=no_se") == "ablation"
+    assert override_key("~callbacks.checkpoint") == "callbacks.checkpoint"

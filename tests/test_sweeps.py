@@ -21,8 +21,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ser import sweeps
 from ser.data.features import settings_from_mapping
+from ser.sweeps import callbacks, launch
 from ser.tracking import provenance
 from ser.training.checkpoint import load_dict
 from ser.training.protocols.cross_validation import experiment_name
@@ -158,12 +158,12 @@ def test_optuna_search_maximises_uar_in_a_resumable_sqlite_study(tmp_path: Path,
 # --------------------------------------------------------------------------- configs
 
 
-@pytest.mark.parametrize("name", sorted(sweeps.available_sweeps()))
+@pytest.mark.parametrize("name", sorted(launch.available_sweeps()))
 def test_every_named_sweep_composes_as_a_multirun(name: str) -> None:
     cfg = compose_config([f"+sweep={name}"] + (["hydra.sweeper.n_trials=1"] if name == "hpo" else []))
     assert "sweep" not in cfg  # @package _global_: nothing of it lands in the job config
-    assert sweeps.sweep_command(name, ["a=1"], python="python")[1:] == [
-        str(sweeps.TRAIN_SCRIPT), "--multirun", f"+sweep={name}", "a=1",
+    assert launch.sweep_command(name, ["a=1"], python="python")[1:] == [
+        "-m", "ser.training", "--multirun", f"+sweep={name}", "a=1",
     ]
 
 
@@ -210,7 +210,7 @@ def test_ablation_switches_give_distinct_variants_and_wandb_groups() -> None:
     assert configs["tabs_12"].model.net.num_blocks == 12
     assert configs["timnet"].model.name == "timnet"
     assert len({experiment_name(cfg) for cfg in configs.values()}) == len(names)
-    assert set(sweeps.available_sweeps()) >= {"ablation", "seeds", "corpora", "features", "hpo"}
+    assert set(launch.available_sweeps()) >= {"ablation", "seeds", "corpora", "features", "hpo"}
     ablation_files = {p.stem for p in (ROOT / "ser" / "conf" / "ablation").glob("*.yaml")}
     assert hydra_config(["+sweep=ablation"]).hydra.sweeper.params["+ablation"].split(",") == [
         n for n in names if n in ablation_files
@@ -262,15 +262,15 @@ def test_hydra_job_info_is_empty_outside_hydra() -> None:
 
 
 def test_claim_device_takes_free_gpus_then_shares(tmp_path: Path) -> None:
-    first = sweeps.claim_device(["0", "1"], tmp_path)
-    second = sweeps.claim_device(["0", "1"], tmp_path)
-    third = sweeps.claim_device(["0", "1"], tmp_path)
+    first = callbacks.claim_device(["0", "1"], tmp_path)
+    second = callbacks.claim_device(["0", "1"], tmp_path)
+    third = callbacks.claim_device(["0", "1"], tmp_path)
     try:
         assert (first.device, first.shared) == ("0", False)
         assert (second.device, second.shared) == ("1", False)
         assert third.shared and third.device in ("0", "1")
         first.release()  # a finished process frees its GPU
-        again = sweeps.claim_device(["0", "1"], tmp_path)
+        again = callbacks.claim_device(["0", "1"], tmp_path)
         assert (again.device, again.shared) == ("0", False)
         again.release()
     finally:
@@ -279,20 +279,20 @@ def test_claim_device_takes_free_gpus_then_shares(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def fresh_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[sweeps.OneGpuPerProcess]:
+def fresh_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[callbacks.OneGpuPerProcess]:
     """The callback as a new job process sees it: no GPU chosen, CUDA not started."""
-    monkeypatch.setattr(sweeps, "_process_claim", None)
+    monkeypatch.setattr(callbacks, "_process_claim", None)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
-    yield sweeps.OneGpuPerProcess(lock_dir=str(tmp_path / "locks"))
-    if sweeps._process_claim is not None:
-        sweeps._process_claim.release()
+    yield callbacks.OneGpuPerProcess(lock_dir=str(tmp_path / "locks"))
+    if callbacks._process_claim is not None:
+        callbacks._process_claim.release()
 
 
 def test_each_job_process_gets_a_free_gpu(
-    fresh_process: sweeps.OneGpuPerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    fresh_process: callbacks.OneGpuPerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    held = sweeps.claim_device(["3"], tmp_path / "locks")  # another worker holds GPU 3
+    held = callbacks.claim_device(["3"], tmp_path / "locks")  # another worker holds GPU 3
     try:
         fresh_process.on_job_start(OmegaConf.create({"trainer": {"accelerator": "auto"}}))
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
@@ -300,7 +300,7 @@ def test_each_job_process_gets_a_free_gpu(
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
         fresh_process.on_job_start(OmegaConf.create({}))
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
-        assert sweeps._process_claim is not None and sweeps._process_claim.device == "5"
+        assert callbacks._process_claim is not None and callbacks._process_claim.device == "5"
     finally:
         held.release()
 
@@ -317,15 +317,15 @@ def test_each_job_process_gets_a_free_gpu(
     ],
 )
 def test_single_gpu_cpu_and_data_parallel_jobs_are_left_alone(
-    fresh_process: sweeps.OneGpuPerProcess, monkeypatch: pytest.MonkeyPatch, visible: str,
+    fresh_process: callbacks.OneGpuPerProcess, monkeypatch: pytest.MonkeyPatch, visible: str,
     trainer: dict[str, Any],
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     fresh_process.on_job_start(OmegaConf.create({"trainer": trainer}))
     assert os.environ["CUDA_VISIBLE_DEVICES"] == visible
-    assert sweeps._process_claim is None
+    assert callbacks._process_claim is None
 
 
 def test_unknown_sweep_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown sweep 'nope'; available: ablation"):
-        sweeps.sweep_command("nope", [])
+        launch.sweep_command("nope", [])

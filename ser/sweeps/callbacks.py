@@ -1,24 +1,24 @@
-"""Named sweeps (ser/conf/sweep/*.yaml) run through Hydra multirun, and the sweep helpers.
+"""Hydra callbacks of every run (ser/conf/hydra/default.yaml), for multiruns and sweeps.
 
-A sweep is an ordinary Hydra config group: ``ser/conf/sweep/NAME.yaml`` (``@package
-_global_``) sets ``hydra.sweeper.params`` (and for ``hpo`` the Optuna sweeper), so
-``python sweep.py run NAME ARGS`` is ``python train.py --multirun +sweep=NAME ARGS``: the
-launcher, the sweeper and any extra override come from the command line as usual.
-
-Also here, because sweeps need them and nothing else does:
-
-- :class:`OneGpuPerProcess`: a Hydra callback that gives each job process its own GPU
-  when jobs run in parallel on one machine (joblib launcher);
-- :class:`SweepDirectory`: a Hydra callback that creates the sweep directory before the
-  sweeper starts (Optuna opens its sqlite file there) and tells ``sweep.py`` where it is.
+- :class:`SharedOutputGuard` refuses a multirun into another configuration's output
+  directory. Each job of a multirun checks its own output directory before writing
+  (ser.tracking.output_dir). When every job shares one directory, the sweep directory
+  itself (``+parallel=folds``, ser/conf/parallel/folds.yaml), Hydra writes
+  ``multirun.yaml`` into it before any job starts; this callback checks that directory
+  first, in ``on_multirun_start``, with the config hash the jobs will have (they differ
+  only in ``cv.only_folds``, which is not hashed).
+- :class:`SweepDirectory` creates the sweep directory before the sweeper starts (Optuna
+  opens its sqlite file there) and tells ``sweep.py`` where it is.
+- :class:`OneGpuPerProcess` gives each job process its own GPU when jobs run in parallel
+  on one machine (joblib launcher).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -27,61 +27,57 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
 
-from ser.conf import group_files
+from ser.sweeps.launch import SWEEP_DIR_FILE_ENV
+from ser.tracking.output_dir import OutputDirectoryError, check_unclaimed
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN_SCRIPT = ROOT / "train.py"
-SWEEP_GROUP = "sweep"
 
-# sweep.py sets this; SweepDirectory writes the resolved sweep directory into the file.
-SWEEP_DIR_FILE_ENV = "SER_SWEEP_DIR_FILE"
+def shared_output(config: DictConfig) -> tuple[Path, str] | None:
+    """(the output directory every job of this multirun writes into, their config hash).
 
-
-# --------------------------------------------------------------------------- sweeps
-
-
-def available_sweeps() -> dict[str, str]:
-    """Sweep names and the first line of each file's description comment."""
-    sweeps = {}
-    for path in group_files(SWEEP_GROUP):
-        lines = [line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")]
-        description = next((line for line in lines if line and not line.startswith("@package")), "")
-        sweeps[path.name.removesuffix(".yaml")] = description
-    return sweeps
-
-
-def sweep_command(name: str, overrides: Sequence[str], python: str = sys.executable) -> list[str]:
-    """The ``train.py --multirun`` command line that runs sweep ``name``."""
-    sweeps = available_sweeps()
-    if name not in sweeps:
-        raise ValueError(f"unknown sweep {name!r}; available: {', '.join(sweeps)}")
-    return [python, str(TRAIN_SCRIPT), "--multirun", f"+sweep={name}", *overrides]
-
-
-def run_sweep(name: str, overrides: Sequence[str], python: str = sys.executable) -> tuple[int, Path | None]:
-    """Run sweep ``name`` with extra Hydra ``overrides``; return (exit code, sweep directory).
-
-    The sweep directory is the one Hydra resolved (from ser/conf/sweep/NAME.yaml unless
-    ``hydra.sweep.dir=...`` is among the overrides); None if the sweep never started.
+    None when each job has its own (`paths.output_dir` follows the job's
+    `hydra.runtime.output_dir`, unknown before the job runs) or the config cannot be
+    resolved yet (the jobs then report what is wrong).
     """
-    command = sweep_command(name, overrides, python)
-    print("+ " + shlex.join(command), flush=True)
-    handle, marker = tempfile.mkstemp(prefix="ser-sweep-dir-", suffix=".txt")
-    os.close(handle)
+    instance = HydraConfig.instance()
+    previous = instance.cfg
+    job = copy.deepcopy(config)
     try:
-        code = subprocess.call(command, env={**os.environ, SWEEP_DIR_FILE_ENV: marker})
-        text = Path(marker).read_text().strip()
+        instance.set_config(job)  # what ${hydra:...} reads, as in a job
+        with read_write(job), open_dict(job):
+            del job["hydra"]
+        output_dir = job.paths.output_dir
+        if output_dir is None:
+            return None
+        # The driver's hash (torch and Lightning come with it): only for a shared directory.
+        from ser.training.config import config_hash
+
+        return Path(str(output_dir)).resolve(), config_hash(job)
+    except (OmegaConfBaseException, ValueError):
+        return None
     finally:
-        os.unlink(marker)
-    return code, Path(text) if text else None
+        instance.cfg = previous
 
 
-# --------------------------------------------------------------------------- callbacks
+class SharedOutputGuard(Callback):
+    """Stop a multirun (exit code 2) before it writes into a directory it must not use."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        shared = shared_output(config)
+        if shared is None:
+            return
+        try:
+            check_unclaimed(*shared)
+        except OutputDirectoryError as error:
+            # Hydra turns a callback's exception into a warning and goes on: exit instead.
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
 
 
 class SweepDirectory(Callback):
