@@ -27,7 +27,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/python -m ser.bench --out bench.json
+	$(BIN)/python -m ser.tools.bench --out bench.json
 
 lint: install
 	$(BIN)/ruff check .

@@ -51,7 +51,7 @@ def run_cli(function: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 def parse_key_values(argv: Sequence[str], schema: type, usage: str) -> DictConfig:
     """Parse Hydra-style ``key=value`` arguments into the dataclass ``schema``'s config.
 
-    The small entry points (``python -m ser.predict``, ``ser.export``) use this instead
+    The small entry points (``python -m ser.tools.predict``, ``ser.tools.export``) use this instead
     of ``@hydra.main``, which would create an output directory per call. Unknown keys,
     missing required values (``???``) and ill-typed values raise a ``ValueError`` naming the key, which
     :func:`run_cli` reports without a traceback.

@@ -13,8 +13,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from ser.inference import load_checkpoint
 from ser.models import registry
+from ser.tools.inference import load_checkpoint
 from ser.tracking.results import read_json
 from ser.training import resume
 from ser.training.checkpoint import (

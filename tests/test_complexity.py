@@ -1,11 +1,11 @@
-"""`python -m ser.complexity`: parameters, size, MACs and latency of each model variant."""
+"""`python -m ser.tools.complexity`: parameters, size, MACs and latency of each model variant."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from ser.complexity import VARIANTS, build_variant, complexity_report, count_macs, main
+from ser.tools.complexity import VARIANTS, build_variant, complexity_report, count_macs, main
 
 
 def by_label(rows):

@@ -1,4 +1,4 @@
-"""`python -m ser.export`: ONNX and TorchScript give PyTorch's logits and carry the metadata."""
+"""`python -m ser.tools.export`: ONNX and TorchScript give PyTorch's logits and carry the metadata."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ser.export import main, read_torchscript_metadata
-from ser.inference import load_checkpoint
+from ser.tools.export import main, read_torchscript_metadata
+from ser.tools.inference import load_checkpoint
 
 
 def feature_batch(loaded, batch: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""`python -m ser.predict`: a checkpoint alone classifies new audio; bad input gets one clear line."""
+"""`python -m ser.tools.predict`: a checkpoint alone classifies new audio; bad input gets one clear line."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import soundfile
 import torch
 from omegaconf import open_dict
 
-from ser.inference import (
+from ser.tools.inference import (
     CheckpointError,
     find_audio_files,
     load_checkpoint,
     predict_files,
     read_checkpoint,
 )
-from ser.predict import main
+from ser.tools.predict import main
 from tests.conftest import ROOT, TINY, compose_config
 
 CLASS_NAMES = ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
@@ -86,7 +86,7 @@ def test_predictions_equal_the_networks_output_on_the_training_features(
 
 def run_predict(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ser.predict", *arguments],
+        [sys.executable, "-m", "ser.tools.predict", *arguments],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
 

@@ -2,7 +2,7 @@
 
 Every reader goes through here: resuming a fold (ser.training.resume, and Lightning's own
 loads through `AtomicCheckpointIO`), selecting the best epoch (ser.training.selection),
-`ser.predict` and `ser.export` (ser.inference), whatever the experiment's protocol.
+`ser.tools.predict` and `ser.tools.export` (ser.tools.inference), whatever the experiment's protocol.
 
 - `load_file`: a torch.save zip archive whose pickle refers to nothing outside
   `CHECKPOINT_GLOBALS`, then `torch.load(weights_only=True)`. The pickle is scanned

@@ -1,6 +1,6 @@
 """Feature extraction speed: our batched torchaudio MFCCs versus `librosa.feature.mfcc`.
 
-    python -m ser.bench_features --files 500
+    python -m ser.tools.bench_features --files 500
 
 Writes N synthetic clips (EMODB's layout, 16 kHz like EMODB, 1.5-4 s) to a temporary
 folder and times, on the same files in one run:

@@ -1,6 +1,6 @@
 """Export a trained checkpoint's network to ONNX or TorchScript, metadata included.
 
-    python -m ser.export checkpoint=CKPT format=onnx|torchscript out=FILE [frames=N]
+    python -m ser.tools.export checkpoint=CKPT format=onnx|torchscript out=FILE [frames=N]
 
 The exported graph maps features (batch, frames, num_features), float32, to logits
 (batch, num_classes); apply softmax for probabilities. Features must be computed with
@@ -30,7 +30,7 @@ from omegaconf import MISSING, DictConfig
 
 from ser import __version__
 from ser.cli import parse_key_values, run_cli
-from ser.inference import LoadedCheckpoint, load_checkpoint
+from ser.tools.inference import LoadedCheckpoint, load_checkpoint
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
@@ -39,7 +39,7 @@ INPUT_NAME = "features"
 OUTPUT_NAME = "logits"
 
 USAGE = (
-    "usage: python -m ser.export checkpoint=CKPT format=onnx|torchscript out=FILE "
+    "usage: python -m ser.tools.export checkpoint=CKPT format=onnx|torchscript out=FILE "
     "[frames=N (default: the checkpoint's frame count)]"
 )
 

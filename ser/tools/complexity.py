@@ -1,6 +1,6 @@
 """Model complexity report: parameters, size, MACs per utterance and CPU latency per variant.
 
-    python -m ser.complexity [--corpus emodb] [--frames N] [--runs 5] [--out report.json|report.md]
+    python -m ser.tools.complexity [--corpus emodb] [--frames N] [--runs 5] [--out report.json|report.md]
 
 Each variant is composed from the Hydra configs in ``ser/conf/`` (``model=...`` plus the
 ablation groups), so the report always describes the networks that ``train.py`` builds.
@@ -220,7 +220,7 @@ def write_report(rows: Sequence[ComplexityRow], path: Path, title: str, meta: di
 
 def main(argv: Sequence[str] | None = None) -> list[ComplexityRow]:
     parser = argparse.ArgumentParser(
-        prog="python -m ser.complexity", description=__doc__.split("\n\n")[0]
+        prog="python -m ser.tools.complexity", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--corpus", default="emodb", help="frame count and classes of this corpus")
     parser.add_argument("--frames", type=int, default=None, help="override the frame count")

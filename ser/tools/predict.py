@@ -1,6 +1,6 @@
 """Classify audio files with a trained checkpoint; no DataModule needed.
 
-    python -m ser.predict checkpoint=CKPT audio=FILE_OR_DIR [output=CSV] [device=cpu] [batch_size=16]
+    python -m ser.tools.predict checkpoint=CKPT audio=FILE_OR_DIR [output=CSV] [device=cpu] [batch_size=16]
 
 Prints each file's class probabilities as a table and, with ``output=``, writes a CSV with
 the columns ``path, predicted, <one column per class name>``. A directory is searched
@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import MISSING, DictConfig
 
 from ser.cli import parse_key_values, run_cli
-from ser.inference import (
+from ser.tools.inference import (
     Prediction,
     find_audio_files,
     load_checkpoint,
@@ -31,7 +31,7 @@ from ser.inference import (
 )
 
 USAGE = (
-    "usage: python -m ser.predict checkpoint=CKPT audio=FILE_OR_DIR "
+    "usage: python -m ser.tools.predict checkpoint=CKPT audio=FILE_OR_DIR "
     "[output=CSV] [device=cpu|cuda|auto] [batch_size=16]"
 )
 

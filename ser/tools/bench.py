@@ -1,6 +1,6 @@
 """Training and inference speed of MS-SENet and TIM-Net, reference against fast implementation.
 
-    python -m ser.bench --out bench.json
+    python -m ser.tools.bench --out bench.json
 
 In one run, at the paper's input shape by default (batch 64, 188 frames x 39, 10 TABs for
 MS-SENet, 8 for TIM-Net, 7 classes), for each model and implementation:
@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ser.models import MSSENet, TIMNet
+from ser.tools.bench_report import load_average, native_kernels, print_table, processor_name
 
 IMPLEMENTATIONS = ("reference", "fast")
 MODELS = ("mssenet", "timnet")
@@ -212,7 +213,7 @@ def peak_memory_mib(
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - start) / 2**20
     command = [
-        sys.executable, "-m", "ser.bench", "--probe-memory", f"{model}:{implementation}",
+        sys.executable, "-m", "ser.tools.bench", "--probe-memory", f"{model}:{implementation}",
         "--batch-size", str(args.batch_size), "--frames", str(args.frames),
     ]
     if args.threads:
@@ -249,12 +250,12 @@ def run(args: argparse.Namespace) -> dict:
         "environment": {
             "torch": torch.__version__,
             "python": platform.python_version(),
-            "processor": _processor_name(),
+            "processor": processor_name(),
             "cpu_count": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "load_average_at_start": _load_average(),
+            "load_average_at_start": load_average(),
             # the fused C kernels of the fast implementation (None: PyTorch formulation)
-            "native_kernels": _native_kernels(),
+            "native_kernels": native_kernels(),
         },
         "matmul_peak_gflops": peak,
         "models": {},
@@ -302,85 +303,15 @@ def run(args: argparse.Namespace) -> dict:
         fast, reference = rows[f"{model}/fast"], rows[f"{model}/reference"]
         fast["speedup"] = fast["train_samples_per_s"] / reference["train_samples_per_s"]
         reference["speedup"] = 1.0
-    results["environment"]["load_average_at_end"] = _load_average()
+    results["environment"]["load_average_at_end"] = load_average()
     results["speedup"] = rows["mssenet/fast"]["speedup"]
     results["timnet_speedup"] = rows["timnet/fast"]["speedup"]
     return results
 
 
-def _native_kernels() -> str | None:
-    from ser.models import native
-
-    lib = native.library()
-    return None if lib is None else lib._name
-
-
-def _load_average() -> list[float] | None:
-    """1, 5 and 15 minute load averages: other work on the machine skews the timings."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _processor_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-HEADERS = (
-    "model", "impl", "train samples/s", "speedup", "step ms", "GFLOP/step",
-    "GFLOP/s", "% peak", "peak MiB", "latency ms (3 s)", "infer samples/s",
-)
-
-
-def _cells(name: str, row: dict) -> list[str]:
-    memory = row["peak_memory_mib"]
-    return [
-        row["model"], row["implementation"],
-        f"{row['train_samples_per_s']:.1f}", f"{row['speedup']:.2f}x",
-        f"{row['train_step_ms_median']:.0f}", f"{row['model_gflop_per_step']:.2f}",
-        f"{row['achieved_gflops']:.1f}", f"{100 * row['fraction_of_matmul_peak']:.0f}",
-        "-" if memory is None else f"{memory:.0f}",
-        f"{row['inference_latency_ms']:.1f}", f"{row['inference_samples_per_s']:.0f}",
-    ]
-
-
-def print_table(results: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    config = results["config"]
-    title = (
-        f"Training and inference speed on {config['device']} ({config['threads']} threads), "
-        f"batch {config['batch_size']} x {config['frames']} frames; "
-        f"fp32 matmul peak {results['matmul_peak_gflops']:.0f} GFLOP/s"
-    )
-    table = Table(title=title)
-    for i, header in enumerate(HEADERS):
-        table.add_column(header, justify="left" if i < 2 else "right")
-    for name, row in results["models"].items():
-        table.add_row(*_cells(name, row))
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    console.print(table)
-    environment = results["environment"]
-    console.print(
-        f"MS-SENet speedup (fast / reference training samples/s): {results['speedup']:.2f}x; "
-        f"TIM-Net: {results['timnet_speedup']:.2f}x. Load average at start "
-        f"{environment['load_average_at_start']}, at end {environment['load_average_at_end']}."
-    )
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m ser.bench", description=__doc__.split("\n\n")[0]
+        prog="python -m ser.tools.bench", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
