@@ -24,10 +24,10 @@ from ser.data.audio import AudioFileError, load_audio
 from ser.data.corpora import CorpusError, get_corpus
 from ser.data.datamodule import CorpusDataModule
 from ser.data.extraction import SilentAudioWarning
-from tests import forged_files as forged
-from tests.conftest import compose_config
-from tests.test_audio import deny
-from tests.test_corpora import (
+from tests.helpers import forged_files as forged
+from tests.helpers.audio_files import deny, write_wav
+from tests.helpers.config import compose_config, one_torch_thread
+from tests.helpers.corpus_trees import (
     iemocap_block,
     make_casia_tree,
     make_emodb_tree,
@@ -35,9 +35,7 @@ from tests.test_corpora import (
     make_iemocap_tree,
     make_ravdess_tree,
     make_savee_tree,
-    one_torch_thread,
     ravdess_name,
-    write_wav,
 )
 
 GOOD_EMODB = [

@@ -18,8 +18,8 @@ from ser.settings import ConfigError
 from ser.tracking.results import read_json
 from ser.training.engine import train
 from ser.training.metrics import unweighted_average_recall, weighted_average_recall
-from tests.conftest import ROOT, TINY_DATA, cli_environment, compose_config
-from tests.wandb_records import offline_runs
+from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config
+from tests.helpers.wandb_records import offline_runs
 
 # The synthetic generator's emotions as CASIA's folders (CASIA has no boredom or disgust).
 CASIA_FOLDERS = {"anger": "angry", "fear": "fear", "happiness": "happy", "neutral": "neutral", "sadness": "sad"}

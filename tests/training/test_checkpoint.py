@@ -25,8 +25,8 @@ from ser.training.checkpoint import (
     read_checkpoint,
 )
 from ser.training.config import config_hash
-from tests.conftest import ROOT, TINY, compose_config
-from tests.test_predict import write_noise
+from tests.helpers.audio_files import write_noise
+from tests.helpers.config import ROOT, TINY, compose_config
 
 
 class LeavesATrace:
@@ -97,6 +97,7 @@ def test_train_py_starts_a_fold_afresh_over_a_pickle_bearing_checkpoint(
     assert read_checkpoint(planted)["epoch"] == 0  # replaced by the fold's own, safe checkpoint
 
 
+@pytest.mark.slow
 def test_every_checkpoint_a_run_writes_loads_with_the_allow_list(tmp_path: Path, tiny_config) -> None:
     """last.ckpt and best.ckpt with early stopping and a validation split: what the
     allow-list must cover (loops, callbacks, optimiser state, hyperparameters)."""

@@ -1,25 +1,23 @@
 """The six corpus layouts: labels, speakers, exclusions, merges and row order on tiny trees.
 
 Each tree is built in the corpus's exact layout with generated WAVs (a few ms of noise).
-The tree builders here are reused by the bad-input and summary tests.
+The tree builders (tests/helpers/corpus_trees.py) are shared with the bad-input and
+summary tests.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 import torch
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from ser.data.corpora import CORPORA, CorpusError, get_corpus, natural_key
+from ser.data.corpora import CorpusError, get_corpus, natural_key
 from ser.data.datamodule import (
     CasiaDataModule,
     EmoDBDataModule,
@@ -28,7 +26,18 @@ from ser.data.datamodule import (
     RavdessDataModule,
     SaveeDataModule,
 )
-from tests.conftest import compose_config
+from tests.helpers.audio_files import write_wav
+from tests.helpers.config import compose_config, one_torch_thread
+from tests.helpers.corpus_trees import (
+    SAVEE_CODES,
+    full_emodb_names,
+    make_casia_tree,
+    make_emodb_tree,
+    make_emovo_tree,
+    make_iemocap_tree,
+    make_ravdess_tree,
+    make_savee_tree,
+)
 
 SPEC_SIGNAL_LENGTHS = {
     "casia": 88000, "emodb": 96000, "emovo": 96000,
@@ -43,156 +52,6 @@ SPEC_CLASS_ORDERS = {
     "ravdess": ["angry", "calm", "disgust", "fear", "happy", "neutral", "sad", "surprise"],
     "savee": ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"],
 }
-COMPLETE_SIZES = {"casia": 1200, "emodb": 535, "emovo": 588, "iemocap": 5531, "ravdess": 1440, "savee": 480}
-EMODB_COUNTS = {"W": 127, "L": 81, "E": 46, "A": 69, "F": 71, "N": 79, "T": 62}
-
-
-def write_wav(
-    path: Path, seconds: float = 0.01, sample_rate: int = 16000, channels: int = 1, seed: int = 0
-) -> Path:
-    """A short clip of quiet noise (never silent)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    frames = max(1, int(round(seconds * sample_rate)))
-    audio = (0.1 * rng.standard_normal((frames, channels))).astype(np.float32)
-    soundfile.write(str(path), audio if channels > 1 else audio[:, 0], sample_rate, subtype="PCM_16")
-    return path
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Train tiny models on one thread: on shared, busy cores the second thread of each
-    tiny op waits for a core and a seconds-long run takes a minute."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-# ----------------------------------------------------------------------------- tree builders
-
-
-def make_emodb_tree(root: Path, names: list[str]) -> Path:
-    for i, name in enumerate(names):
-        write_wav(root / "wav" / name, seed=i)
-    return root
-
-
-def full_emodb_names() -> list[str]:
-    """535 distinct EMODB-style names with EMODB's per-class counts."""
-    speakers = ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16")
-    texts = ("a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09", "b10")
-    names = []
-    for letter, count in EMODB_COUNTS.items():
-        for i in range(count):
-            speaker, text = speakers[i % 10], texts[(i // 10) % 10]
-            version = "abcd"[i // 100]
-            names.append(f"{speaker}{text}{letter}{version}.wav")
-    return names
-
-
-def make_casia_tree(root: Path) -> Path:
-    for speaker in ("wangzhe", "liuchanhg"):
-        for emotion in ("angry", "fear", "happy", "neutral", "sad", "surprise"):
-            for number in (202, 201, 210):
-                write_wav(root / speaker / emotion / f"{number}.wav")
-    # Archive litter that must be ignored.
-    write_wav(root / "wangzhe" / "angry" / "._201.wav")
-    write_wav(root / "__MACOSX" / "wangzhe" / "angry" / "201.wav")
-    (root / "readme.txt").write_text("CASIA public subset")
-    return root
-
-
-def make_emovo_tree(root: Path) -> Path:
-    for speaker in ("m2", "f1"):
-        for code in ("dis", "gio", "neu", "pau", "rab", "sor", "tri"):
-            for sentence in ("b2", "b1", "n10", "n2"):
-                write_wav(root / speaker / f"{code}-{speaker}-{sentence}.wav")
-    (root / "documents").mkdir()
-    return root
-
-
-IEMOCAP_HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
-
-
-def iemocap_block(start: float, end: float, utterance: str, label: str) -> str:
-    """One utterance in the EmoEvaluation format, with the evaluators' lines after it."""
-    return (
-        f"[{start:.4f} - {end:.4f}]\t{utterance}\t{label}\t[2.5000, 3.0000, 2.5000]\n"
-        "C-E1:\tNeutral;\t()\n"
-        "C-E3:\tFrustration; Neutral;\t()\n"
-        "A-E2:\tval 3; act 2; dom  2;\t()\n\n"
-    )
-
-
-# (session, dialog, utterance id, label) of the tiny IEMOCAP copy.
-IEMOCAP_ROWS = [
-    (1, "Ses01F_impro01", "Ses01F_impro01_F000", "neu"),
-    (1, "Ses01F_impro01", "Ses01F_impro01_M013", "ang"),
-    (1, "Ses01F_impro01", "Ses01F_impro01_F001", "fru"),
-    (1, "Ses01F_impro01", "Ses01F_impro01_M002", "xxx"),
-    (1, "Ses01F_impro01", "Ses01F_impro01_F010", "exc"),
-    (1, "Ses01F_impro01", "Ses01F_impro01_F002", "hap"),
-    (1, "Ses01M_script01_1", "Ses01M_script01_1_F005", "sad"),
-    (1, "Ses01M_script01_1", "Ses01M_script01_1_M000", "sur"),
-    (2, "Ses02M_impro03", "Ses02M_impro03_M001", "exc"),
-    (2, "Ses02M_impro03", "Ses02M_impro03_F003", "neu"),
-    (2, "Ses02M_impro03", "Ses02M_impro03_F004", "oth"),
-]
-
-
-def make_iemocap_tree(root: Path, rows: list[tuple[int, str, str, str]] = IEMOCAP_ROWS) -> Path:
-    by_dialog: dict[tuple[int, str], list[tuple[str, str]]] = {}
-    for session, dialog, utterance, label in rows:
-        by_dialog.setdefault((session, dialog), []).append((utterance, label))
-        write_wav(root / f"Session{session}" / "sentences" / "wav" / dialog / f"{utterance}.wav")
-    for (session, dialog), items in by_dialog.items():
-        label_dir = root / f"Session{session}" / "dialog" / "EmoEvaluation"
-        label_dir.mkdir(parents=True, exist_ok=True)
-        text = IEMOCAP_HEADER + "".join(
-            iemocap_block(1.5 * i, 1.5 * i + 1.2, utterance, label)
-            for i, (utterance, label) in enumerate(items)
-        )
-        (label_dir / f"{dialog}.txt").write_text(text)
-        # Real copies also hold per-evaluator folders and macOS resource forks.
-        (label_dir / "Categorical").mkdir(exist_ok=True)
-        (label_dir / "Categorical" / f"{dialog}_e1_cat.txt").write_text(f"{items[0][0]} :Neutral; ()\n")
-        (label_dir / f"._{dialog}.txt").write_bytes(b"\x00\x05\x16\x07")
-    return root
-
-
-def ravdess_name(emotion: str, actor: int, channel: str = "01", modality: str = "03",
-                 intensity: str = "01", statement: str = "01", repetition: str = "01") -> str:
-    return f"{modality}-{channel}-{emotion}-{intensity}-{statement}-{repetition}-{actor:02d}.wav"
-
-
-def make_ravdess_tree(root: Path) -> Path:
-    for actor in (2, 1):
-        for emotion in ("01", "02", "03", "04", "05", "06", "07", "08"):
-            for statement in ("02", "01"):
-                write_wav(root / f"Actor_{actor:02d}" / ravdess_name(emotion, actor, statement=statement))
-        # Song (vocal channel 02) and audio-visual/video-only files are left out.
-        write_wav(root / f"Actor_{actor:02d}" / ravdess_name("03", actor, channel="02"))
-        (root / f"Actor_{actor:02d}" / ravdess_name("03", actor, modality="01").replace(".wav", ".mp4")).write_bytes(b"")
-        write_wav(root / f"Actor_{actor:02d}" / ravdess_name("05", actor, modality="02"))
-    return root
-
-
-SAVEE_CODES = ("a", "d", "f", "h", "n", "sa", "su")
-
-
-def make_savee_tree(root: Path, flat: bool, numbers: tuple[int, ...] = (1, 2, 10)) -> Path:
-    for speaker in ("JK", "DC"):
-        for code in SAVEE_CODES:
-            for number in numbers:
-                name = f"{code}{number:02d}.wav"
-                path = root / f"{speaker}_{name}" if flat else root / "AudioData" / speaker / name
-                write_wav(path)
-    if not flat:
-        (root / "AudioData" / "Info.txt").write_text("SAVEE")
-    return root
 
 
 def parse(corpus: str, root: Path):
@@ -205,28 +64,7 @@ def relative(manifest, root: Path) -> list[str]:
     return [str(Path(u.path).relative_to(root)) for u in manifest.utterances]
 
 
-# ----------------------------------------------------------------------------- registry and SPEC
-
-
-@pytest.mark.parametrize("name", sorted(SPEC_SIGNAL_LENGTHS))
-def test_corpus_constants_follow_spec(name: str) -> None:
-    corpus = get_corpus(name)
-    assert list(corpus.class_names) == SPEC_CLASS_ORDERS[name]
-    assert corpus.signal_length == SPEC_SIGNAL_LENGTHS[name]
-    assert corpus.split_seed == SPEC_SPLIT_SEEDS[name]
-    assert list(corpus.expected_counts) == SPEC_CLASS_ORDERS[name]
-    assert sum(corpus.expected_counts.values()) == COMPLETE_SIZES[name]
-
-
-def test_expected_counts_per_class() -> None:
-    assert get_corpus("iemocap").expected_counts == {
-        "angry": 1103, "happy": 1636, "neutral": 1708, "sad": 1084,
-    }
-    assert get_corpus("ravdess").expected_counts["neutral"] == 96
-    assert set(get_corpus("ravdess").expected_counts.values()) == {96, 192}
-    assert get_corpus("savee").expected_counts["neutral"] == 120
-    assert sum(get_corpus("ravdess").expected_speaker_counts.values()) == 1440
-    assert "synthetic" in CORPORA and get_corpus("synthetic").expected_counts is None
+# ----------------------------------------------------------------------------- names
 
 
 def test_natural_key_orders_numbers_by_value() -> None:

@@ -22,8 +22,8 @@ from ser.training.metrics import (
     weighted_average_recall,
 )
 from ser.training.module import EmotionClassifier
-from tests.cli_runs import run_train_py
-from tests.conftest import TINY_DATA
+from tests.helpers.cli_runs import run_train_py
+from tests.helpers.config import TINY_DATA
 
 NUM_CLASSES = 4
 

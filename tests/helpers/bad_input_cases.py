@@ -1,4 +1,4 @@
-"""The bad inputs of docs/bad_inputs.md, produced and run: `python -m tests.bad_input_cases`.
+"""The bad inputs of docs/bad_inputs.md, produced and run: `python -m tests.helpers.bad_input_cases`.
 
 tests/test_bad_inputs_doc.py reads the table, and runs every row here, in one child
 process whose memory is limited (forged files are among the rows: a regression there is
@@ -26,11 +26,11 @@ import pytest
 import soundfile
 from omegaconf import open_dict
 
-from tests import forged_files as forged
-from tests.conftest import compose_config
-from tests.test_audio import deny
-from tests.test_corpora import make_emodb_tree, make_iemocap_tree, make_ravdess_tree, write_wav
-from tests.test_timnet_npy import RunsShell, overflow_in_float32, save_shared, shared_arrays
+from tests.helpers import forged_files as forged
+from tests.helpers.audio_files import deny, write_wav
+from tests.helpers.config import compose_config
+from tests.helpers.corpus_trees import make_emodb_tree, make_iemocap_tree, make_ravdess_tree
+from tests.helpers.feature_files import RunsShell, overflow_in_float32, save_shared, shared_arrays
 
 Placeholders = dict[str, str]
 Setup = Callable[[Path, pytest.MonkeyPatch, str], Placeholders]

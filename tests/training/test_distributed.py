@@ -24,9 +24,9 @@ from ser.training.config import config_hash
 from ser.training.metrics import UtterancePredictions
 from ser.training.protocols.cross_validation import build_folds
 from ser.training.selection import split_validation
-from tests.cli_runs import RUN_TIMEOUT, end_session, run_train_py, start_train_py
-from tests.conftest import TINY, TINY_DATA, compose_config
-from tests.wandb_records import offline_runs
+from tests.helpers.cli_runs import RUN_TIMEOUT, end_session, run_train_py, start_train_py
+from tests.helpers.config import TINY, TINY_DATA, compose_config
+from tests.helpers.wandb_records import offline_runs
 
 # A test fold of 7 utterances: 4 folds of the 28-utterance tiny corpus. On 2 processes
 # the distributed sampler pads it to 8, repeating one utterance.

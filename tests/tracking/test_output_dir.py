@@ -23,8 +23,8 @@ from ser.tracking import output_dir as outdir
 from ser.tracking import results
 from ser.training.config import config_hash
 from ser.training.engine import train
-from tests.conftest import ROOT, TINY_DATA, cli_environment, compose_config
-from tests.wandb_records import offline_runs
+from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config
+from tests.helpers.wandb_records import offline_runs
 
 
 def train_py(*args: str) -> subprocess.CompletedProcess[str]:

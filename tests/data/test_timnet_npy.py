@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import json
 import os
 import pickle
@@ -24,26 +23,17 @@ from ser.data.timnet_npy import (
     UnsafePickleError,
     load_feature_file,
 )
-from tests import forged_files as forged
-from tests.conftest import ROOT, compose_config
-from tests.test_corpora import one_torch_thread
+from tests.helpers import forged_files as forged
+from tests.helpers.config import ROOT, compose_config, one_torch_thread
+from tests.helpers.feature_files import (
+    RunsExec,
+    RunsShell,
+    overflow_in_float32,
+    save_shared,
+    shared_arrays,
+)
 
 EMODB_CLASSES = ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
-
-
-def shared_arrays(per_class: int = 4, frames: int = 8, classes: int = 7, seed: int = 0) -> dict:
-    """A dict in the shared format: rows ordered by class, x float32 (N, T, 39), y one-hot."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(classes), per_class)
-    x = rng.standard_normal((len(labels), frames, 39)).astype(np.float32)
-    x += labels[:, None, None].astype(np.float32)  # learnable, though nothing depends on it
-    return {"x": x, "y": np.eye(classes, dtype=np.float32)[labels]}
-
-
-def save_shared(path: Path, arrays: dict) -> Path:
-    """As the TIM-Net authors did: np.save of a dict (a pickle inside a .npy file)."""
-    np.save(path, arrays, allow_pickle=True)
-    return path
 
 
 def module(path: Path, corpus: str = "emodb", **kwargs) -> TimNetFeatureDataModule:
@@ -51,24 +41,6 @@ def module(path: Path, corpus: str = "emodb", **kwargs) -> TimNetFeatureDataModu
     settings = dict(path=str(path), corpus=corpus, features={}, signal_length=3584, check_counts=False)
     settings.update(kwargs)
     return TimNetFeatureDataModule(**settings)
-
-
-class RunsShell:
-    """A pickle payload that would create `marker` if unpickled naively."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-class RunsExec:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (builtins.exec, (f"open({str(self.marker)!r}, 'w').close()",))
 
 
 # ----------------------------------------------------------------------------- loading
@@ -164,13 +136,6 @@ def test_smoothed_labels_warn_and_use_argmax(tmp_path: Path) -> None:
     assert data.targets.tolist() == np.repeat(np.arange(7), 4).tolist()
 
 
-def overflow_in_float32(arrays: dict) -> None:
-    """A finite float64 that the cast to the network's float32 turns into inf."""
-    x = arrays["x"].astype(np.float64)
-    x[0, 0, 0] = 1e48
-    arrays["x"] = x
-
-
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -241,7 +206,7 @@ def test_training_on_a_shared_feature_file(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- forged files
-# Files built opcode by opcode (tests/forged_files.py): they name only numpy's own
+# Files built opcode by opcode (tests/helpers/forged_files.py): they name only numpy's own
 # builders, so the restricted unpickler's name check alone let them through.
 
 def load_in_subprocess(path: Path) -> subprocess.CompletedProcess[str]:

@@ -16,15 +16,15 @@ from ser.training import engine
 from ser.training.build import build_datamodule
 from ser.training.engine import train
 from ser.training.fold import run_fold
-from tests.conftest import ROOT, TINY_DATA, cli_environment
-from tests.wandb_records import offline_runs
+from tests.helpers.config import ROOT, TINY_DATA, cli_environment
+from tests.helpers.wandb_records import offline_runs
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
     from omegaconf import open_dict
 
-    from tests.conftest import TINY, compose_config
+    from tests.helpers.config import TINY, compose_config
 
     output = tmp_path_factory.mktemp("e2e") / "run"
     cfg = compose_config(TINY + ["logger=wandb"])
@@ -35,6 +35,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
     return cfg, output, mean_uar
 
 
+@pytest.mark.slow
 def test_results_json_holds_every_fold(finished_run) -> None:
     cfg, output, mean_uar = finished_run
     record = read_json(output / "results.json")
@@ -70,6 +71,7 @@ def test_results_json_holds_every_fold(finished_run) -> None:
     assert (output / "checkpoints" / "fold_00" / "last.ckpt").exists()
 
 
+@pytest.mark.slow
 def test_one_offline_wandb_run_per_fold_and_a_summary(finished_run) -> None:
     cfg, output, _ = finished_run
     runs = offline_runs(output)
@@ -89,6 +91,7 @@ def test_one_offline_wandb_run_per_fold_and_a_summary(finished_run) -> None:
     assert summaries[0]["summary"]["test/uar_mean"] == pytest.approx(record["summary"]["test/uar_mean"])
 
 
+@pytest.mark.slow
 def test_labels_are_not_changed_by_training(tiny_config, monkeypatch: pytest.MonkeyPatch) -> None:
     # The DataModule training really uses: the one the engine hands to every fold.
     used: list = []
@@ -111,6 +114,7 @@ def test_labels_are_not_changed_by_training(tiny_config, monkeypatch: pytest.Mon
     assert torch.equal(again.targets, before)
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_never_overwritten_by_another_config(tiny_config, tmp_path) -> None:
     output = tmp_path / "kept"
     train(tiny_config(output_dir=output))
@@ -120,6 +124,7 @@ def test_a_finished_run_is_never_overwritten_by_another_config(tiny_config, tmp_
     assert (output / "results.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_command_line_run_and_clear_error_for_a_bad_setting(tmp_path, data_dir) -> None:
     # As users run it: the progress bar on and the default logger, W&B offline.
     args = [

@@ -15,9 +15,10 @@ from ser.cli import run_cli
 from ser.data.datamodule import CorpusDataModule, RavdessDataModule, SyntheticDataModule
 from ser.data.summary import print_summary, summarise, summarise_config
 from ser.data.timnet_npy import TimNetFeatureDataModule
-from tests import forged_files as forged
-from tests.conftest import ROOT, compose_config
-from tests.test_corpora import full_emodb_names, make_emodb_tree, make_ravdess_tree, write_wav
+from tests.helpers import forged_files as forged
+from tests.helpers.audio_files import write_wav
+from tests.helpers.config import ROOT, compose_config
+from tests.helpers.corpus_trees import full_emodb_names, make_emodb_tree, make_ravdess_tree
 
 
 def rendered(summary) -> str:

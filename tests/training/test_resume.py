@@ -19,8 +19,8 @@ from ser.training import resume
 from ser.training.checkpoint import load_dict
 from ser.training.config import config_hash
 from ser.training.engine import train
-from tests.conftest import ROOT, TINY_DATA, cli_environment
-from tests.wandb_records import run_info
+from tests.helpers.config import ROOT, TINY_DATA, cli_environment
+from tests.helpers.wandb_records import run_info
 
 # Enough epochs that a kill after fold 1's first checkpoint lands inside fold 1.
 EPOCHS = 6

@@ -1,5 +1,5 @@
 """sweep.py report: paired tests on numbers with known answers, and the table of
-constructed results.json files (no training here; tests/test_sweeps.py runs real sweeps)."""
+constructed results.json files (no training here; tests/sweeps/test_sweeps.py runs real sweeps)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ import pytest
 import soundfile
 
 from ser.data.audio import AudioFileError, is_silent, load_audio
-from tests import forged_files as forged
+from tests.helpers import forged_files as forged
+from tests.helpers.audio_files import deny
 
 
 def tone(frequency: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
@@ -132,22 +133,6 @@ def test_is_silent() -> None:
 
 
 # ----------------------------------------------------------------------------- every read failure
-
-
-def deny(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
-    """Opening `denied` raises PermissionError, as for a file without read permission.
-
-    Tests may run as root, for whom chmod 000 stops nothing; Python's open is the first
-    thing that touches the file, so refusing it there is what an unreadable file does.
-    """
-    real_open = Path.open
-
-    def guarded(self: Path, *args, **kwargs):
-        if self == denied:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", guarded)
 
 
 def test_an_unreadable_file_names_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import pytest
 import torch
 
 from ser.models import MSSENet
 from ser.tracking.embeddings import FoldEmbeddings, compute_embeddings, plot_embeddings_tsne
 from ser.training.config import config_hash
 from ser.training.engine import train
-from tests.wandb_records import offline_runs
+from tests.helpers.wandb_records import offline_runs
 
 CLASS_NAMES = ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
 
@@ -57,6 +58,7 @@ def test_embeddings_are_the_fused_vector_the_classifier_reads() -> None:
     assert z.shape == (5, 39)
 
 
+@pytest.mark.slow
 def test_a_run_with_plots_writes_the_png_and_logs_it_to_wandb(tiny_config) -> None:
     cfg = tiny_config("plots.embeddings=true", "logger=wandb")
     assert config_hash(cfg) == config_hash(tiny_config("logger=wandb"))  # plots change no result
@@ -73,6 +75,3 @@ def test_a_run_with_plots_writes_the_png_and_logs_it_to_wandb(tiny_config) -> No
     assert summary[0]["summary"]["embeddings/tsne/_type"] == "image-file"
 
 
-def test_plots_are_off_by_default(tiny_config) -> None:
-    cfg = tiny_config()
-    assert cfg.plots.embeddings is False

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 import torch
 from omegaconf import open_dict
 
@@ -21,16 +20,10 @@ from ser.tools.inference import (
     read_checkpoint,
 )
 from ser.tools.predict import main
-from tests.conftest import ROOT, TINY, compose_config
+from tests.helpers.audio_files import write_noise
+from tests.helpers.config import ROOT, TINY, compose_config
 
 CLASS_NAMES = ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
-
-
-def write_noise(path: Path, seconds: float = 0.8, sample_rate: int = 16000, seed: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    soundfile.write(str(path), (0.1 * rng.standard_normal(int(seconds * sample_rate))).astype(np.float32), sample_rate)
-    return path
 
 
 def test_predict_gives_probabilities_with_the_checkpoints_class_names(

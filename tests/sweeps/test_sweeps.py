@@ -26,8 +26,8 @@ from ser.sweeps import callbacks, launch
 from ser.tracking import provenance
 from ser.training.checkpoint import load_dict
 from ser.training.protocols.cross_validation import experiment_name
-from tests.conftest import ROOT, TINY_DATA, cli_environment, compose_config
-from tests.wandb_records import offline_runs
+from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config
+from tests.helpers.wandb_records import offline_runs
 
 
 def command_line(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:

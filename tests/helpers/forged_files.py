@@ -196,10 +196,10 @@ def run_isolated(imports: str, call: str, *args: str) -> subprocess.CompletedPro
     failing exit codes, not a dead or starved test session.
     """
     script = (
-        f"import sys\nfrom ser.cli import run_cli\nfrom tests.forged_files import limit_memory\n"
+        f"import sys\nfrom ser.cli import run_cli\nfrom tests.helpers.forged_files import limit_memory\n"
         f"{imports}\nlimit_memory()\nrun_cli({call}, sys.argv[1])\n"
     )
     return subprocess.run(
-        [sys.executable, "-c", script, *args], cwd=Path(__file__).resolve().parents[1],
+        [sys.executable, "-c", script, *args], cwd=Path(__file__).resolve().parents[2],
         capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cli_environment
+from tests.helpers.config import ROOT, cli_environment
 
 # A training process that has not finished by then is stuck (a DDP deadlock waits forever).
 RUN_TIMEOUT = 240
