@@ -89,7 +89,7 @@ CORPORA = ("casia", "emodb", "emovo", "iemocap", "ravdess", "savee", "synthetic"
 
 
 def timnet_blocks(corpus: str) -> int:
-    """TIM-Net's block count: 8, and 10 on IEMOCAP (shared/SPEC.md)."""
+    """TIM-Net's block count: 8, and 10 on IEMOCAP (docs/reference.md)."""
     return 10 if corpus == "iemocap" else 8
 
 

@@ -38,7 +38,7 @@ class EmotionClassifier(pl.LightningModule):
 
     Smoothing is applied by the loss to each training batch, never to the stored
     labels, so it cannot compound across folds or reach a test fold (the reference
-    code's defect (b) in shared/SPEC.md). Test loss and metrics use the hard labels.
+    code's defect (b) in docs/reference.md). Test loss and metrics use the hard labels.
 
     Under DDP, every cross-rank reduction happens here, explicitly, in the epoch-end
     hooks, which every rank runs in the same order; what is logged is already reduced
