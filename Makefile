@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train test bench lint clean
+.PHONY: install train test test-fast bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,16 @@ install: $(STAMP)
 train: install
 	$(BIN)/python train.py $(ARGS)
 
+# The whole suite (what CI runs, .ci/run).
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Everything but the end-to-end runs that train models (`slow`): a quick check while editing.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 bench: install
-	$(BIN)/python -m ser.bench --out bench.json
+	$(BIN)/python -m ser.tools.bench --out bench.json
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,19 +1,10 @@
-"""Cross-validate a speech emotion recognition model: `python train.py dataset=... model=...`."""
+"""Train and evaluate a speech emotion recognition model: `python train.py dataset=... model=...`.
 
-from __future__ import annotations
+A thin wrapper: the command is ser.cli.train_main (also `python -m ser.training`), its
+configs ship in the package (ser/conf).
+"""
 
-import hydra
-from omegaconf import DictConfig
-
-from ser.cli import run_cli
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
-    from ser.training import train
-
-    return run_cli(train, cfg)
-
+from ser.cli import train_main
 
 if __name__ == "__main__":
-    main()
+    train_main()

@@ -1,4 +1,9 @@
-"""Entry-point helpers: turn expected errors into one clear line instead of a traceback."""
+"""Entry points and their helpers: expected errors become one clear line, not a traceback.
+
+`train_main` is the training command (`python train.py`, `python -m ser.training`); the
+other commands live with what they run (`python -m ser.data`, ser.tools, ser.sweeps) and
+share `run_cli` and, for the small ones, `parse_key_values`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from ser.conf import CONFIG_PATH, ROOT_CONFIG
 
 # Errors whose message already names the file or the setting and what was expected.
 # Anything else is a bug and keeps its traceback.
@@ -26,6 +34,7 @@ def expected_cause(error: BaseException) -> BaseException | None:
 
 
 def run_cli(function: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Call `function(cfg)`; an expected error ends the process with its message, exit 2."""
     try:
         return function(cfg)
     except (InstantiationException, *EXPECTED_ERRORS) as error:
@@ -42,7 +51,7 @@ def run_cli(function: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 def parse_key_values(argv: Sequence[str], schema: type, usage: str) -> DictConfig:
     """Parse Hydra-style ``key=value`` arguments into the dataclass ``schema``'s config.
 
-    The small entry points (``python -m ser.predict``, ``ser.export``) use this instead
+    The small entry points (``python -m ser.tools.predict``, ``ser.tools.export``) use this instead
     of ``@hydra.main``, which would create an output directory per call. Unknown keys,
     missing required values (``???``) and ill-typed values raise a ``ValueError`` naming the key, which
     :func:`run_cli` reports without a traceback.
@@ -65,3 +74,14 @@ def parse_key_values(argv: Sequence[str], schema: type, usage: str) -> DictConfi
     if missing:
         raise ValueError(f"missing required argument(s): {', '.join(f'{k}=...' for k in missing)}\n{usage}")
     return cfg
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=ROOT_CONFIG)
+def train_main(cfg: DictConfig) -> float:
+    """`python train.py [OVERRIDES]`: the experiment the composed config describes.
+
+    Returns the objective, which a Hydra sweeper (Optuna) maximises.
+    """
+    from ser.training.engine import train
+
+    return run_cli(train, cfg)

@@ -4,12 +4,12 @@ A bad number otherwise surfaces late and far from its name: `trainer.max_epochs=
 trains forever, `0` reports an untrained model as results, `seed=abc` fails inside
 Lightning with a message that does not say which setting. `validate_settings(cfg)` runs
 at the start of `train()` (and of `python -m ser.data` for the dataset groups) and
-raises :class:`SettingError` (a ``ValueError``, so ser.cli prints one line and exits 2):
+raises :class:`SettingError` (a :class:`ConfigError`, so ser.cli prints one line and exits 2):
 
     trainer.max_epochs=-1: expected a whole number >= 1
 
 Checks that need the data (`cv.folds` against the number of utterances or speakers)
-stay where the data is known (ser.cv).
+stay where the data is known (ser.training.folds).
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 MAX_SEED = 2**31 - 1
 
 
-class SettingError(ValueError):
+class ConfigError(ValueError):
+    """A setting with a value the framework cannot use (one clear line, exit code 2)."""
+
+
+class SettingError(ConfigError):
     """A numeric setting outside what the framework can use; the message names it."""
 
 

@@ -1,4 +1,7 @@
-"""Shared fixtures: composed configs shrunk to seconds-long runs on tiny generated data."""
+"""Shared fixtures: composed configs shrunk to seconds-long runs on tiny generated data.
+
+Helpers that are not fixtures live in tests/helpers/ (tiny configs: tests/helpers/config.py).
+"""
 
 from __future__ import annotations
 
@@ -7,40 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+from tests.helpers.config import TINY, compose_config
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-
-# Overrides that make a full cross-validation run take seconds. End-to-end tests of the
-# command line use these alone, so the CLI runs as users run it: progress bar on, W&B
-# offline (the default logger; WANDB_MODE=offline above).
-TINY_DATA = [
-    "dataset.generator.num_speakers=2",
-    "dataset.generator.utterances_per_class_per_speaker=2",
-    "dataset.signal_length=11025",
-    "cv.folds=2",
-    "trainer.max_epochs=1",
-    "model.net.num_blocks=2",
-]
-# The same, quiet: for tests that call train() in-process rather than the CLI.
-TINY = [*TINY_DATA, "progress=false"]
-
-
-def cli_environment(**extra: str) -> dict[str, str]:
-    """The environment of a CLI run in a test: the user's, with W&B offline and quiet."""
-    return {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **extra}
-
-
-def compose_config(overrides: list[str] | None = None) -> DictConfig:
-    """The root config as `python train.py OVERRIDES` would see it."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose("train", overrides=list(overrides or []))
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +42,7 @@ def tiny_config(tmp_path: Path, data_dir: Path):
 @pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """A real `last.ckpt` of a tiny run, trained once per session (inference and export)."""
-    from ser.training import train
+    from ser.training.engine import train
 
     cfg = compose_config(TINY + ["logger=none"])
     output_dir = tmp_path_factory.mktemp("trained")

@@ -22,11 +22,12 @@ from omegaconf import open_dict
 
 from ser.data.audio import AudioFileError, load_audio
 from ser.data.corpora import CorpusError, get_corpus
-from ser.data.datamodule import CorpusDataModule, SilentAudioWarning
-from tests import forged_files as forged
-from tests.conftest import compose_config
-from tests.test_audio import deny
-from tests.test_corpora import (
+from ser.data.datamodule import CorpusDataModule
+from ser.data.extraction import SilentAudioWarning
+from tests.helpers import forged_files as forged
+from tests.helpers.audio_files import deny, write_wav
+from tests.helpers.config import compose_config, one_torch_thread
+from tests.helpers.corpus_trees import (
     iemocap_block,
     make_casia_tree,
     make_emodb_tree,
@@ -34,9 +35,7 @@ from tests.test_corpora import (
     make_iemocap_tree,
     make_ravdess_tree,
     make_savee_tree,
-    one_torch_thread,
     ravdess_name,
-    write_wav,
 )
 
 GOOD_EMODB = [
@@ -138,7 +137,7 @@ def test_cache_of_a_skip_run_is_not_trusted_by_an_error_run(tmp_path: Path) -> N
 
 
 def test_skipped_files_are_recorded_in_results_json(tmp_path: Path) -> None:
-    from ser.training import train
+    from ser.training.engine import train
 
     root = make_emodb_tree(tmp_path / "emodb", GOOD_EMODB)
     bad = write_truncated(root / "wav" / "08a05Wa.wav")

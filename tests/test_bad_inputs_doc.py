@@ -1,6 +1,6 @@
 """docs/bad_inputs.md is true: each row's input, run as its command, prints its message.
 
-The rows run in one child process (tests/bad_input_cases.py) whose memory is limited:
+The rows run in one child process (tests/helpers/bad_input_cases.py) whose memory is limited:
 some rows are forged files, and a regression there must fail this test, not crash or
 starve the session.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bad_input_cases import SETUPS
-from tests.conftest import ROOT
+from tests.helpers.bad_input_cases import SETUPS
+from tests.helpers.config import ROOT
 
 DOC = ROOT / "docs" / "bad_inputs.md"
 ROW = re.compile(r"^\| `(?P<id>[a-z0-9-]+)` \| (?P<what>[^|]+) \| `(?P<command>[^`]+)` \| `(?P<message>[^`]+)` \|$")
@@ -54,7 +54,7 @@ def test_every_row_prints_its_message(tmp_path: Path) -> None:
     rows = doc_rows()
     (tmp_path / "rows.json").write_text(json.dumps([(row["id"], row["command"]) for row in rows]))
     done = subprocess.run(
-        [sys.executable, "-m", "tests.bad_input_cases", str(tmp_path / "rows.json"),
+        [sys.executable, "-m", "tests.helpers.bad_input_cases", str(tmp_path / "rows.json"),
          str(tmp_path / "results.json"), str(tmp_path / "rows")],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"},

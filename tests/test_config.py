@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 
 from ser.models import MSSENet, TIMNet
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 
 def build(*overrides: str) -> torch.nn.Module:
@@ -84,25 +84,12 @@ def test_wandb_is_offline_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert compose_config([]).logger.mode == "disabled"
 
 
-def test_reference_keras_settings_in_config() -> None:
-    cfg = compose_config([])
-    assert cfg.optimizer.lr == 1e-3 and list(cfg.optimizer.betas) == [0.93, 0.98]
-    assert cfg.optimizer.eps == 1e-8
-    # The papers' batch of 64 on every real corpus; the synthetic default uses 16 (more
-    # optimiser steps on its 252 training clips, see conf/dataset/synthetic.yaml).
-    for corpus in ("casia", "emodb", "emovo", "iemocap", "ravdess", "savee"):
-        assert compose_config([f"dataset={corpus}"]).dataset.batch_size == 64
-    assert cfg.dataset.batch_size == 16
-    assert cfg.label_smoothing == 0.1
-    assert cfg.cv.folds == 10 and cfg.cv.strategy == "kfold"
-
-
 # -- how many temporal-aware blocks each composition trains ------------------------------
 CORPORA = ("casia", "emodb", "emovo", "iemocap", "ravdess", "savee", "synthetic")
 
 
 def timnet_blocks(corpus: str) -> int:
-    """TIM-Net's block count: 8, and 10 on IEMOCAP (shared/SPEC.md)."""
+    """TIM-Net's block count: 8, and 10 on IEMOCAP (docs/reference.md)."""
     return 10 if corpus == "iemocap" else 8
 
 

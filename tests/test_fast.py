@@ -289,7 +289,7 @@ def test_training_matches_reference() -> None:
 
 def test_configs_default_to_fast() -> None:
     for name in ("mssenet", "timnet"):
-        config = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
+        config = OmegaConf.load(ROOT / "ser" / "conf" / "model" / f"{name}.yaml")
         assert config.net.implementation == "fast"
 
 
@@ -303,8 +303,8 @@ def test_pool_squeeze_weights_match_the_pool() -> None:
 
 
 def test_benchmark_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`python -m ser.bench` at a toy size (no memory-probe subprocesses): every figure."""
-    from ser import bench
+    """`python -m ser.tools.bench` at a toy size (no memory-probe subprocesses): every figure."""
+    from ser.tools import bench
 
     monkeypatch.setattr(bench, "peak_memory_mib", lambda *args: 1.0)
     out = tmp_path / "bench.json"

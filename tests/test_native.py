@@ -17,7 +17,7 @@ import torch
 from ser.models import MSSENet, native
 from ser.models.fast import _TemporalAwareBlockFunction
 from ser.models.native_tab import NativeTemporalAwareBlockFunction
-from tests.conftest import ROOT
+from tests.helpers.config import ROOT
 from tests.test_fast import compare_fp32, features, mssenet, pair, relative_error
 
 needs_kernels = pytest.mark.skipif(

@@ -11,8 +11,8 @@ import pytest
 
 from ser.cli import run_cli
 from ser.settings import SettingError, validate_settings
-from ser.training import train
-from tests.conftest import CONF, ROOT, TINY, compose_config
+from ser.training.engine import train
+from tests.helpers.config import CONF, ROOT, TINY, compose_config
 
 # The tiny corpus and run, with the user's defaults: progress bar on, W&B offline.
 TINY_DEFAULTS = [o for o in TINY if not o.startswith(("progress=", "trainer.max_epochs="))]

@@ -1,7 +1,7 @@
 """`python -m ser.data dataset=emodb dataset.root=PATH`: summarise a dataset.
 
 Prints per-class and per-speaker counts (expected versus found), duration statistics
-from the audio headers and the feature shape. Composes conf/train.yaml like train.py,
+from the audio headers and the feature shape. Composes ser/conf/train.yaml like train.py,
 so any dataset override that training accepts works here; it writes no files (the
 synthetic corpus is generated on first use, as for training).
 """
@@ -14,12 +14,13 @@ import hydra
 from omegaconf import DictConfig
 
 from ser.cli import run_cli
+from ser.conf import CONFIG_PATH, ROOT_CONFIG
 
 # A summary is not a run: no output folder, no .hydra/ snapshot, no log file.
 SUMMARY_OVERRIDES = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdout"]
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=ROOT_CONFIG)
 def main(cfg: DictConfig) -> None:
     from ser.data.summary import summarise_config
 

@@ -3,8 +3,8 @@
 `CorpusDataModule` does the work for every corpus; a corpus differs only in its
 `Corpus` layout (ser.data.corpora), and each has a thin named subclass
 (`EmoDBDataModule`, `RavdessDataModule`, ...). Features are extracted once per corpus
-state and feature settings, in batches (on the GPU when there is one), cached under a
-key made of both, and kept in memory as tensors. `FoldDataModule` is the part every
+state and feature settings (ser.data.extraction), cached under a key made of both, and
+kept in memory as tensors. `FoldDataModule` is the part every
 data source shares (the TIM-Net feature files use it too): tensors in memory, served
 fold by fold.
 """
@@ -12,11 +12,9 @@ fold by fold.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,46 +24,27 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ser.atomic import atomic_torch_save, exclusive_lock
 from ser.data.corpora import Corpus, CorpusError, get_corpus
+from ser.data.extraction import (
+    BAD_FILE_CHOICES,
+    FEATURE_CACHE_VERSION,
+    extract_manifest,
+    load_or_extract,
+    resolve_feature_device,
+)
+from ser.data.features import FeatureSettings
 from ser.data.manifest import Manifest
 from ser.data.sampling import EpochSeededSampler
-from ser.features import FeatureSettings, extract_features, fix_length
-
-log = logging.getLogger(__name__)
 
 # Without a validation split `val_dataloader` returns [] on purpose; Lightning warns about it.
 warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
-
-FEATURE_CACHE_VERSION = 1
-# Utterances loaded and turned into features at a time: bounds the raw audio held in
-# memory (IEMOCAP's 5531 x 310 000 samples would be 6.9 GB at once).
-FEATURE_BATCH_SIZE = 256
-FEATURE_DEVICES = ("auto", "cpu", "cuda")
-
-
-class SilentAudioWarning(UserWarning):
-    """A file whose samples are all (near) zero: valid audio, but likely a recording fault."""
-
-
-def resolve_feature_device(setting: str) -> torch.device:
-    """The device `dataset.feature_device` names: auto = the GPU when there is one."""
-    if setting not in FEATURE_DEVICES:
-        raise ValueError(
-            f"dataset.feature_device must be one of {list(FEATURE_DEVICES)}, got {setting!r}"
-        )
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ValueError("dataset.feature_device=cuda, but no CUDA device is available")
-    return torch.device(setting)
 
 
 class FoldDataModule(pl.LightningDataModule):
     """Features and labels of one corpus in memory, served fold by fold.
 
     Subclasses fill `manifest`, `features` (N, frames, features) and `targets` (N,) in
-    `prepare_data()`; the driver then calls `set_fold(train_indices, test_indices)`
+    `prepare_data()`; each fold then calls `set_fold(train_indices, test_indices)`
     before each fit/test.
     """
 
@@ -127,7 +106,7 @@ class FoldDataModule(pl.LightningDataModule):
         `validation_indices`: rows carved from the training fold for checkpoint selection
         or early stopping (None: no validation loop, the paper protocol). `shuffle_seed`:
         epoch e trains in an order drawn from (shuffle_seed, e) alone, so a resumed epoch
-        repeats it; None takes torch's current seed (set per fold by the driver).
+        repeats it; None takes torch's current seed (set per fold, ser.training.fold).
         """
         self.train_indices = np.asarray(train_indices, dtype=np.int64)
         self.test_indices = np.asarray(test_indices, dtype=np.int64)
@@ -215,7 +194,7 @@ class CorpusDataModule(FoldDataModule):
         settings["signal_length"] = int(signal_length or self.corpus.signal_length)
         self.feature_settings = FeatureSettings(**settings)
         self.cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else None
-        if on_bad_file not in ("error", "skip"):
+        if on_bad_file not in BAD_FILE_CHOICES:
             raise ValueError(f"dataset.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
         self.on_bad_file = on_bad_file
         self.check_counts = check_counts
@@ -237,108 +216,21 @@ class CorpusDataModule(FoldDataModule):
         return self.cache_dir / f"features-{key}-v{FEATURE_CACHE_VERSION}.pt"
 
     def prepare_data(self) -> None:
-        """Parse the corpus; load its features from the cache, or extract and cache them.
-
-        One process extracts; others that need the same cache file meanwhile (DDP ranks
-        started together by torchrun or SLURM, fold-parallel jobs) wait on a file lock,
-        then read it. Not a torch.distributed barrier: the driver prepares the data before
-        any Trainer creates a process group, and sweep jobs share none.
-        """
+        """Parse the corpus; load its features from the cache, or extract and cache them
+        (ser.data.extraction: one process extracts, the others wait and read)."""
         if self.features is not None:
             return
         manifest = self.build_manifest()
-        path = self.cache_path(manifest)
-        if path is None:
-            self._adopt(manifest, self._extract(manifest))
-            return
-        waiting = f"waiting for another process to extract the features into {path}"
-        with exclusive_lock(path.parent / f".{path.name}.lock", waiting=waiting):
-            if path.exists() and self._adopt_cache(manifest, path):
-                return
-            cached = self._extract(manifest)
-            atomic_torch_save(cached, path)
-        self._adopt(manifest, cached)
-
-    def _adopt_cache(self, manifest: Manifest, path: Path) -> bool:
-        """Use the cached features at `path`; False (with a warning) if they cannot be used."""
-        try:
-            cached = torch.load(path, weights_only=True)
-            if self.on_bad_file == "error" and json.loads(cached["skipped"]):
-                # Written by a skip run: re-reading reports the bad files as errors.
-                raise ValueError("it left out bad files, and dataset.on_bad_file=error")
-            self._adopt(manifest, cached)
-        except Exception as error:  # a damaged or unsuitable cache is rebuilt, never trusted
-            log.warning("not using feature cache %s (%s)", path, error)
-            return False
-        log.info("loaded cached features %s", path)
-        return True
-
-    def _load(self, path: str) -> tuple[np.ndarray | None, Exception | None]:
-        from ser.data.audio import AudioFileError, load_audio
-
-        try:
-            return load_audio(path, self.feature_settings.sample_rate), None
-        except (AudioFileError, FileNotFoundError) as error:
-            return None, error
-
-    def _loaded(self, paths: list[str]) -> Iterator[tuple[np.ndarray | None, Exception | None]]:
-        """(signal, error) per path, in order, read by a few threads at a time."""
-        for start in range(0, len(paths), FEATURE_BATCH_SIZE):
-            chunk = paths[start : start + FEATURE_BATCH_SIZE]
-            if self.load_threads == 1:
-                yield from map(self._load, chunk)
-            else:
-                with ThreadPoolExecutor(self.load_threads) as pool:
-                    yield from pool.map(self._load, chunk)
+        load_or_extract(
+            self.cache_path(manifest), lambda: self._extract(manifest),
+            lambda cached: self._adopt(manifest, cached), self.on_bad_file,
+        )
 
     def _extract(self, manifest: Manifest) -> dict[str, Any]:
-        from ser.data.audio import is_silent
-
-        settings = self.feature_settings
-        device = resolve_feature_device(self.feature_device)
-        pieces: list[torch.Tensor] = []
-        signals: list[np.ndarray] = []
-        kept: list[int] = []
-        skipped: list[dict[str, str]] = []
-
-        def flush() -> None:
-            if signals:
-                waveforms = torch.from_numpy(np.stack(signals))
-                pieces.append(extract_features(waveforms, settings, device=device))
-                signals.clear()
-
-        paths = [u.path for u in manifest.utterances]
-        for row, (signal, error) in enumerate(self._loaded(paths)):
-            if error is not None:
-                if self.on_bad_file == "error":
-                    raise error
-                skipped.append({"path": paths[row], "reason": str(error)})
-                continue
-            assert signal is not None
-            if is_silent(signal):
-                message = f"{paths[row]}: the audio is silent (peak below 1e-4); kept as it is"
-                log.warning(message)
-                warnings.warn(message, SilentAudioWarning, stacklevel=2)
-            signals.append(fix_length(np.asarray(signal, dtype=np.float32), settings.signal_length))
-            kept.append(row)
-            if len(signals) == FEATURE_BATCH_SIZE:
-                flush()
-        flush()
-        if skipped:
-            log.warning(
-                "skipped %d bad file(s) (dataset.on_bad_file=skip): %s",
-                len(skipped), ", ".join(s["path"] for s in skipped),
-            )
-        if not pieces:
-            raise CorpusError(
-                f"{self.corpus.name}: no readable audio under {str(self.root)!r} "
-                f"({len(skipped)} file(s) skipped as unreadable)"
-            )
-        return {
-            "features": torch.cat(pieces).contiguous(),
-            "rows": torch.tensor(kept, dtype=torch.long),
-            "skipped": json.dumps(skipped),
-        }
+        return extract_manifest(
+            manifest, self.feature_settings, feature_device=self.feature_device,
+            on_bad_file=self.on_bad_file, load_threads=self.load_threads,
+        )
 
     def _adopt(self, manifest: Manifest, cached: dict[str, Any]) -> None:
         rows = cached["rows"].tolist()

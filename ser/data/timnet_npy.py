@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from ser.data.datamodule import FoldDataModule
+from ser.data.features import FeatureSettings
 from ser.data.manifest import Manifest, Utterance
 from ser.data.safe_arrays import FeatureFileError, UnsafePickleError, read_feature_file
-from ser.features import FeatureSettings
 
 # UnsafePickleError is re-exported: callers catch the reader's errors from here.
 __all__ = ["FeatureFileError", "TimNetFeatureDataModule", "UnsafePickleError", "check_feature_arrays",

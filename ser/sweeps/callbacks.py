@@ -1,0 +1,222 @@
+"""Hydra callbacks of every run (ser/conf/hydra/default.yaml), for multiruns and sweeps.
+
+- :class:`SharedOutputGuard` refuses a multirun into another configuration's output
+  directory. Each job of a multirun checks its own output directory before writing
+  (ser.tracking.output_dir). When every job shares one directory, the sweep directory
+  itself (``+parallel=folds``, ser/conf/parallel/folds.yaml), Hydra writes
+  ``multirun.yaml`` into it before any job starts; this callback checks that directory
+  first, in ``on_multirun_start``, with the config hash the jobs will have (they differ
+  only in ``cv.only_folds``, which is not hashed).
+- :class:`SweepDirectory` creates the sweep directory before the sweeper starts (Optuna
+  opens its sqlite file there) and tells ``sweep.py`` where it is.
+- :class:`OneGpuPerProcess` gives each job process its own GPU when jobs run in parallel
+  on one machine (joblib launcher).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
+
+from ser.sweeps.launch import SWEEP_DIR_FILE_ENV
+from ser.tracking.output_dir import OutputDirectoryError, check_unclaimed
+
+log = logging.getLogger(__name__)
+
+
+def shared_output(config: DictConfig) -> tuple[Path, str] | None:
+    """(the output directory every job of this multirun writes into, their config hash).
+
+    None when each job has its own (`paths.output_dir` follows the job's
+    `hydra.runtime.output_dir`, unknown before the job runs) or the config cannot be
+    resolved yet (the jobs then report what is wrong).
+    """
+    instance = HydraConfig.instance()
+    previous = instance.cfg
+    job = copy.deepcopy(config)
+    try:
+        instance.set_config(job)  # what ${hydra:...} reads, as in a job
+        with read_write(job), open_dict(job):
+            del job["hydra"]
+        output_dir = job.paths.output_dir
+        if output_dir is None:
+            return None
+        # The driver's hash (torch and Lightning come with it): only for a shared directory.
+        from ser.training.config import config_hash
+
+        return Path(str(output_dir)).resolve(), config_hash(job)
+    except (OmegaConfBaseException, ValueError):
+        return None
+    finally:
+        instance.cfg = previous
+
+
+class SharedOutputGuard(Callback):
+    """Stop a multirun (exit code 2) before it writes into a directory it must not use."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        shared = shared_output(config)
+        if shared is None:
+            return
+        try:
+            check_unclaimed(*shared)
+        except OutputDirectoryError as error:
+            # Hydra turns a callback's exception into a warning and goes on: exit instead.
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+
+class SweepDirectory(Callback):
+    """Create the sweep directory at the start of a multirun and report where it is.
+
+    The Optuna sweeper opens ``sqlite:///<sweep dir>/optuna.db`` before any job has
+    created the directory; and ``sweep.py run`` needs the resolved directory to report.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        log.info("sweep directory: %s", sweep_dir)
+        marker = os.environ.get(SWEEP_DIR_FILE_ENV)
+        if marker:
+            Path(marker).write_text(str(sweep_dir))
+
+
+@dataclass
+class DeviceClaim:
+    """A GPU held by this process: an exclusive lock on its lock file, or shared."""
+
+    device: str
+    shared: bool
+    handle: IO[str] | None = None
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing the file drops the flock
+            self.handle = None
+
+
+def default_lock_dir() -> Path:
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    return Path(tempfile.gettempdir()) / f"ser-gpu-locks-{user}"
+
+
+def claim_device(candidates: Sequence[str], lock_dir: Path) -> DeviceClaim:
+    """Lock the first device in ``candidates`` that no other live process holds.
+
+    Locks are ``flock``s on one file per device in ``lock_dir``: the operating system
+    drops them when the holder exits, even on a crash, so nothing goes stale. When every
+    device is held (more parallel jobs than GPUs) the process shares one, chosen by its
+    process id, rather than waiting.
+    """
+    import fcntl
+
+    if not candidates:
+        raise ValueError("claim_device needs at least one candidate device")
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for device in candidates:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", device)
+        # Kept open for the life of the process: closing it would drop the lock.
+        handle = open(lock_dir / f"gpu-{name}.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return DeviceClaim(device=device, shared=False, handle=handle)
+    return DeviceClaim(device=candidates[os.getpid() % len(candidates)], shared=True)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES if set, else all (nvidia-smi).
+
+    Asked without initialising CUDA, so CUDA_VISIBLE_DEVICES can still be narrowed.
+    """
+    setting = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if setting is not None:
+        return [device.strip() for device in setting.split(",") if device.strip()]
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listing.stdout.splitlines() if line.strip()]
+
+
+def wants_one_gpu(config: DictConfig) -> bool:
+    """Whether the job trains on exactly one device that may be a GPU.
+
+    Not for ``trainer.accelerator=cpu``, nor for data-parallel jobs (``trainer=ddp``,
+    ``trainer.devices`` other than 1, several nodes), which need all their GPUs.
+    """
+    accelerator = str(OmegaConf.select(config, "trainer.accelerator", default="auto"))
+    devices = str(OmegaConf.select(config, "trainer.devices", default=1))
+    nodes = OmegaConf.select(config, "trainer.num_nodes", default=1) or 1
+    return accelerator != "cpu" and devices == "1" and int(nodes) == 1
+
+
+# This process's GPU, claimed by its first job and kept until the process exits: joblib
+# reuses worker processes, and CUDA reads CUDA_VISIBLE_DEVICES only once per process.
+_process_claim: DeviceClaim | None = None
+
+
+class OneGpuPerProcess(Callback):
+    """Give each job process its own GPU when several jobs run at once on one machine.
+
+    At its first job a process locks the first free GPU among the visible ones and sets
+    ``CUDA_VISIBLE_DEVICES`` to it, before CUDA starts. With the joblib launcher and
+    ``n_jobs`` equal to the number of GPUs, every worker thus trains on its own GPU;
+    with more workers than GPUs, the extra ones share (with a warning). Nothing happens
+    with one visible GPU or none (CPU runs, SLURM or submitit jobs that were given their
+    own GPU), with ``trainer.accelerator=cpu``, for data-parallel jobs (several devices or
+    nodes), or once CUDA is initialised.
+    """
+
+    def __init__(self, enabled: bool = True, lock_dir: str | None = None) -> None:
+        self.enabled = enabled
+        self.lock_dir = lock_dir
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _process_claim
+        if not self.enabled or _process_claim is not None:
+            return
+        if not wants_one_gpu(config):
+            return  # CPU jobs; DDP jobs (trainer=ddp) train on every visible GPU, not one
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            log.info("CUDA already initialised in this process; not choosing a GPU")
+            return
+        candidates = visible_gpus()
+        if len(candidates) < 2:
+            return
+        lock_dir = Path(self.lock_dir) if self.lock_dir else default_lock_dir()
+        _process_claim = claim_device(candidates, lock_dir)
+        os.environ["CUDA_VISIBLE_DEVICES"] = _process_claim.device
+        if _process_claim.shared:
+            log.warning(
+                "all %d GPUs are held by other jobs; process %d shares GPU %s "
+                "(set hydra.launcher.n_jobs to the number of GPUs)",
+                len(candidates), os.getpid(), _process_claim.device,
+            )
+        else:
+            log.info("process %d uses GPU %s", os.getpid(), _process_claim.device)

@@ -1,0 +1,359 @@
+"""Training and inference speed of MS-SENet and TIM-Net, reference against fast implementation.
+
+    python -m ser.tools.bench --out bench.json
+
+In one run, at the paper's input shape by default (batch 64, 188 frames x 39, 10 TABs for
+MS-SENet, 8 for TIM-Net, 7 classes), for each model and implementation:
+
+- training samples/s: forward, backward and Adam step in train mode (dropout on), the
+  median step time over timed steps after warm-up; reference and fast steps alternate in
+  rounds so both see the same machine load, and `speedup` is their ratio;
+- FLOPs of one training step (`torch.utils.flop_counter.FlopCounterMode`): "model" FLOPs
+  are those of the reference implementation (the network's nominal work, the same for
+  every implementation), "executed" those the implementation itself runs; achieved
+  GFLOP/s = model FLOPs / step time, compared with an fp32 matmul peak measured here;
+- peak memory of a training step: on CPU the growth of the peak resident set during one
+  step in a fresh subprocess, on CUDA `torch.cuda.max_memory_allocated`;
+- inference (eval mode, no autograd): latency for one 3-second clip (130 frames at
+  22 050 Hz, hop 512) and throughput at the training batch size.
+
+The figures depend on the machine and on its load: run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ser.models import MSSENet, TIMNet
+from ser.tools.bench_report import load_average, native_kernels, print_table, processor_name
+
+IMPLEMENTATIONS = ("reference", "fast")
+MODELS = ("mssenet", "timnet")
+NUM_CLASSES = 7
+SAMPLE_RATE, HOP_LENGTH = 22_050, 512
+
+
+def clip_frames(seconds: float) -> int:
+    """Frames of a centred STFT (librosa's default) over `seconds` of audio."""
+    return 1 + int(seconds * SAMPLE_RATE) // HOP_LENGTH
+
+
+def build_model(model: str, implementation: str, num_blocks: int | None) -> nn.Module:
+    if model == "mssenet":
+        return MSSENet(NUM_CLASSES, num_blocks=num_blocks or 10, implementation=implementation)
+    if model == "timnet":
+        return TIMNet(NUM_CLASSES, num_blocks=num_blocks or 8, implementation=implementation)
+    raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Trainer:
+    """One model, its Adam optimiser (the project's settings) and a fixed random batch."""
+
+    def __init__(
+        self, model: str, implementation: str, args: argparse.Namespace, device: torch.device
+    ) -> None:
+        torch.manual_seed(0)
+        self.device = device
+        self.model = build_model(model, implementation, args.num_blocks).to(device).train()
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=1e-3, betas=(0.93, 0.98), eps=1e-8, fused=True
+        )
+        generator = torch.Generator().manual_seed(1)
+        x = torch.randn(args.batch_size, args.frames, 39, generator=generator)
+        y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=generator)
+        self.x, self.y = x.to(device), y.to(device)
+        self.times: list[float] = []
+        self.system_seconds = 0.0  # kernel time (page faults) during the timed steps
+        self.minor_faults = 0
+
+    def step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self.model(self.x)
+        loss = nn.functional.cross_entropy(logits, self.y, label_smoothing=0.1)
+        loss.backward()
+        self.optimizer.step()
+
+    def timed_step(self) -> None:
+        import resource
+
+        synchronise(self.device)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.perf_counter()
+        self.step()
+        synchronise(self.device)
+        self.times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        self.system_seconds += after.ru_stime - usage.ru_stime
+        self.minor_faults += after.ru_minflt - usage.ru_minflt
+
+    def count_flops(self) -> int:
+        """FLOPs of one training step (also serves as a warm-up step)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            self.step()
+        return int(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, size: int = 2048, seconds: float = 1.0) -> float:
+    """Best fp32 GFLOP/s of a square GEMM over about `seconds`."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    out = torch.empty(size, size, device=device)
+    torch.mm(a, b, out=out)
+    best = math.inf
+    deadline = time.perf_counter() + seconds
+    runs = 0
+    while runs < 3 or time.perf_counter() < deadline:
+        synchronise(device)
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        synchronise(device)
+        best = min(best, time.perf_counter() - start)
+        runs += 1
+    return 2 * size**3 / best / 1e9
+
+
+def time_training(
+    trainers: dict[str, Trainer], steps: dict[str, int], warmup: dict[str, int]
+) -> None:
+    """Warm up each trainer, then alternate their timed steps in rounds."""
+    for name, trainer in trainers.items():
+        for _ in range(warmup[name]):
+            trainer.step()
+    rounds = max(1, min(steps.values()))
+    done = dict.fromkeys(trainers, 0)
+    for r in range(rounds):
+        for name, trainer in trainers.items():
+            target = math.ceil(steps[name] * (r + 1) / rounds)
+            while done[name] < target:
+                trainer.timed_step()
+                done[name] += 1
+
+
+def inference_timing(
+    model: nn.Module, device: torch.device, frames: int, batch: int, runs: int
+) -> float:
+    """Median seconds of one eval-mode forward pass at (batch, frames, 39)."""
+    model.eval()
+    x = torch.randn(batch, frames, 39, device=device)
+    times = []
+    with torch.inference_mode():
+        model(x)
+        for _ in range(runs):
+            synchronise(device)
+            start = time.perf_counter()
+            model(x)
+            synchronise(device)
+            times.append(time.perf_counter() - start)
+    model.train()
+    return statistics.median(times)
+
+
+def _read_status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _probe_memory(model: str, implementation: str, args: argparse.Namespace) -> float:
+    """Peak resident growth (MiB) of one training step, measured in this (fresh) process."""
+    import resource
+
+    device = torch.device("cpu")
+    trainer = Trainer(model, implementation, args, device)
+    before = _read_status_kib("VmRSS")
+    try:  # reset the peak resident set (VmHWM) to the current size (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5")
+        resettable = _read_status_kib("VmHWM") is not None
+    except OSError:
+        resettable = False
+    if not resettable:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    trainer.step()
+    if resettable:
+        peak = _read_status_kib("VmHWM")
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return max(0, peak - before) / 1024
+
+
+def peak_memory_mib(
+    model: str, implementation: str, args: argparse.Namespace, device: torch.device
+) -> float | None:
+    if device.type == "cuda":
+        trainer = Trainer(model, implementation, args, device)
+        trainer.step()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        trainer.step()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - start) / 2**20
+    command = [
+        sys.executable, "-m", "ser.tools.bench", "--probe-memory", f"{model}:{implementation}",
+        "--batch-size", str(args.batch_size), "--frames", str(args.frames),
+    ]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    if args.num_blocks:
+        command += ["--num-blocks", str(args.num_blocks)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        return float(result.stdout.strip().splitlines()[-1])
+    except (subprocess.CalledProcessError, ValueError, IndexError):
+        return None
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    peak = matmul_peak(device)
+    results: dict = {
+        "config": {
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "batch_size": args.batch_size,
+            "frames": args.frames,
+            "features": 39,
+            "classes": NUM_CLASSES,
+            "num_blocks": args.num_blocks or {"mssenet": 10, "timnet": 8},
+            "steps": args.steps,
+            "reference_steps": args.reference_steps,
+            "warmup": args.warmup,
+            "clip_seconds": args.clip_seconds,
+            "clip_frames": clip_frames(args.clip_seconds),
+        },
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "processor": processor_name(),
+            "cpu_count": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "load_average_at_start": load_average(),
+            # the fused C kernels of the fast implementation (None: PyTorch formulation)
+            "native_kernels": native_kernels(),
+        },
+        "matmul_peak_gflops": peak,
+        "models": {},
+    }
+    for model in MODELS:
+        trainers = {impl: Trainer(model, impl, args, device) for impl in IMPLEMENTATIONS}
+        flops = {impl: trainer.count_flops() for impl, trainer in trainers.items()}
+        slow = model == "mssenet"  # the reference MS-SENet takes seconds per step
+        steps = {
+            "reference": args.reference_steps if slow else args.steps,
+            "fast": args.steps,
+        }
+        warmup = {"reference": max(0, args.warmup - 1) if slow else args.warmup, "fast": args.warmup}
+        time_training(trainers, steps, warmup)
+        for impl, trainer in trainers.items():
+            step_time = statistics.median(trainer.times)
+            latency = inference_timing(
+                trainer.model, device, clip_frames(args.clip_seconds), 1, args.inference_runs
+            )
+            throughput_time = inference_timing(
+                trainer.model, device, args.frames, args.batch_size,
+                max(3, args.inference_runs // (4 if impl == "reference" else 2)),
+            )
+            results["models"][f"{model}/{impl}"] = {
+                "model": model,
+                "implementation": impl,
+                "train_samples_per_s": args.batch_size / step_time,
+                "train_step_ms_median": 1e3 * step_time,
+                "train_step_ms_min": 1e3 * min(trainer.times),
+                "timed_steps": len(trainer.times),
+                "model_gflop_per_step": flops["reference"] / 1e9,
+                "executed_gflop_per_step": flops[impl] / 1e9,
+                "achieved_gflops": flops["reference"] / step_time / 1e9,
+                "executed_gflops": flops[impl] / step_time / 1e9,
+                "fraction_of_matmul_peak": flops["reference"] / step_time / 1e9 / peak,
+                "system_seconds_per_step": trainer.system_seconds / len(trainer.times),
+                "minor_page_faults_per_step": trainer.minor_faults / len(trainer.times),
+                "peak_memory_mib": peak_memory_mib(model, impl, args, device),
+                "inference_latency_ms": 1e3 * latency,
+                "inference_samples_per_s": args.batch_size / throughput_time,
+            }
+        del trainers
+    rows = results["models"]
+    for model in MODELS:
+        fast, reference = rows[f"{model}/fast"], rows[f"{model}/reference"]
+        fast["speedup"] = fast["train_samples_per_s"] / reference["train_samples_per_s"]
+        reference["speedup"] = 1.0
+    results["environment"]["load_average_at_end"] = load_average()
+    results["speedup"] = rows["mssenet/fast"]["speedup"]
+    results["timnet_speedup"] = rows["timnet/fast"]["speedup"]
+    return results
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m ser.tools.bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=188, help="frames per training sample")
+    parser.add_argument("--steps", type=int, default=12, help="timed training steps (fast runs)")
+    parser.add_argument(
+        "--reference-steps", type=int, default=3,
+        help="timed training steps of the slow reference MS-SENet",
+    )
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--num-blocks", type=int, default=None, help="TABs (default 10 / 8)")
+    parser.add_argument("--clip-seconds", type=float, default=3.0)
+    parser.add_argument("--inference-runs", type=int, default=20)
+    parser.add_argument("--probe-memory", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "frames", "steps", "reference_steps", "inference_runs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.warmup < 0:
+        parser.error("--warmup must be >= 0")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device is available")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict | None:
+    args = parse_args(argv)
+    if args.probe_memory:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        model, implementation = args.probe_memory.split(":")
+        print(_probe_memory(model, implementation, args))
+        return None
+    results = run(args)
+    print_table(results)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

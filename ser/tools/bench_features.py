@@ -1,0 +1,174 @@
+"""Feature extraction speed: our batched torchaudio MFCCs versus `librosa.feature.mfcc`.
+
+    python -m ser.tools.bench_features --files 500
+
+Writes N synthetic clips (EMODB's layout, 16 kHz like EMODB, 1.5-4 s) to a temporary
+folder and times, on the same files in one run:
+
+- end to end (read, resample to 22 050 Hz, fix the length, MFCC): our
+  `CorpusDataModule.prepare_data` (no cache) against `librosa.load` + `librosa.feature.mfcc`
+  one file at a time, as the reference did;
+- the MFCC step alone on signals already in memory: our `extract_features` on the CPU
+  (and on the GPU when there is one) against `librosa.feature.mfcc`.
+
+It also prints the largest difference between the two feature matrices. A benchmark,
+not a test: the figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+from ser.data.datamodule import CorpusDataModule
+from ser.data.features import FeatureSettings, extract_features, fix_length
+from ser.data.synthetic import EMOTION_LETTERS, SPEAKER_CODES, TEXT_CODES
+
+
+def write_clips(root: Path, count: int, sample_rate: int, seed: int) -> list[Path]:
+    """`count` clips of harmonic tones in noise, named as EMODB files under root/wav."""
+    limit = len(SPEAKER_CODES) * len(EMOTION_LETTERS) * len(TEXT_CODES) * 26
+    if not 1 <= count <= limit:
+        raise ValueError(f"--files must be 1..{limit} (unique EMODB-style names), got {count}")
+    rng = np.random.default_rng(seed)
+    wav_dir = root / "wav"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    letters = list(EMOTION_LETTERS.values())
+    paths = []
+    for i in range(count):
+        speaker = SPEAKER_CODES[i % len(SPEAKER_CODES)]
+        letter = letters[(i // len(SPEAKER_CODES)) % len(letters)]
+        rest = i // (len(SPEAKER_CODES) * len(letters))
+        text = TEXT_CODES[rest % len(TEXT_CODES)]
+        version = "abcdefghijklmnopqrstuvwxyz"[rest // len(TEXT_CODES) % 26]
+        seconds = rng.uniform(1.5, 4.0)
+        t = np.arange(int(seconds * sample_rate)) / sample_rate
+        f0 = rng.uniform(90, 250) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
+        phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+        audio = sum(np.sin(k * phase) / k for k in range(1, 8)) * 0.1
+        audio = audio + 0.01 * rng.standard_normal(t.size)
+        path = wav_dir / f"{speaker}{text}{letter}{version}.wav"
+        soundfile.write(path, audio.astype(np.float32), sample_rate, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+def timed(function: Callable[[], object], repeats: int = 1) -> tuple[float, object]:
+    """(best wall-clock seconds over `repeats`, last result)."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = function()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=300, help="number of clips (default 300)")
+    parser.add_argument("--signal-length", type=int, default=96000, help="samples (EMODB: 96000)")
+    parser.add_argument("--sample-rate", type=int, default=16000, help="rate the clips are written at")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--load-threads", type=int, default=None, help="files read in parallel (default: up to 4)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        import librosa
+    except ImportError:
+        raise SystemExit("librosa is not installed: pip install -e '.[dev]'") from None
+
+    settings = FeatureSettings(signal_length=args.signal_length)
+    rows: list[tuple[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="ser-bench-") as folder:
+        root = Path(folder)
+        paths = write_clips(root, args.files, args.sample_rate, args.seed)
+        n = len(paths)
+
+        # Warm both sides up (filter banks, windows, resampling kernels).
+        warm = librosa.load(paths[0], sr=settings.sample_rate)[0]
+        librosa.feature.mfcc(y=fix_length(warm, settings.signal_length), sr=settings.sample_rate, n_mfcc=39)
+        extract_features(torch.zeros(2, settings.signal_length), settings)
+
+        # -- end to end -------------------------------------------------------------------
+        def ours_end_to_end() -> torch.Tensor:
+            module = CorpusDataModule(
+                corpus="synthetic", root=str(root), features=settings, cache_dir=None,
+                feature_device="cpu", load_threads=args.load_threads,
+            )
+            module.prepare_data()
+            return module.features
+
+        def librosa_end_to_end() -> list[np.ndarray]:
+            out = []
+            for path in sorted(paths):
+                y, _ = librosa.load(path, sr=settings.sample_rate)
+                y = fix_length(y, settings.signal_length)
+                out.append(librosa.feature.mfcc(y=y, sr=settings.sample_rate, n_mfcc=39).T)
+            return out
+
+        seconds, _ = timed(ours_end_to_end)
+        rows.append(("ours, end to end (read + resample + MFCC), CPU", n / seconds))
+        seconds, _ = timed(librosa_end_to_end)
+        rows.append(("librosa, end to end (librosa.load + feature.mfcc)", n / seconds))
+
+        # -- MFCC only, same signals in memory ----------------------------------------------
+        signals = np.stack([
+            fix_length(librosa.load(p, sr=settings.sample_rate)[0], settings.signal_length)
+            for p in paths
+        ]).astype(np.float32)
+        waveforms = torch.from_numpy(signals)
+
+        seconds, ours = timed(lambda: extract_features(waveforms, settings, device="cpu"), repeats=2)
+        rows.append(("ours, MFCC only, CPU (batched torchaudio)", n / seconds))
+        if torch.cuda.is_available():
+            def on_gpu() -> torch.Tensor:
+                out = extract_features(waveforms, settings, device="cuda")
+                torch.cuda.synchronize()
+                return out
+
+            on_gpu()
+            seconds, _ = timed(on_gpu, repeats=3)
+            rows.append((f"ours, MFCC only, GPU ({torch.cuda.get_device_name()})", n / seconds))
+            resident = waveforms.cuda()
+
+            def on_gpu_resident() -> torch.Tensor:
+                out = extract_features(resident, settings)
+                torch.cuda.synchronize()
+                return out
+
+            on_gpu_resident()
+            seconds, _ = timed(on_gpu_resident, repeats=3)
+            rows.append(("ours, MFCC only, GPU, signals already on the GPU", n / seconds))
+
+        def librosa_mfcc() -> np.ndarray:
+            return np.stack([
+                librosa.feature.mfcc(y=s, sr=settings.sample_rate, n_mfcc=39).T for s in signals
+            ])
+
+        seconds, reference = timed(librosa_mfcc)
+        rows.append(("librosa, MFCC only (feature.mfcc per file)", n / seconds))
+        difference = float(np.max(np.abs(ours.numpy() - reference)))
+
+    print(
+        f"{n} clips of 1.5-4 s at {args.sample_rate} Hz -> {settings.signal_length} samples at "
+        f"{settings.sample_rate} Hz -> {settings.num_frames} x {settings.num_features} MFCC; "
+        f"torch {torch.__version__} with {torch.get_num_threads()} CPU thread(s), "
+        f"librosa {librosa.__version__}"
+    )
+    width = max(len(name) for name, _ in rows)
+    for name, rate in rows:
+        print(f"  {name:<{width}}  {rate:10.1f} utterances/s")
+    print(f"  largest |ours - librosa| over all MFCCs (pad_mode constant): {difference:.2e}")
+
+
+if __name__ == "__main__":
+    main()

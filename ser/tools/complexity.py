@@ -1,0 +1,253 @@
+"""Model complexity report: parameters, size, MACs per utterance and CPU latency per variant.
+
+    python -m ser.tools.complexity [--corpus emodb] [--frames N] [--runs 5] [--out report.json|report.md]
+
+Each variant is composed from the Hydra configs in ``ser/conf/`` (``model=...`` plus the
+ablation groups), so the report always describes the networks that ``train.py`` builds.
+
+- parameters: trainable parameters;
+- size MB: bytes of parameters and buffers (fp32; BatchNorm statistics included) / 1e6;
+- MACs: multiply-accumulates of one utterance, counted by
+  ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2). It counts matrix products and
+  convolutions, which dominate; elementwise ops, pooling and activations are not counted;
+- latency: median wall time of a batch-1 forward pass on the CPU under
+  ``torch.inference_mode`` after warm-up runs, on one thread by default: with several
+  threads on a shared or busy machine, timings of these small convolutions swing by
+  orders of magnitude, while one thread gives repeatable numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model variant: a label and the Hydra overrides of train.yaml that select it."""
+
+    label: str
+    overrides: tuple[str, ...]
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("MS-SENet (paper)", ()),
+    Variant("MS-SENet, square kernels", ("model/kernels=square",)),
+    Variant("MS-SENet, SE off", ("model/se=off",)),
+    Variant("MS-SENet, avgpool", ("model/regularizer=avgpool",)),
+    Variant("MS-SENet, dropout", ("model/regularizer=dropout",)),
+    Variant("MS-SENet, no regulariser", ("model/regularizer=none",)),
+    Variant("TIM-Net n=8", ("model=timnet",)),
+    Variant("TIM-Net n=10", ("model=timnet", "model.net.num_blocks=10")),
+)
+
+
+@dataclass(frozen=True)
+class ComplexityRow:
+    label: str
+    variant: str
+    parameters: int
+    size_mb: float
+    macs: int
+    latency_ms: float | None
+    frames: int
+
+
+def parameter_count(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def size_megabytes(net: nn.Module) -> float:
+    """Bytes of all parameters and buffers (fp32 here) in units of 10**6."""
+    tensors = list(net.parameters()) + list(net.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors) / 1e6
+
+
+def count_macs(net: nn.Module, frames: int, input_dim: int) -> int:
+    """Multiply-accumulates of one (1, frames, input_dim) forward pass in eval mode.
+
+    The pass runs on a copy on the meta device: shapes propagate and FLOPs are counted
+    without computing anything, so long utterances cost no time.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if frames < 1:
+        raise ValueError(f"frames must be positive, got {frames}")
+    shadow = copy.deepcopy(net).to("meta").eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        shadow(torch.zeros(1, frames, input_dim, device="meta"))
+    return counter.get_total_flops() // 2
+
+
+def cpu_latency_ms(
+    net: nn.Module, frames: int, input_dim: int, runs: int = 5, threads: int = 1, warmup: int = 2
+) -> float:
+    """Median milliseconds of a batch-1 CPU forward pass on ``threads`` threads."""
+    if runs < 1 or threads < 1:
+        raise ValueError(f"runs and threads must be positive, got {runs} and {threads}")
+    net = net.cpu().eval()
+    x = torch.randn(1, frames, input_dim)
+    times = []
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                net(x)
+            for _ in range(runs):
+                start = time.perf_counter()
+                net(x)
+                times.append((time.perf_counter() - start) * 1000)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return statistics.median(times)
+
+
+def compose_model(overrides: Sequence[str]):
+    """The root config composed with ``overrides`` (as ``python train.py OVERRIDES``)."""
+    from ser.conf import compose
+
+    return compose(overrides)
+
+
+def build_variant(variant: Variant, num_classes: int, input_dim: int) -> tuple[str, nn.Module]:
+    """(resolved variant name, network) for one variant."""
+    from hydra.utils import instantiate
+
+    cfg = compose_model(variant.overrides)
+    net = instantiate(cfg.model.net, num_classes=num_classes, input_dim=input_dim)
+    return str(cfg.model.variant), net
+
+
+def corpus_shape(corpus: str) -> tuple[int, int, int]:
+    """(frames, features, classes) of one utterance of ``corpus`` with the default features."""
+    from ser.data.corpora import get_corpus
+    from ser.data.features import settings_from_mapping
+
+    layout = get_corpus(corpus)
+    features = compose_model(()).features
+    settings = settings_from_mapping({**features, "signal_length": layout.signal_length})
+    return settings.num_frames, settings.num_features, len(layout.class_names)
+
+
+def complexity_report(
+    corpus: str = "emodb",
+    frames: int | None = None,
+    runs: int = 5,
+    variants: Sequence[Variant] = VARIANTS,
+    latency: bool = True,
+    threads: int = 1,
+) -> list[ComplexityRow]:
+    """One row per variant at ``frames`` (default: the corpus's frame count)."""
+    corpus_frames, input_dim, num_classes = corpus_shape(corpus)
+    frames = int(frames or corpus_frames)
+    if frames < 1:
+        raise ValueError(f"frames must be positive, got {frames}")
+    rows = []
+    for variant in variants:
+        torch.manual_seed(0)
+        name, net = build_variant(variant, num_classes, input_dim)
+        net.eval()
+        rows.append(
+            ComplexityRow(
+                label=variant.label,
+                variant=name,
+                parameters=parameter_count(net),
+                size_mb=round(size_megabytes(net), 4),
+                macs=count_macs(net, frames, input_dim),
+                latency_ms=(
+                    round(cpu_latency_ms(net, frames, input_dim, runs, threads), 3)
+                    if latency else None
+                ),
+                frames=frames,
+            )
+        )
+    return rows
+
+
+HEADERS = ("model", "variant", "parameters", "size MB", "MACs (M)", "CPU latency ms")
+
+
+def _cells(row: ComplexityRow) -> list[str]:
+    latency = f"{row.latency_ms:.1f}" if row.latency_ms is not None else "-"
+    return [
+        row.label, row.variant, f"{row.parameters:,}", f"{row.size_mb:.3f}",
+        f"{row.macs / 1e6:.2f}", latency,
+    ]
+
+
+def to_markdown(rows: Sequence[ComplexityRow], title: str) -> str:
+    lines = [f"**{title}**", "", "| " + " | ".join(HEADERS) + " |"]
+    lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2)) + "|")
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(rows: Sequence[ComplexityRow], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, header in enumerate(HEADERS):
+        table.add_column(header, justify="left" if i < 2 else "right")
+    for row in rows:
+        table.add_row(*_cells(row))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)
+    console.print(table)
+
+
+def write_report(rows: Sequence[ComplexityRow], path: Path, title: str, meta: dict) -> Path:
+    """JSON for a ``.json`` path, a Markdown table otherwise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    else:
+        path.write_text(to_markdown(rows, title))
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> list[ComplexityRow]:
+    parser = argparse.ArgumentParser(
+        prog="python -m ser.tools.complexity", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--corpus", default="emodb", help="frame count and classes of this corpus")
+    parser.add_argument("--frames", type=int, default=None, help="override the frame count")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per variant (median)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for the latency")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency timing")
+    parser.add_argument("--out", type=Path, default=None, help="also write .json or .md")
+    args = parser.parse_args(argv)
+    try:
+        rows = complexity_report(
+            args.corpus, args.frames, args.runs, latency=not args.no_latency,
+            threads=args.threads,
+        )
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
+    threads = args.threads
+    title = (
+        f"{args.corpus}: {rows[0].frames} frames per utterance, batch 1, "
+        f"CPU with {threads} thread(s), torch {torch.__version__}"
+    )
+    print_table(rows, title)
+    if args.out is not None:
+        meta = {"corpus": args.corpus, "frames": rows[0].frames, "threads": threads,
+                "torch": torch.__version__, "latency_runs": args.runs}
+        print(f"wrote {write_report(rows, args.out, title, meta)}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

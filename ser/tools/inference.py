@@ -1,0 +1,153 @@
+"""Using a trained checkpoint without its DataModule: load it, read audio, predict.
+
+A checkpoint written by ``train.py`` carries ``ser_metadata`` (see
+``EmotionClassifier.on_save_checkpoint``): the class names, the feature settings
+(including ``signal_length``), the network's registry name and constructor arguments,
+and the corpus. That is all inference needs; the weights are the ``net.``-prefixed
+entries of the Lightning ``state_dict``. Reading the file and building the network are
+ser.training.checkpoint's: nothing in the file can run code or name a class to build.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ser.data.features import FeatureSettings, extract_features, fix_length, settings_from_mapping
+from ser.training.checkpoint import (
+    EXPECTED,
+    METADATA_KEY,
+    CheckpointError,
+    build_network,
+    read_checkpoint,
+)
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A network in eval mode with everything needed to feed it new audio."""
+
+    path: Path
+    net: nn.Module
+    class_names: list[str]
+    feature_settings: FeatureSettings
+    metadata: dict[str, Any]
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(frames, features) of one utterance as the network was trained on it."""
+        return self.feature_settings.num_frames, self.feature_settings.num_features
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Class probabilities of one audio file."""
+
+    path: Path
+    probabilities: np.ndarray  # (num_classes,), sums to 1
+
+    def predicted(self, class_names: Sequence[str]) -> str:
+        return class_names[int(np.argmax(self.probabilities))]
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the network of a train.py checkpoint and load its weights (eval mode).
+
+    Read and built by ser.training.checkpoint: nothing in the file can run code, and the network
+    comes from this project's registry, never from a class path in the file.
+    """
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    metadata = checkpoint[METADATA_KEY]
+    names = metadata["class_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{path}: '{METADATA_KEY}.class_names' is not a list of names; expected {EXPECTED}")
+    class_names = list(names)
+    try:
+        settings = settings_from_mapping(metadata["feature_settings"])
+    except (TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{path}: unusable feature settings ({error})") from error
+    net = build_network(path, checkpoint)
+    num_classes = net.classifier.out_features
+    if num_classes != len(class_names):
+        raise CheckpointError(
+            f"{path}: {len(class_names)} class names but a network with {num_classes} outputs"
+        )
+    if net.input_dim != settings.num_features:
+        raise CheckpointError(
+            f"{path}: features have {settings.num_features} dimensions but the network "
+            f"expects {net.input_dim}"
+        )
+    net.to(torch.device(device)).eval()
+    return LoadedCheckpoint(path, net, class_names, settings, dict(metadata))
+
+
+def natural_key(path: Path) -> list[Any]:
+    """Sort key in which 'file2' comes before 'file10'."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(path))]
+
+
+def find_audio_files(path: str | Path) -> list[Path]:
+    """``path`` itself, or every .wav/.flac/.ogg file below a directory, in natural order."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"audio not found: {path} (expected an audio file or a directory)")
+    if path.is_file():
+        return [path]
+    files = [
+        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+    ]
+    if not files:
+        raise FileNotFoundError(
+            f"{path}: no audio files below this directory (expected {', '.join(AUDIO_SUFFIXES)})"
+        )
+    return sorted(files, key=natural_key)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"device={name!r}: expected cpu, cuda, cuda:N or auto") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r}: CUDA is not available on this machine; use device=cpu")
+    return device
+
+
+def load_waveforms(files: Sequence[Path], settings: FeatureSettings) -> torch.Tensor:
+    """The files as one (N, signal_length) tensor: resampled, mono, length fixed."""
+    from ser.data.audio import load_audio
+
+    signals = [fix_length(load_audio(file, settings.sample_rate), settings.signal_length) for file in files]
+    return torch.from_numpy(np.stack(signals))
+
+
+@torch.inference_mode()
+def predict_files(
+    loaded: LoadedCheckpoint, files: Iterable[Path], batch_size: int = 16
+) -> list[Prediction]:
+    """Class probabilities for each file, read and featurised as at training time."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    device = next(loaded.net.parameters()).device
+    files = list(files)
+    predictions: list[Prediction] = []
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        waveforms = load_waveforms(chunk, loaded.feature_settings)
+        features = extract_features(waveforms, loaded.feature_settings, device=device)
+        probabilities = torch.softmax(loaded.net(features.to(device)).float(), dim=1).cpu().numpy()
+        predictions.extend(Prediction(file, row) for file, row in zip(chunk, probabilities, strict=True))
+    return predictions

@@ -1,0 +1,114 @@
+"""Classify audio files with a trained checkpoint; no DataModule needed.
+
+    python -m ser.tools.predict checkpoint=CKPT audio=FILE_OR_DIR [output=CSV] [device=cpu] [batch_size=16]
+
+Prints each file's class probabilities as a table and, with ``output=``, writes a CSV with
+the columns ``path, predicted, <one column per class name>``. A directory is searched
+recursively for .wav/.flac/.ogg files (natural order). Bad input (a missing file, a file
+that is not audio, a file that is not a train.py checkpoint) ends with one line on stderr
+naming the file, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import MISSING, DictConfig
+
+from ser.cli import parse_key_values, run_cli
+from ser.tools.inference import (
+    Prediction,
+    find_audio_files,
+    load_checkpoint,
+    predict_files,
+    resolve_device,
+)
+
+USAGE = (
+    "usage: python -m ser.tools.predict checkpoint=CKPT audio=FILE_OR_DIR "
+    "[output=CSV] [device=cpu|cuda|auto] [batch_size=16]"
+)
+
+
+@dataclass
+class PredictArguments:
+    checkpoint: str = MISSING
+    audio: str = MISSING
+    output: str | None = None
+    device: str = "cpu"
+    batch_size: int = 16
+
+
+def write_csv(predictions: Sequence[Prediction], class_names: Sequence[str], path: Path) -> Path:
+    """One row per file: path, predicted class, one probability column per class."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(["path", "predicted", *class_names])
+            for prediction in predictions:
+                writer.writerow(
+                    [str(prediction.path), prediction.predicted(class_names)]
+                    + [f"{p:.6f}" for p in prediction.probabilities]
+                )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def print_table(
+    predictions: Sequence[Prediction], class_names: Sequence[str], title: str, root: Path | None
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("file")
+    table.add_column("predicted")
+    for name in class_names:
+        table.add_column(name, justify="right")
+    for prediction in predictions:
+        best = int(prediction.probabilities.argmax())
+        shown = prediction.path.relative_to(root) if root is not None else prediction.path
+        cells = [
+            f"[bold]{p:.3f}[/bold]" if i == best else f"{p:.3f}"
+            for i, p in enumerate(prediction.probabilities)
+        ]
+        table.add_row(str(shown), class_names[best], *cells)
+    console = Console()
+    if not console.is_terminal:
+        # Piped or captured output has no width to respect; never truncate the numbers.
+        console = Console(width=max(120, 40 + 10 * len(class_names)))
+    console.print(table)
+
+
+def predict(args: DictConfig) -> list[Prediction]:
+    """Run the CLI's work on parsed arguments; returns the predictions."""
+    device = resolve_device(str(args.device))
+    files = find_audio_files(args.audio)  # before loading the model: fail fast on a typo
+    loaded = load_checkpoint(args.checkpoint, device=device)
+    predictions = predict_files(loaded, files, batch_size=int(args.batch_size))
+    audio = Path(args.audio)
+    print_table(predictions, loaded.class_names, f"{loaded.path}", audio if audio.is_dir() else None)
+    if args.output:
+        path = write_csv(predictions, loaded.class_names, Path(args.output))
+        print(f"wrote {path}")
+    return predictions
+
+
+def main(argv: Sequence[str] | None = None) -> list[Prediction]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_cli(lambda a: predict(parse_key_values(a, PredictArguments, USAGE)), argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The objects of a run, built from its config: DataModules, the LightningModule, callbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ser.data.datamodule import FoldDataModule
+from ser.models import registry
+from ser.training.config import DATASET_PROTOCOL_KEYS, config_hash
+from ser.training.module import EmotionClassifier
+
+
+def instantiate_datamodule(settings: DictConfig, stage: str, **overrides: Any) -> FoldDataModule:
+    """The DataModule a dataset group (`dataset`, `test_dataset`) describes, prepared.
+
+    `overrides` replace settings of the group (the cross-corpus target's signal length).
+    """
+    chosen = {k: v for k, v in settings.items() if k not in DATASET_PROTOCOL_KEYS} | overrides
+    datamodule = instantiate(OmegaConf.create(chosen), _recursive_=False, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup(stage)
+    return datamodule
+
+
+def build_datamodule(cfg: DictConfig) -> FoldDataModule:
+    """The training corpus (`dataset`), its features extracted or loaded from the cache."""
+    return instantiate_datamodule(cfg.dataset, "fit")
+
+
+def build_module(cfg: DictConfig, datamodule: FoldDataModule) -> EmotionClassifier:
+    """A fresh network and optimiser in the LightningModule, with the checkpoint metadata."""
+    net = instantiate(cfg.model.net, num_classes=datamodule.num_classes, input_dim=datamodule.input_dim)
+    metadata = {
+        "feature_settings": OmegaConf.to_container(cfg.features, resolve=True)
+        | {"signal_length": datamodule.feature_settings.signal_length},
+        "net": registry.checkpoint_description(OmegaConf.to_container(cfg.model.net, resolve=True)
+        | {"num_classes": datamodule.num_classes, "input_dim": datamodule.input_dim}),  # no class path
+        "corpus": datamodule.corpus.name,
+        # Lets a restarted run check that a fold's last.ckpt belongs to this config.
+        "config_hash": config_hash(cfg),
+    }
+    return EmotionClassifier(
+        net=net,
+        optimizer=instantiate(cfg.optimizer),
+        class_names=datamodule.class_names,
+        label_smoothing=float(cfg.label_smoothing),
+        metadata=metadata,
+    )
+
+
+def build_callbacks(cfg: DictConfig, fold_dir: Path) -> list[pl.Callback]:
+    """The configured callbacks (`callbacks`); the checkpoint one writes into `fold_dir`."""
+    callbacks = []
+    for name, callback_cfg in (cfg.get("callbacks") or {}).items():
+        if callback_cfg is None:
+            continue
+        if name == "checkpoint":
+            callbacks.append(instantiate(callback_cfg, dirpath=str(fold_dir)))
+        else:
+            callbacks.append(instantiate(callback_cfg))
+    return callbacks

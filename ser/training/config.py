@@ -1,0 +1,66 @@
+"""What a run's config defines: the part that changes results, its hash, and where it writes.
+
+The config hash identifies an experiment: a fold file, a results.json and a `last.ckpt`
+are reused only by a run with the same hash, and an output directory holding another
+hash's results is refused (ser.tracking.output_dir). Settings that say where and how a
+run happens, not what it computes, are left out of it, so equal setups in different
+directories (or fold-parallel jobs of one experiment) share a hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ser.settings import ConfigError
+from ser.training.gather import JOB_CV_KEYS
+
+# Settings that say where and how loudly a run happens, not what it computes.
+NON_DEFINING_KEYS = ("paths", "logger", "hydra", "progress", "callbacks", "plots", "objective")
+NON_DEFINING_NESTED_KEYS = {
+    "trainer": ("default_root_dir", "enable_progress_bar"),
+    "dataset": ("cache_dir", "num_workers"),
+}
+# Dataset settings read by other groups (the trainer's epochs), not by the DataModule.
+DATASET_PROTOCOL_KEYS = ("max_epochs",)
+
+
+def defining_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without the settings that do not change what is computed."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    defining = {k: v for k, v in container.items() if k not in NON_DEFINING_KEYS}
+    if isinstance(defining.get("cv"), dict):
+        # Which folds a job runs (fold-parallel jobs) is not part of what is computed:
+        # every job of one experiment must share its config hash.
+        defining["cv"] = {k: v for k, v in defining["cv"].items() if k not in JOB_CV_KEYS}
+    # Where files go and how they are read do not change what is computed, so equal
+    # setups in different directories share a hash (sweep reports compare them).
+    for group, keys in NON_DEFINING_NESTED_KEYS.items():
+        if isinstance(defining.get(group), dict):
+            defining[group] = {k: v for k, v in defining[group].items() if k not in keys}
+    return defining
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """16 hex digits of the sha256 of the defining config."""
+    text = json.dumps(defining_config(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def output_directory(cfg: DictConfig) -> Path:
+    """`paths.output_dir`, resolved (Hydra's job directory under train.py)."""
+    try:
+        return Path(cfg.paths.output_dir).resolve()
+    except Exception as error:
+        raise ConfigError(
+            f"paths.output_dir cannot be resolved ({error}); set it or run through train.py"
+        ) from error
+
+
+def split_seed(cfg: DictConfig, datamodule: Any) -> int:
+    """`cv.seed`, or the corpus's TIM-Net seed when it is null."""
+    return int(cfg.cv.seed if cfg.cv.seed is not None else datamodule.corpus.split_seed)

@@ -1,0 +1,208 @@
+"""`train(cfg)`: the one experiment loop behind `python train.py`, for every protocol.
+
+The task config's `_target_` (ser/conf/task/*.yaml) names the protocol: cross-validation
+(ser.training.protocols.cross_validation) or cross-corpus evaluation
+(ser.training.protocols.cross_corpus). The protocol says what the data and the units of
+training are (ser.training.protocols.base); this engine alone:
+
+- checks the settings before anything is built (ser.settings, `cv.select`, `objective`,
+  the launch);
+- holds the output directory: refused if it holds another configuration's results,
+  locked while the run lasts (ser.tracking.output_dir);
+- writes the record's header (and, for protocols whose units may run as separate jobs,
+  `folds/experiment.json`);
+- skips the units already finished with this config hash, trains the others one at a
+  time (ser.training.fold.run_fold) and writes each unit's file atomically as it ends,
+  rewriting results.json after every unit, so an interrupted run loses at most the unit
+  in progress;
+- writes the complete results.json, prints the table, logs the summary W&B run and
+  returns the objective to sweepers.
+
+Under DDP (`trainer=ddp`) every process runs this loop and rank zero alone writes.
+Fold-parallel jobs (`cv.only_folds`) run some units each; the one that finds every unit
+finished gathers results.json (ser.training.gather, docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ser.settings import ConfigError, validate_settings
+from ser.tracking import embeddings, provenance, results, wandb_runs
+from ser.tracking.output_dir import claim_output_dir
+from ser.training import distributed, gather
+from ser.training.config import config_hash, defining_config, output_directory
+from ser.training.fold import run_fold
+from ser.training.protocols.base import Protocol
+from ser.training.selection import check_selection
+
+log = logging.getLogger(__name__)
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """Refuse, before training, an `objective` the run will not measure."""
+    objective = str(cfg.get("objective") or "test/uar")
+    with_validation = cfg.cv.get("validation") is not None
+    measured = [*results.METRICS, *(results.OPTIONAL_METRICS if with_validation else ())]
+    if objective not in measured:
+        needs = " (val/... needs cv.validation, e.g. cv.validation=0.1)" if not with_validation else ""
+        raise ConfigError(f"objective={objective} is not measured by this run; expected one of {measured}{needs}")
+
+
+def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float:
+    """What train() returns to a sweeper: the mean over units of `cfg.objective`.
+
+    The default, test/uar, is the figure to report. A search that chooses settings by
+    it chooses on the test folds, so the hpo sweep sets `objective=val/uar` with a
+    validation split carved from each training fold.
+    """
+    objective = str(cfg.get("objective") or "test/uar")
+    key = f"{objective}_mean"
+    if key not in summary:
+        raise ConfigError(
+            f"objective={objective} is not measured by this run; expected one of "
+            f"{sorted(k[: -len('_mean')] for k in summary if k.endswith('_mean'))} "
+            f"(val/uar needs cv.validation, e.g. cv.validation=0.1)"
+        )
+    return float(summary[key])
+
+
+def build_protocol(cfg: DictConfig) -> Protocol:
+    """The protocol `task._target_` names, built with the run's config."""
+    task = cfg.get("task")
+    if not isinstance(task, DictConfig) or "_target_" not in task:
+        raise ConfigError(
+            f"task must be a task config with a _target_ (task=cross_validation or "
+            f"task=cross_corpus), got {task!r}"
+        )
+    # A partial: the protocol takes the whole run config, not a copy merged into `task`.
+    protocol = instantiate(task, _partial_=True)(cfg)
+    if not isinstance(protocol, Protocol):
+        raise ConfigError(f"task._target_={task._target_} is not a protocol (ser.training.protocols)")
+    return protocol
+
+
+def train(cfg: DictConfig) -> float:
+    """Run the experiment `cfg` describes; return the mean of `objective` over its units."""
+    validate_settings(cfg)
+    check_selection(cfg)
+    check_objective(cfg)
+    distributed.check_launch(cfg)
+    protocol = build_protocol(cfg)
+    output_dir = output_directory(cfg)
+    # Refused, or locked for this run's units, before anything is written.
+    writer = distributed.is_global_zero()
+    with claim_output_dir(cfg, output_dir, config_hash(cfg), protocol.only_units, writer=writer):
+        return run_experiment(cfg, protocol, output_dir)
+
+
+def finished_result(path: Path, this_hash: str) -> dict[str, Any] | None:
+    """The result a unit's file holds, if it was computed with this config hash."""
+    if not path.exists():
+        return None
+    saved = results.read_json(path)
+    return saved["result"] if saved.get("config_hash") == this_hash else None
+
+
+def run_experiment(cfg: DictConfig, protocol: Protocol, output_dir: Path) -> float:
+    """The units of `protocol`, in the output directory `train` holds; returns the objective."""
+    torch.set_float32_matmul_precision("high")
+    experiment = protocol.experiment_name()
+    this_hash = config_hash(cfg)
+    results_path = output_dir / results.RESULTS_FILE
+    datamodule = protocol.prepare()
+    units = protocol.units()
+    # Some units per job (fold-parallel jobs share the directory; ser.training.gather).
+    parallel = protocol.only_units is not None
+    selected = gather.select_folds(protocol.only_units, len(units))
+    run_config = defining_config(cfg)
+    units_key = protocol.results_key
+    record: dict[str, Any] = {
+        "experiment": experiment,
+        "status": "running",
+        "config_hash": this_hash,
+        **protocol.record(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "versions": provenance.package_versions(),
+        "git": provenance.git_commit(),
+        "machine": provenance.machine(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        units_key: [],
+    }
+    # Under DDP every process runs this function; rank zero alone writes files.
+    writer = distributed.is_global_zero()
+    if writer and protocol.gatherable:
+        gather.write_header(output_dir, record)
+    finished: list[dict[str, Any]] = []
+    for unit in units:
+        if unit.index not in selected:
+            continue
+        path = protocol.unit_path(output_dir, unit.index)
+        saved = finished_result(path, this_hash)
+        if saved is not None:
+            log.info("%s %d already finished in %s; skipping", protocol.index_key, unit.index, path)
+            finished.append(saved)
+            continue
+        log.info(
+            "%s %d/%d: %d train, %d test", protocol.index_key, unit.index + 1, len(units),
+            len(unit.train_rows), len(unit.test_rows),
+        )
+        print(f"[ser] {experiment}: {protocol.announce(unit, len(units))}", flush=True)
+        result = run_fold(
+            cfg, datamodule, unit.index, unit.train_rows, unit.test_rows, output_dir, experiment, run_config
+        )
+        finished.append(protocol.relabel(result))
+        if writer:
+            results.atomic_write_json({"config_hash": this_hash, "result": finished[-1]}, path)
+            if not parallel:  # fold-parallel jobs leave results.json to the gather
+                record[units_key] = finished
+                results.atomic_write_json(record, results_path)
+
+    if not writer:
+        return objective_value(cfg, results.summarise(finished))
+    if parallel:
+        # Whichever job finds every unit finished writes results.json and the summary.
+        try:
+            record = gather.gather(output_dir)
+        except gather.IncompleteError as waiting:
+            print(f"[ser] {experiment}: folds {selected} finished; {waiting}", flush=True)
+            return objective_value(cfg, results.summarise(finished))
+        finished = record[units_key]
+    summary = results.summarise(finished)
+    record.update({units_key: finished, "summary": summary, "status": "complete"})
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    results.atomic_write_json(record, results_path)
+    rows = [dict(result, fold=result[protocol.index_key]) for result in finished]  # the table's rows
+    results.print_table(f"{experiment}  ({output_dir})", rows, summary)
+    if not parallel or gather.claim_summary(output_dir):  # one W&B summary run
+        log_summary(cfg, experiment, rows, summary, run_config, output_dir, datamodule.class_names)
+    return objective_value(cfg, summary)
+
+
+def log_summary(
+    cfg: DictConfig,
+    experiment: str,
+    rows: list[dict[str, Any]],
+    summary: dict[str, Any],
+    run_config: dict[str, Any],
+    output_dir: Path,
+    class_names: list[str],
+) -> None:
+    """The W&B summary run, with the t-SNE of every unit's embeddings (`plots.embeddings`)."""
+    images = {}  # plotted by the one job that writes the summary, from every unit's file
+    if OmegaConf.select(cfg, "plots.embeddings", default=False):
+        plot = embeddings.plot_run_embeddings(
+            output_dir, class_names, len(rows), seed=int(cfg.seed), title=experiment
+        )
+        if plot is not None:
+            images["embeddings/tsne"] = plot
+    wandb_runs.log_summary_run(
+        cfg.get("logger"), experiment, rows, summary, run_config, output_dir, images=images
+    )

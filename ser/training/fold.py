@@ -1,0 +1,101 @@
+"""One unit of an experiment: a fresh model trained on a fold's rows and tested on its test rows.
+
+`run_fold` is all one fold does, whichever protocol it belongs to (a cross-validation
+fold, a cross-corpus repeat): seed, fit (resuming from `last.ckpt`), choose the weights
+(`cv.select`), test, and report the fold's result and its W&B run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ser.data.datamodule import FoldDataModule
+from ser.tracking import embeddings, wandb_runs
+from ser.training import resume
+from ser.training.build import build_callbacks, build_module
+from ser.training.config import config_hash
+from ser.training.selection import protocol_callbacks, select_checkpoint, split_validation
+
+
+def fold_test_speakers(datamodule: Any, test_rows: Any) -> list[str]:
+    """The speakers of a fold's test rows (disjoint from training under cv=speaker)."""
+    manifest = datamodule.manifest
+    if manifest is None:
+        return []
+    speakers = manifest.speakers
+    return sorted({str(speakers[int(i)]) for i in test_rows})
+
+
+def run_fold(
+    cfg: DictConfig,
+    datamodule: FoldDataModule,
+    fold: int,
+    train_rows: Any,
+    test_rows: Any,
+    output_dir: Path,
+    experiment: str,
+    run_config: dict[str, Any],
+) -> dict[str, Any]:
+    """Train a fresh model on one fold and test the weights `cv.select` picks.
+
+    By default the last epoch's weights; with `cv.validation` and
+    `cv.select=best_val_uar`, the epoch best on the fold's validation split. An
+    interrupted fold continues from its `last.ckpt` (ser.training.resume).
+    """
+    fold_seed = int(cfg.seed) + fold
+    pl.seed_everything(fold_seed, workers=True, verbose=False)
+    train_rows, validation_rows = split_validation(cfg, datamodule, train_rows)
+    datamodule.set_fold(train_rows, test_rows, validation_rows, shuffle_seed=fold_seed)
+    fold_dir = output_dir / "checkpoints" / f"fold_{fold:02d}"
+    module = build_module(cfg, datamodule)
+    logger = wandb_runs.fold_logger(cfg.get("logger"), experiment, fold, run_config)
+    started = time.time()
+    try:
+        trainer: pl.Trainer = instantiate(
+            cfg.trainer,
+            logger=logger if logger is not None else False,
+            callbacks=protocol_callbacks(cfg, fold_seed, fold_dir) + build_callbacks(cfg, fold_dir),
+            enable_progress_bar=bool(cfg.progress),
+        )
+        resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg))
+        resumed = {} if resume_from is None else {"resumed_from_epoch": resume.checkpoint_epoch(resume_from)}
+        if resume_from is not None:
+            print(f"[ser] {experiment}: fold {fold} resumes from {resume_from}", flush=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        selected, selection = select_checkpoint(cfg, trainer, module, datamodule)
+        trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected, weights_only=True)
+        if trainer.is_global_zero and OmegaConf.select(cfg, "plots.embeddings", default=False):
+            embeddings.save_fold_embeddings(module, datamodule, fold, output_dir)
+        confusion = module.test_confusion_matrix()
+        evaluated = module.test_rows().tolist()
+        if evaluated != sorted(int(i) for i in test_rows):  # each test utterance exactly once
+            raise RuntimeError(
+                f"fold {fold}: the test evaluated {len(evaluated)} distinct utterances, "
+                f"not the fold's {len(test_rows)}"
+            )
+        metrics = trainer.callback_metrics
+        result = {
+            "fold": fold,
+            "test/uar": float(metrics["test/uar"]),
+            "test/war": float(metrics["test/war"]),
+            "test/loss": float(metrics["test/loss"]),
+            "confusion_matrix": confusion.tolist(),
+            "num_test": int(confusion.sum()),
+            "num_train": len(train_rows),
+            "test_rows": [int(i) for i in test_rows],
+            "training_seed": fold_seed,
+            "epochs": int(trainer.current_epoch),
+            "seconds": round(time.time() - started, 2),
+        }
+        result.update(selection, **resumed, test_speakers=fold_test_speakers(datamodule, test_rows))
+        if trainer.is_global_zero:
+            wandb_runs.log_fold_result(logger, result, datamodule.class_names)
+        return result
+    finally:
+        wandb_runs.finish_logger(logger)

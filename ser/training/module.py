@@ -1,0 +1,177 @@
+"""The LightningModule that trains and evaluates one network on one fold."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
+from torch import nn
+from torchmetrics import MeanMetric
+
+from ser.training.metrics import (
+    UtterancePredictions,
+    confusion_matrix,
+    confusion_matrix_metric,
+    recall_metrics,
+)
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+# Every value this module logs is already reduced over the ranks (see EmotionClassifier),
+# so Lightning's advice to log epoch values with sync_dist=True does not apply; following
+# it would reintroduce the lazy reductions that deadlock DDP.
+warnings.filterwarnings(
+    "ignore", message=r"It is recommended to use `self\.log\(", category=PossibleUserWarning
+)
+
+
+def _prefixed(values: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}{name}": value for name, value in values.items()}
+
+
+class EmotionClassifier(pl.LightningModule):
+    """Cross-entropy training with label smoothing on training batches only.
+
+    Smoothing is applied by the loss to each training batch, never to the stored
+    labels, so it cannot compound across folds or reach a test fold (the reference
+    code's defect (b) in docs/reference.md). Test loss and metrics use the hard labels.
+
+    Under DDP, every cross-rank reduction happens here, explicitly, in the epoch-end
+    hooks, which every rank runs in the same order; what is logged is already reduced
+    and is logged with `sync_dist=False`. Nothing is left for Lightning to reduce
+    lazily when a logged value is first read: that read happens in rank-zero-only code
+    (the progress bar), and a collective issued there while the other ranks issue a
+    different one deadlocks the run. Validation and test metrics are computed from one
+    prediction per utterance (`UtterancePredictions`), equal to a one-device evaluation;
+    UAR and WAR always come from a confusion matrix (ser.training.metrics.recall_metrics).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        class_names: list[str],
+        label_smoothing: float = 0.1,
+        scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.train_loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.eval_loss = nn.CrossEntropyLoss()
+        # Training figures cover every batch every rank trained on (the sampler's few
+        # repeats included: they were trained on); summed over ranks on compute.
+        self.train_mean_loss = MeanMetric()
+        self.train_confusion = confusion_matrix_metric(self.num_classes)
+        self.val_predictions = UtterancePredictions()
+        self.test_predictions = UtterancePredictions()
+        self._test_confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+        self._test_rows = torch.zeros(0, dtype=torch.long)
+        self._unkeyed_rows = 0
+        self.metadata = dict(metadata or {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.train_loss(logits, y)
+        self.train_mean_loss.update(loss.detach(), weight=len(y))
+        self.train_confusion.update(logits.detach().argmax(dim=1), y)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Two reductions over the ranks, in this order on every rank.
+        loss = self.train_mean_loss.compute()
+        matrix = self.train_confusion.compute()
+        values = {"train/loss": loss, **_prefixed(recall_metrics(matrix), "train/")}
+        self.log_dict(values, prog_bar=True, sync_dist=False)
+        self.train_mean_loss.reset()
+        self.train_confusion.reset()
+
+    def _keyed(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, y, manifest rows); (x, y) batches are numbered in order (one device only)."""
+        x, y = batch[0], batch[1]
+        if len(batch) > 2:
+            return x, y, batch[2]
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            raise ValueError(
+                "evaluation batches must carry their manifest rows (x, y, rows) on several "
+                "devices, or the repeats of the distributed sampler would be counted"
+            )
+        start = self._unkeyed_rows
+        self._unkeyed_rows += len(y)
+        return x, y, torch.arange(start, start + len(y), device=y.device)
+
+    def _evaluate(self, batch: tuple[torch.Tensor, ...], predictions: UtterancePredictions) -> None:
+        x, y, rows = self._keyed(batch)
+        logits = self(x)
+        losses = nn.functional.cross_entropy(logits, y, reduction="none")  # hard labels, as eval_loss
+        predictions.update(rows, logits.argmax(dim=1), y, losses)
+
+    def _fold_metrics(
+        self, predictions: UtterancePredictions, prefix: str
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Loss, UAR and WAR of one prediction per utterance; the confusion matrix; the rows."""
+        fold = predictions.fold()  # the one reduction over the ranks (a gather)
+        matrix = confusion_matrix(fold["predictions"], fold["targets"], self.num_classes)
+        values = {f"{prefix}loss": fold["losses"].mean(), **_prefixed(recall_metrics(matrix), prefix)}
+        return values, matrix, fold["rows"]
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_predictions.reset()
+        self._unkeyed_rows = 0
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        """Batches are (x, y, manifest rows); (x, y) is accepted on a single device."""
+        self._evaluate(batch, self.val_predictions)
+
+    def on_validation_epoch_end(self) -> None:
+        values, _, _ = self._fold_metrics(self.val_predictions, "val/")
+        self.log_dict(values, prog_bar=True, sync_dist=False)
+        self.val_predictions.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.test_predictions.reset()
+        self._unkeyed_rows = 0
+
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        """Batches are (x, y, manifest rows); (x, y) is accepted on a single device."""
+        self._evaluate(batch, self.test_predictions)
+
+    def on_test_epoch_end(self) -> None:
+        # Every rank gets the whole fold, one prediction per utterance, so every rank
+        # computes and logs the same numbers. The matrix and rows are kept, so that reading
+        # them later (on every rank or on rank zero alone) needs no further reduction.
+        values, self._test_confusion, self._test_rows = self._fold_metrics(self.test_predictions, "test/")
+        self.log_dict(values, sync_dist=False)
+
+    def test_confusion_matrix(self) -> torch.Tensor:
+        """The last test's confusion matrix (rows true, columns predicted), each utterance once."""
+        return self._test_confusion.cpu()
+
+    def test_rows(self) -> torch.Tensor:
+        """The manifest rows the last test evaluated, ascending, each once."""
+        return self._test_rows.cpu()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Class names and feature settings travel with the weights, so a checkpoint can
+        # be used on a new file without its DataModule.
+        checkpoint["ser_metadata"] = {"class_names": self.class_names, **self.metadata}

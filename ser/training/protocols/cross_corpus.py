@@ -1,0 +1,136 @@
+"""`task=cross_corpus`: train on one corpus, test on another, over the classes both have.
+
+`python train.py task=cross_corpus dataset=emodb test_dataset=ravdess` trains on every
+utterance of the source corpus (`dataset`) whose class is one of `cross_corpus.classes`
+and tests on every such utterance of the target corpus (`test_dataset`): the common
+protocol, with no folds, since no target utterance is ever seen in training. Classes
+reach the shared ones through `cross_corpus.class_map` (ser.data.cross_corpus). The
+target's audio is cut to the source's signal length, so the model sees inputs of the
+shape it was trained on.
+
+Each of `cross_corpus.repeats` trainings (seeds seed, seed+1, ...) is one unit of the
+engine, like a fold: validation split and checkpoint selection (`cv.validation`,
+`cv.select`, carved from the source), resume from `last.ckpt`, and the W&B run.
+`runs/run_KK.json` holds each finished run, so a restarted run skips it; results.json
+holds the target's confusion matrix over the shared classes, UAR and WAR per run, and
+mean +- std.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from ser.data.cross_corpus import CrossCorpusDataModule, shared_classes
+from ser.data.datamodule import FoldDataModule
+from ser.settings import ConfigError
+from ser.training.build import build_datamodule, instantiate_datamodule
+from ser.training.config import split_seed
+from ser.training.protocols.base import Protocol, Unit
+from ser.training.selection import protocol_record
+
+RUNS_DIR = "runs"
+
+
+def run_path(output_dir: Path, repeat: int) -> Path:
+    """`runs/run_KK.json` of an output directory."""
+    return Path(output_dir) / RUNS_DIR / f"run_{repeat:02d}.json"
+
+
+def build_target_datamodule(cfg: DictConfig, source: FoldDataModule) -> FoldDataModule:
+    """The `test_dataset` DataModule, its audio cut to the source's signal length."""
+    length = source.feature_settings.signal_length
+    asked = cfg.test_dataset.get("signal_length")
+    if asked is not None and int(asked) != int(length):
+        raise ConfigError(
+            f"test_dataset.signal_length={asked}, but the model trains on {length} samples of "
+            f"{source.corpus.name}; leave test_dataset.signal_length null"
+        )
+    return instantiate_datamodule(cfg.test_dataset, "test", signal_length=int(length))
+
+
+def corpus_record(datamodule: FoldDataModule, rows: np.ndarray, labels: np.ndarray, shared: list[str]) -> dict:
+    """What results.json says about the source or the target corpus."""
+    counts = np.bincount(labels, minlength=len(shared))
+    return {
+        "corpus": datamodule.corpus.name,
+        "class_names": datamodule.class_names,
+        "num_utterances": int(len(rows)),
+        "class_counts": {name: int(n) for name, n in zip(shared, counts, strict=True)},
+        "skipped_files": datamodule.skipped_files,
+    }
+
+
+class CrossCorpus(Protocol):
+    """`cross_corpus.repeats` trainings on the source, each tested on the whole target."""
+
+    results_key = RUNS_DIR
+    index_key = "repeat"
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        if cfg.get("test_dataset") is None:
+            raise ConfigError(
+                "task=cross_corpus needs the corpus to test on: add test_dataset=NAME (e.g. "
+                "test_dataset=ravdess test_dataset.root=PATH)"
+            )
+        settings = cfg.get("cross_corpus") or {}
+        self.repeats = int(settings.get("repeats", 1))
+        if self.repeats < 1:
+            raise ConfigError(f"cross_corpus.repeats must be at least 1, got {self.repeats}")
+        class_map = settings.get("class_map")
+        self.class_map = {} if class_map is None else OmegaConf.to_container(class_map, resolve=True)
+        wanted = settings.get("classes")
+        self.wanted = None if wanted is None else [str(c) for c in wanted]
+
+    def setup_name(self) -> str:
+        """`<source>-to-<target>-<model variant>-<features>`."""
+        cfg = self.cfg
+        return f"{cfg.dataset.corpus}-to-{cfg.test_dataset.corpus}-{cfg.model.variant}-{cfg.features.kind}"
+
+    def prepare(self) -> FoldDataModule:
+        self.source = build_datamodule(self.cfg)
+        self.target = build_target_datamodule(self.cfg, self.source)
+        self.shared = shared_classes(
+            self.source.corpus.name, self.source.class_names, self.target.corpus.name,
+            self.target.class_names, self.wanted, self.class_map,
+        )
+        self.data = CrossCorpusDataModule(self.source, self.target, self.shared, self.class_map)
+        return self.data
+
+    def units(self) -> list[Unit]:
+        # Run r is unit r: seed + r, checkpoints/fold_rr, as a fold would be.
+        return [Unit(repeat, self.data.train_block, self.data.test_block) for repeat in range(self.repeats)]
+
+    def unit_path(self, output_dir: Path, index: int) -> Path:
+        return run_path(output_dir, index)
+
+    def announce(self, unit: Unit, total: int) -> str:
+        data = self.data
+        return (
+            f"run {unit.index + 1}/{total}, {data.num_source} {data.source_name} -> "
+            f"{len(data.target_rows)} {data.target_name} utterances"
+        )
+
+    def relabel(self, result: dict[str, Any]) -> dict[str, Any]:
+        result["repeat"] = result.pop("fold")
+        result["test_rows"] = self.data.corpus_rows(result["test_rows"])  # rows of the target's manifest
+        if "validation_rows" in result:
+            result["validation_rows"] = self.data.corpus_rows(result["validation_rows"])  # the source's
+        return result
+
+    def record(self) -> dict[str, Any]:
+        data, labels = self.data, self.data.targets.numpy()
+        return {
+            "task": "cross_corpus",
+            "class_names": self.shared,
+            "class_map": self.class_map,
+            "source": corpus_record(self.source, data.source_rows, labels[: data.num_source], self.shared),
+            "target": corpus_record(self.target, data.target_rows, labels[data.num_source :], self.shared),
+            "signal_length": int(self.source.feature_settings.signal_length),
+            "seeds": {"training": int(self.cfg.seed), "split": split_seed(self.cfg, self.source)},
+            "cv": protocol_record(self.cfg),
+        }

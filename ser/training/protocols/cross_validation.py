@@ -1,0 +1,84 @@
+"""`task=cross_validation` (the default): the folds of one corpus (`dataset`, `cv`).
+
+Each fold trains a fresh model on its training rows and tests the weights `cv.select`
+picks (by default the last epoch's) on its test rows; nothing is selected on the test
+fold. `folds/fold_KK.json` holds each finished fold. `cv.only_folds` makes a job run some
+folds only: jobs of one experiment share the output directory, and the one that finds
+every fold finished gathers results.json (ser.training.gather, docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from ser.data.datamodule import FoldDataModule
+from ser.tracking import provenance, results
+from ser.training import folds
+from ser.training.build import build_datamodule
+from ser.training.config import split_seed
+from ser.training.protocols.base import Protocol, Unit
+from ser.training.selection import protocol_record
+
+
+def build_folds(cfg: DictConfig, datamodule: FoldDataModule) -> list[folds.Fold]:
+    """The (training rows, test rows) of each fold of `cv` over the DataModule's manifest."""
+    manifest = datamodule.manifest
+    assert manifest is not None
+    number = cfg.cv.folds
+    return folds.make_folds(
+        cfg.cv.strategy, len(manifest), None if number is None else int(number), split_seed(cfg, datamodule),
+        speakers=manifest.speakers, sessions=[u.session for u in manifest.utterances],
+        group_by=str(cfg.cv.get("group_by") or "auto"),
+    )
+
+
+class CrossValidation(Protocol):
+    """The folds of `cv` over `dataset`; results.json lists them under `folds`."""
+
+    results_key = results.FOLDS_DIR
+    index_key = "fold"
+    gatherable = True
+
+    @property
+    def only_units(self) -> Any:
+        return self.cfg.cv.get("only_folds")
+
+    def setup_name(self) -> str:
+        """`<corpus>-<model variant>-<features>`."""
+        return f"{self.cfg.dataset.corpus}-{self.cfg.model.variant}-{self.cfg.features.kind}"
+
+    def prepare(self) -> FoldDataModule:
+        self.datamodule = build_datamodule(self.cfg)
+        return self.datamodule
+
+    def units(self) -> list[Unit]:
+        self.folds = build_folds(self.cfg, self.datamodule)
+        return [Unit(fold, train, test) for fold, (train, test) in enumerate(self.folds)]
+
+    def unit_path(self, output_dir: Path, index: int) -> Path:
+        return results.fold_path(output_dir, index)
+
+    def record(self) -> dict[str, Any]:
+        cfg, datamodule = self.cfg, self.datamodule
+        assert datamodule.manifest is not None
+        return {
+            # The setup without the corpus, and the Hydra choices/overrides that made it:
+            # how `sweep.py report` tells the variants of a sweep apart.
+            "variant": f"{cfg.model.variant}-{cfg.features.kind}",
+            "hydra": provenance.hydra_job_info(),
+            "corpus": datamodule.corpus.name,
+            "class_names": datamodule.class_names,
+            "num_utterances": len(datamodule.manifest),
+            "class_counts": datamodule.manifest.class_counts(),
+            "seeds": {"training": int(cfg.seed), "split": split_seed(cfg, datamodule)},
+            "cv": {"strategy": cfg.cv.strategy, "folds": len(self.folds)} | protocol_record(cfg),
+            "skipped_files": datamodule.skipped_files,
+        }
+
+
+def experiment_name(cfg: DictConfig) -> str:
+    """The name of a cross-validation setup: corpus, model variant and features (W&B group)."""
+    return CrossValidation(cfg).experiment_name()

@@ -1,0 +1,138 @@
+"""Resuming an interrupted run: atomic checkpoints, the resume decision, epoch seeding.
+
+A run killed at any moment and started again with the same output directory skips the
+folds whose `folds/fold_KK.json` matches its config hash (ser.training.engine) and continues
+the interrupted fold from `checkpoints/fold_KK/last.ckpt`, written every epoch, when
+that checkpoint carries the same config hash. Three things make this safe and exact:
+
+- `AtomicCheckpointIO` writes each checkpoint to a temporary file in the same folder,
+  fsyncs it and renames it over the old one, so a kill leaves the previous checkpoint
+  or the new one, never a torn file. (Lightning's own writer goes through an fsspec
+  transaction that stages the file in the system temp folder and moves it across, a
+  copy when that folder is on another file system.)
+- `EpochSeeding` reseeds torch's generator (dropout) before each training batch from
+  (fold seed, epoch, batch), and the DataModule's `EpochSeededSampler` draws each
+  epoch's order from (fold seed, epoch): a resumed epoch repeats the random draws of the run that was
+  not interrupted, which a checkpoint alone (weights, optimiser, loop counters) does
+  not give.
+- `resumable_checkpoint` accepts a checkpoint only if it loads safely (ser.training.checkpoint:
+  tensors and plain containers, nothing that can run code) and its saved config hash
+  matches; Lightning's own load of it (`AtomicCheckpointIO.load_checkpoint`) is the same
+  safe load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ser.data.sampling import derived_seed
+from ser.tracking.atomic import atomic_torch_save
+from ser.training.checkpoint import CheckpointError, load_dict, saved_config_hash
+from ser.training.checkpoint import checkpoint_epoch as saved_epoch
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last.ckpt"
+# Separates the dropout stream from the sampler's stream (0) of the same seed.
+DROPOUT_STREAM = 1
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """`TorchCheckpointIO` that never leaves a partial checkpoint behind.
+
+    Local paths: serialise into a temporary file next to the target, fsync, then
+    `os.replace` (atomic on POSIX and Windows). Remote URLs keep Lightning's writer.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
+    ) -> None:
+        if "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+            return
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        atomic_save_checkpoint(checkpoint, Path(path))
+
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Lightning's reads of a checkpoint (resume, `ckpt_path=`): ser.training.checkpoint's safe load.
+
+        Never a full unpickle, whatever `weights_only` Lightning passes.
+        """
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        return load_dict(Path(path), map_location=map_location or "cpu")
+
+
+def atomic_save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """`torch.save` to `path` through a temporary file in the same folder and a rename."""
+    atomic_torch_save(checkpoint, path)
+
+
+class EpochSeeding(pl.Callback):
+    """Reseed the global generators before each training batch from (seed, epoch, batch, rank).
+
+    Dropout masks then depend on where training is, not on what ran before in this
+    process: a resumed epoch draws the same masks. (Per batch rather than per epoch,
+    because creating a DataLoader iterator also draws from the global generator, and
+    Lightning does not create it at the same point in a resumed fit.) Under DDP each
+    rank draws its own masks, as separate devices would; rank zero, and a run on one
+    device, draw those of (seed, epoch, batch) alone.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        keys = [trainer.current_epoch, batch_idx, DROPOUT_STREAM]
+        if trainer.global_rank:  # identical masks on every rank would correlate their noise
+            keys.append(trainer.global_rank)
+        seed = derived_seed(self.seed, *keys)
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+
+
+def resumable_checkpoint(checkpoint_dir: Path, config_hash: str) -> Path | None:
+    """`checkpoint_dir/last.ckpt` if it exists, loads safely and was saved by this config.
+
+    The file is read by ser.training.checkpoint (nothing in it can run code) and its config hash
+    is checked before anything else in it is used. Anything else (unreadable, holding
+    objects that are not plain data, another configuration) is not resumed: the fold
+    starts afresh, and a warning names the file and the reason.
+    """
+    path = Path(checkpoint_dir) / LAST_CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        saved = saved_config_hash(load_dict(path))
+    except CheckpointError as error:  # a damaged or untrusted file is never used
+        log.warning(
+            "not resuming from %s: the file is refused (%s); the fold starts afresh", path, error.reason
+        )
+        return None
+    if saved != config_hash:
+        log.warning(
+            "not resuming from %s: saved by config %s, this run is %s; the fold starts afresh",
+            path, saved, config_hash,
+        )
+        return None
+    return path
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The (0-based) epoch a checkpoint was saved in (read safely, ser.training.checkpoint)."""
+    return saved_epoch(path)

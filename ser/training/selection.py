@@ -1,0 +1,112 @@
+"""A fold's validation split and the weights it tests (`cv.validation`, `cv.select`).
+
+By default a fold tests its last epoch's weights and has no validation split (the
+paper's protocol). `cv.validation` carves a stratified, seeded split from the training
+fold, and `cv.select=best_val_uar` tests the epoch best on it; the test fold never
+chooses anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from ser.settings import ConfigError
+from ser.training import folds, resume
+from ser.training.config import split_seed
+from ser.training.module import EmotionClassifier
+
+SELECTIONS = ("last", "best_val_uar")
+BEST_CHECKPOINT = "best"
+
+
+def check_selection(cfg: DictConfig) -> None:
+    """Refuse settings that would choose anything without a validation split."""
+    select = str(cfg.cv.get("select") or "last")
+    if select not in SELECTIONS:
+        raise ConfigError(f"cv.select must be one of {list(SELECTIONS)}, got {select!r}")
+    if cfg.cv.get("validation") is not None:
+        return
+    monitors = [
+        (name, str(c.get("monitor"))) for name, c in (cfg.get("callbacks") or {}).items()
+        if c is not None and str(c.get("monitor") or "").startswith("val/")
+    ]
+    if select != "last" or monitors:
+        what = f"cv.select={select}" if select != "last" else f"callbacks.{monitors[0][0]}"
+        raise ConfigError(
+            f"{what} chooses on validation metrics, but cv.validation is null; set "
+            f"cv.validation=0.1 (a split of each training fold; the test fold never chooses)"
+        )
+
+
+def protocol_record(cfg: DictConfig) -> dict[str, Any]:
+    """The fold-protocol settings results.json reports next to the strategy."""
+    return {
+        "validation": cfg.cv.get("validation"),
+        "select": str(cfg.cv.get("select") or "last"),
+        "group_by": cfg.cv.get("group_by"),
+    }
+
+
+def split_validation(
+    cfg: DictConfig, datamodule: Any, train_rows: Any
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(training rows, validation rows or None): `cv.validation` of the fold, stratified."""
+    fraction = cfg.cv.get("validation")
+    if fraction is None:
+        return np.asarray(train_rows, dtype=np.int64), None
+    labels = datamodule.targets.numpy()
+    return folds.validation_split(train_rows, labels, float(fraction), split_seed(cfg, datamodule))
+
+
+def protocol_callbacks(cfg: DictConfig, fold_seed: int, fold_dir: Path) -> list[pl.Callback]:
+    """Dropout reseeded per batch (exact resume) and, for cv.select=best_val_uar, the best checkpoint.
+
+    They come before the configured callbacks, so that `last.ckpt`, saved after them at
+    each epoch's end, holds their up-to-date state.
+    """
+    callbacks: list[pl.Callback] = [resume.EpochSeeding(fold_seed)]
+    if str(cfg.cv.get("select") or "last") == "best_val_uar":
+        callbacks.append(ModelCheckpoint(
+            dirpath=str(fold_dir), filename=BEST_CHECKPOINT, monitor="val/uar", mode="max", save_top_k=1,
+            save_last=False, enable_version_counter=False, auto_insert_metric_name=False,
+        ))
+    return callbacks
+
+
+def select_checkpoint(
+    cfg: DictConfig, trainer: pl.Trainer, module: EmotionClassifier, datamodule: Any
+) -> tuple[str | None, dict[str, Any]]:
+    """The checkpoint to test (None: the last epoch's weights) and what chose it.
+
+    With a validation split the chosen weights are also scored on it, and its size,
+    rows and metrics go into the fold's result. The test fold plays no part.
+    """
+    select = str(cfg.cv.get("select") or "last")
+    selected: str | None = None
+    if select == "best_val_uar":
+        best = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == "val/uar"]
+        selected = (best[0].best_model_path or None) if best else None
+        if selected is None:
+            raise RuntimeError("cv.select=best_val_uar, but no best checkpoint was saved")
+    record: dict[str, Any] = {"select": select}
+    rows = datamodule.validation_indices
+    if rows is None:
+        return selected, record
+    scores = trainer.validate(
+        module, datamodule=datamodule, ckpt_path=selected, verbose=False, weights_only=True
+    )[0]
+    record.update({
+        "selected_epoch": (
+            resume.checkpoint_epoch(Path(selected)) if selected else int(trainer.current_epoch) - 1
+        ),
+        "num_validation": len(rows),
+        "validation_rows": [int(i) for i in rows],
+        **{key: float(scores[key]) for key in ("val/uar", "val/war", "val/loss") if key in scores},
+    })
+    return selected, record

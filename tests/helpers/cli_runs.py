@@ -1,0 +1,55 @@
+"""Running `python train.py` as a user does, in a session of its own: DDP workers end with it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.config import ROOT, cli_environment
+
+# A training process that has not finished by then is stuck (a DDP deadlock waits forever).
+RUN_TIMEOUT = 240
+
+
+def environment() -> dict[str, str]:
+    """One thread per process (two cores, up to two processes), W&B offline."""
+    return cli_environment(OMP_NUM_THREADS="1")
+
+
+def start_train_py(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    """`python train.py ARGS`, output into `log`, in a session of its own so that the DDP
+    workers it starts can be ended with it."""
+    with log.open("w") as stream:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=environment(),
+            stdout=stream, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def end_session(process: subprocess.Popen) -> None:
+    """SIGKILL the process and every DDP worker it started (its whole session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def run_train_py(args: list[str], cwd: Path, timeout: int = RUN_TIMEOUT) -> str:
+    """Run `python train.py ARGS` to the end and return its output; fail if it fails or hangs."""
+    log = cwd / f"train-{time.monotonic_ns()}.log"
+    process = start_train_py(args, cwd, log)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"train.py did not finish within {timeout} s (a hang):\n{log.read_text()[-5000:]}")
+    finally:
+        end_session(process)  # and any worker a failed run left behind
+    output = log.read_text()
+    assert process.returncode == 0, output[-8000:]
+    return output

@@ -1,0 +1,52 @@
+"""Tiny configs: the root config as train.py composes it, shrunk to seconds-long runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "ser" / "conf"
+
+# Overrides that make a full cross-validation run take seconds. End-to-end tests of the
+# command line use these alone, so the CLI runs as users run it: progress bar on, W&B
+# offline (the default logger; WANDB_MODE=offline, tests/conftest.py).
+TINY_DATA = [
+    "dataset.generator.num_speakers=2",
+    "dataset.generator.utterances_per_class_per_speaker=2",
+    "dataset.signal_length=11025",
+    "cv.folds=2",
+    "trainer.max_epochs=1",
+    "model.net.num_blocks=2",
+]
+# The same, quiet: for tests that call train() in-process rather than the CLI.
+TINY = [*TINY_DATA, "progress=false"]
+
+
+def cli_environment(**extra: str) -> dict[str, str]:
+    """The environment of a CLI run in a test: the user's, with W&B offline and quiet."""
+    return {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **extra}
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The root config as `python train.py OVERRIDES` would see it."""
+    from ser.conf import compose
+
+    return compose(list(overrides or []))
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Train tiny models on one thread: on shared, busy cores the second thread of each
+    tiny op waits for a core and a seconds-long run takes a minute."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

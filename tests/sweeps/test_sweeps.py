@@ -1,0 +1,331 @@
+"""Sweeps: Hydra multirun over the switches, sweep.py, launchers, Optuna, GPU per process.
+
+The slow tests run the real command lines on the tiny corpus (tests/conftest.py TINY_DATA)
+in subprocesses with the CLI's defaults (progress bar on, W&B offline); the rest compose
+configs or call the helpers directly.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ser.data.features import settings_from_mapping
+from ser.sweeps import callbacks, launch
+from ser.tracking import provenance
+from ser.training.checkpoint import load_dict
+from ser.training.protocols.cross_validation import experiment_name
+from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config
+from tests.helpers.wandb_records import offline_runs
+
+
+def command_line(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    env = cli_environment(OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
+    done = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    assert done.returncode == 0, f"{args}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+def tiny(data_dir: Path) -> list[str]:
+    """A tiny run as users start one: progress bar on, the default logger (W&B offline)."""
+    return [*TINY_DATA, f"paths.data_dir={data_dir}"]
+
+
+def read_results(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    """results.json of each job, by subdirectory name."""
+    return {path.parent.name: json.loads(path.read_text()) for path in sweep_dir.glob("*/results.json")}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as stream:
+        return list(csv.DictReader(stream))
+
+
+# --------------------------------------------------------------------------- real sweeps
+
+
+@pytest.mark.slow
+def test_two_by_two_multirun_then_report(tmp_path: Path, data_dir: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    command_line(
+        "train.py", "-m", "model=mssenet,timnet", "model/se=on,off", *tiny(data_dir),
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    runs = read_results(sweep_dir)
+    assert sorted(runs) == ["0", "1", "2", "3"]  # one subdirectory per job
+    combinations = [(r["hydra"]["choices"]["model"], r["hydra"]["choices"]["model/se"]) for r in runs.values()]
+    assert sorted(combinations) == sorted(itertools.product(["mssenet", "timnet"], ["on", "off"]))
+    for name, run in runs.items():
+        assert run["status"] == "complete"
+        assert f"model={run['hydra']['choices']['model']}" in run["hydra"]["overrides"]
+        # Hydra's record of each job, written by the job once it held its directory.
+        job_overrides = OmegaConf.load(sweep_dir / name / ".hydra" / "overrides.yaml")
+        assert list(job_overrides) == run["hydra"]["overrides"]
+        # The default logger: one offline W&B run per fold and a summary, in the job's folder.
+        assert sorted(r["job_type"] for r in offline_runs(sweep_dir / name)) == ["fold", "fold", "summary"]
+        # The W&B group: corpus, model variant, features.
+        assert run["experiment"] == f"synthetic-{run['config']['model']['variant']}-mfcc"
+    assert len({run["experiment"] for run in runs.values()}) == 3  # TIM-Net has no SE switch
+
+    printed = command_line("sweep.py", "report", str(sweep_dir), "--baseline", "model=mssenet model/se=on")
+    assert "model=mssenet model/se=on (baseline)" in printed.stdout
+    rows = read_csv(sweep_dir / "report.csv")
+    assert len(rows) == 4
+    by_label = {row["row"]: row for row in rows}
+    for run in runs.values():
+        choices = run["hydra"]["choices"]
+        row = by_label.pop(f"model={choices['model']} model/se={choices['model/se']}")
+        assert row["corpus"] == "synthetic" and row["folds"] == "2" and row["runs"] == "1"
+        for key in ("test/uar_mean", "test/uar_std", "test/war_mean", "test/war_std"):
+            assert float(row[key]) == pytest.approx(run["summary"][key], rel=1e-12, abs=1e-15), key
+    assert not by_label
+    markdown = (sweep_dir / "report.md").read_text()
+    assert markdown.count("| model=") == 4 + 3 + 3  # score table, then UAR and WAR tests
+    assert (sweep_dir / "report.png").stat().st_size > 1000
+    assert list((sweep_dir / "wandb").glob("offline-run-*"))  # the report's W&B run
+
+
+@pytest.mark.slow
+def test_sweep_py_runs_a_named_sweep_through_submitit_local(tmp_path: Path, data_dir: Path) -> None:
+    sweep_dir = tmp_path / "features"
+    printed = command_line(
+        "sweep.py", "run", "features", "--report", "--baseline", "features=mfcc", "--no-wandb",
+        *tiny(data_dir), "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    assert "+sweep=features" in printed.stdout
+    assert (sweep_dir / ".submitit").is_dir()
+    runs = read_results(sweep_dir)
+    assert sorted(run["config"]["features"]["kind"] for run in runs.values()) == ["logmel", "mfcc"]
+    for name, run in runs.items():
+        checkpoint = load_dict(sweep_dir / name / "checkpoints" / "fold_00" / "last.ckpt")
+        width = settings_from_mapping(run["config"]["features"]).num_features
+        assert checkpoint["hyper_parameters"]["metadata"]["net"]["input_dim"] == width
+        assert width == (128 if run["config"]["features"]["kind"] == "logmel" else 39)
+    rows = read_csv(sweep_dir / "report.csv")
+    assert [row["row"] for row in rows] == ["features=mfcc", "features=logmel"]
+    assert rows[1]["pairs"] == "2"
+
+
+@pytest.mark.slow
+def test_optuna_search_maximises_uar_in_a_resumable_sqlite_study(tmp_path: Path, data_dir: Path) -> None:
+    import optuna
+
+    sweep_dir = tmp_path / "hpo"
+    # Four clips per class and speaker: enough for a stratified validation split.
+    settings = [*tiny(data_dir), f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.sampler.seed=7",
+                "dataset.generator.utterances_per_class_per_speaker=4",
+                f"dataset.root={tmp_path / 'synthetic4'}", "cv.validation=0.3"]
+    command_line("train.py", "+sweep=hpo", *settings, "hydra.sweeper.n_trials=2")
+    storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
+    study = optuna.load_study(study_name="synthetic-mssenet-mfcc", storage=storage)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert len(study.trials) == 2
+    runs = read_results(sweep_dir)
+    assert len(runs) == 2
+    # The search maximises validation UAR: the test folds choose nothing.
+    for run in runs.values():
+        assert run["config"]["objective"] == "val/uar" and run["config"]["cv"]["validation"] == 0.3
+    uars = sorted(run["summary"]["val/uar_mean"] for run in runs.values())
+    assert sorted(trial.value for trial in study.trials) == pytest.approx(uars)
+    for trial in study.trials:
+        assert 1e-4 <= trial.params["optimizer.lr"] <= 1e-2
+        assert 0.0 <= trial.params["model.net.block_dropout"] <= 0.3
+        assert "model.net.num_blocks" not in trial.params  # fixed on the command line
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert best.best_value == pytest.approx(max(uars))
+
+    # The same command resumes the study; the new trial gets its own directory.
+    command_line("sweep.py", "run", "hpo", *settings, "hydra.sweeper.n_trials=1")
+    study = optuna.load_study(study_name="synthetic-mssenet-mfcc", storage=storage)
+    assert len(study.trials) == 3
+    assert len(read_results(sweep_dir)) == 3
+
+
+# --------------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("name", sorted(launch.available_sweeps()))
+def test_every_named_sweep_composes_as_a_multirun(name: str) -> None:
+    cfg = compose_config([f"+sweep={name}"] + (["hydra.sweeper.n_trials=1"] if name == "hpo" else []))
+    assert "sweep" not in cfg  # @package _global_: nothing of it lands in the job config
+    assert launch.sweep_command(name, ["a=1"], python="python")[1:] == [
+        "-m", "ser.training", "--multirun", f"+sweep={name}", "a=1",
+    ]
+
+
+def hydra_config(overrides: list[str]) -> Any:
+    from ser.conf import compose
+
+    return compose(overrides, return_hydra_config=True)
+
+
+def test_sweeps_set_multirun_mode_and_their_parameters() -> None:
+    ablation = hydra_config(["+sweep=ablation"]).hydra
+    assert ablation.mode.name == "MULTIRUN"
+    assert ablation.sweeper.params["+ablation"].split(",")[0] == "baseline"
+    assert hydra_config(["+sweep=seeds"]).hydra.sweeper.params.seed.count(",") == 4
+    assert hydra_config(["+sweep=features"]).hydra.sweeper.params.features == "mfcc,logmel"
+    corpora = hydra_config(["+sweep=corpora"]).hydra.sweeper.params.dataset.split(",")
+    assert corpora == ["casia", "emodb", "emovo", "iemocap", "ravdess", "savee"]
+
+
+@pytest.mark.parametrize("corpus", ["casia", "emodb", "emovo", "iemocap", "ravdess", "savee"])
+def test_corpora_sweep_reads_each_corpus_under_the_data_dir(corpus: str) -> None:
+    cfg = compose_config(["+sweep=corpora", f"dataset={corpus}", "paths.data_dir=/corpora"])
+    assert cfg.dataset.corpus == corpus
+    assert cfg.dataset.root == f"/corpora/{corpus}"
+
+
+def test_hpo_maximises_into_a_sqlite_study_in_the_sweep_dir() -> None:
+    sweeper = hydra_config(["+sweep=hpo"]).hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper")
+    assert sweeper.direction == "maximize"
+    assert sweeper.study_name == "synthetic-mssenet-mfcc"
+    assert sweeper.storage == "sqlite:///multirun/hpo/synthetic-mssenet-mfcc/optuna.db"
+    assert set(sweeper.params) == {"optimizer.lr", "model.net.block_dropout", "model.net.num_blocks"}
+
+
+def test_ablation_switches_give_distinct_variants_and_wandb_groups() -> None:
+    names = ["baseline", "square_kernels", "no_se", "avgpool", "dropout", "tabs_6", "tabs_8", "tabs_12", "timnet"]
+    configs = {name: compose_config([f"+ablation={name}"]) for name in names}
+    assert configs["baseline"].model.variant == "mssenet-paper-se_on-spatial_dropout-tab10"
+    assert configs["square_kernels"].model.net.kernel_sizes == [[3, 3]]
+    assert configs["no_se"].model.net.squeeze_excitation is False
+    assert configs["avgpool"].model.net.branch_regularizer == "avgpool"
+    assert configs["dropout"].model.net.branch_regularizer == "dropout"
+    assert configs["tabs_12"].model.net.num_blocks == 12
+    assert configs["timnet"].model.name == "timnet"
+    assert len({experiment_name(cfg) for cfg in configs.values()}) == len(names)
+    assert set(launch.available_sweeps()) >= {"ablation", "seeds", "corpora", "features", "hpo"}
+    ablation_files = {p.stem for p in (ROOT / "ser" / "conf" / "ablation").glob("*.yaml")}
+    assert hydra_config(["+sweep=ablation"]).hydra.sweeper.params["+ablation"].split(",") == [
+        n for n in names if n in ablation_files
+    ]
+
+
+@pytest.mark.parametrize(("choice", "enabled"), [("on", True), ("off", False)])
+def test_se_on_and_off_are_option_names_not_booleans(choice: str, enabled: bool) -> None:
+    cfg = compose_config([f"model/se={choice}"])
+    assert cfg.model.se.name == choice
+    assert cfg.model.net.squeeze_excitation is enabled
+    assert f"se_{choice}" in cfg.model.variant
+
+
+def test_logmel_features_are_n_mels_wide() -> None:
+    logmel = compose_config(["features=logmel"]).features
+    assert settings_from_mapping(logmel).num_features == logmel.n_mels == 128
+    assert settings_from_mapping(compose_config([]).features).num_features == 39
+
+
+@pytest.mark.parametrize(
+    ("launcher", "target"),
+    [
+        ("basic", "BasicLauncher"),
+        ("joblib", "JoblibLauncher"),
+        ("parallel", "JoblibLauncher"),
+        ("submitit_local", "LocalLauncher"),
+        ("submitit_slurm", "SlurmLauncher"),
+        ("slurm", "SlurmLauncher"),
+    ],
+)
+def test_launchers_compose(launcher: str, target: str) -> None:
+    cfg = hydra_config([f"hydra/launcher={launcher}"]).hydra
+    assert cfg.launcher._target_.endswith(target)
+    assert "one_gpu_per_process" in cfg.callbacks and "sweep_directory" in cfg.callbacks
+    if launcher == "parallel":
+        assert cfg.launcher.n_jobs == 2
+    if launcher == "slurm":
+        assert cfg.launcher.gpus_per_node == 1
+        assert cfg.launcher.array_parallelism == 16
+        assert cfg.launcher.timeout_min == 720
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_hydra_job_info_is_empty_outside_hydra() -> None:
+    assert provenance.hydra_job_info() == {"choices": {}, "overrides": [], "job_num": None}
+
+
+def test_claim_device_takes_free_gpus_then_shares(tmp_path: Path) -> None:
+    first = callbacks.claim_device(["0", "1"], tmp_path)
+    second = callbacks.claim_device(["0", "1"], tmp_path)
+    third = callbacks.claim_device(["0", "1"], tmp_path)
+    try:
+        assert (first.device, first.shared) == ("0", False)
+        assert (second.device, second.shared) == ("1", False)
+        assert third.shared and third.device in ("0", "1")
+        first.release()  # a finished process frees its GPU
+        again = callbacks.claim_device(["0", "1"], tmp_path)
+        assert (again.device, again.shared) == ("0", False)
+        again.release()
+    finally:
+        for claim in (first, second, third):
+            claim.release()
+
+
+@pytest.fixture
+def fresh_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[callbacks.OneGpuPerProcess]:
+    """The callback as a new job process sees it: no GPU chosen, CUDA not started."""
+    monkeypatch.setattr(callbacks, "_process_claim", None)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    yield callbacks.OneGpuPerProcess(lock_dir=str(tmp_path / "locks"))
+    if callbacks._process_claim is not None:
+        callbacks._process_claim.release()
+
+
+def test_each_job_process_gets_a_free_gpu(
+    fresh_process: callbacks.OneGpuPerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    held = callbacks.claim_device(["3"], tmp_path / "locks")  # another worker holds GPU 3
+    try:
+        fresh_process.on_job_start(OmegaConf.create({"trainer": {"accelerator": "auto"}}))
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+        # Later jobs of the same process keep its GPU.
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+        fresh_process.on_job_start(OmegaConf.create({}))
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+        assert callbacks._process_claim is not None and callbacks._process_claim.device == "5"
+    finally:
+        held.release()
+
+
+@pytest.mark.parametrize(
+    ("visible", "trainer"),
+    [
+        ("0", {"accelerator": "auto"}),  # one GPU: nothing to choose
+        ("", {"accelerator": "auto"}),  # none
+        ("0,1", {"accelerator": "cpu"}),
+        ("0,1", {"strategy": "ddp", "devices": "auto"}),  # data-parallel jobs need every GPU
+        ("0,1", {"devices": 2}),
+        ("0,1", {"devices": 1, "num_nodes": 2}),
+    ],
+)
+def test_single_gpu_cpu_and_data_parallel_jobs_are_left_alone(
+    fresh_process: callbacks.OneGpuPerProcess, monkeypatch: pytest.MonkeyPatch, visible: str,
+    trainer: dict[str, Any],
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    fresh_process.on_job_start(OmegaConf.create({"trainer": trainer}))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == visible
+    assert callbacks._process_claim is None
+
+
+def test_unknown_sweep_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown sweep 'nope'; available: ablation"):
+        launch.sweep_command("nope", [])

@@ -1,0 +1,167 @@
+"""`python -m ser.tools.predict`: a checkpoint alone classifies new audio; bad input gets one clear line."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import open_dict
+
+from ser.tools.inference import (
+    CheckpointError,
+    find_audio_files,
+    load_checkpoint,
+    predict_files,
+    read_checkpoint,
+)
+from ser.tools.predict import main
+from tests.helpers.audio_files import write_noise
+from tests.helpers.config import ROOT, TINY, compose_config
+
+CLASS_NAMES = ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
+
+
+def test_predict_gives_probabilities_with_the_checkpoints_class_names(
+    trained_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    audio = write_noise(tmp_path / "noise.wav")
+    output = tmp_path / "out" / "predictions.csv"
+    predictions = main([f"checkpoint={trained_checkpoint}", f"audio={audio}", f"output={output}"])
+    assert len(predictions) == 1
+    probabilities = predictions[0].probabilities
+    assert probabilities.shape == (len(CLASS_NAMES),)
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+    assert (probabilities >= 0).all()
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in CLASS_NAMES)
+    with output.open(newline="") as stream:
+        rows = list(csv.reader(stream))
+    assert rows[0] == ["path", "predicted", *CLASS_NAMES]
+    assert len(rows) == 2
+    assert rows[1][0] == str(audio)
+    assert rows[1][1] == CLASS_NAMES[int(np.argmax(probabilities))]
+    assert sum(float(p) for p in rows[1][2:]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_directory_is_searched_recursively_in_natural_order(tmp_path: Path) -> None:
+    for name in ("b10.wav", "b2.wav", "sub/a1.flac", "sub/c.OGG"):
+        write_noise(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not audio")
+    found = [p.relative_to(tmp_path).as_posix() for p in find_audio_files(tmp_path)]
+    assert found == ["b2.wav", "b10.wav", "sub/a1.flac", "sub/c.OGG"]
+
+
+def test_predictions_equal_the_networks_output_on_the_training_features(
+    trained_checkpoint: Path, data_dir: Path
+) -> None:
+    # Feature settings from the checkpoint must reproduce the DataModule's features.
+    from ser.training.build import build_datamodule
+
+    cfg = compose_config(TINY + ["logger=none"])
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(data_dir)
+    datamodule = build_datamodule(cfg)
+    loaded = load_checkpoint(trained_checkpoint)
+    rows = [0, 5, 11]
+    files = [Path(datamodule.manifest.utterances[i].path) for i in rows]
+    predicted = np.stack([p.probabilities for p in predict_files(loaded, files, batch_size=2)])
+    with torch.no_grad():
+        expected = torch.softmax(loaded.net(datamodule.features[rows]), dim=1).numpy()
+    np.testing.assert_allclose(predicted, expected, atol=1e-5)
+    assert loaded.class_names == CLASS_NAMES
+    assert loaded.feature_settings.signal_length == 11025
+
+
+def run_predict(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ser.tools.predict", *arguments],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+
+
+def bad_case(kind: str, tmp_path: Path, checkpoint: Path) -> tuple[Path, Path, Path]:
+    """(checkpoint, audio, culprit) for one kind of bad input."""
+    audio = write_noise(tmp_path / "ok.wav")
+    if kind == "missing audio":
+        return checkpoint, tmp_path / "absent.wav", tmp_path / "absent.wav"
+    if kind == "non-audio file":
+        text = tmp_path / "speech.wav"
+        text.write_text("this is text, not a WAV file\n")
+        return checkpoint, text, text
+    if kind == "missing checkpoint":
+        return tmp_path / "absent.ckpt", audio, tmp_path / "absent.ckpt"
+    if kind == "non-torch checkpoint":
+        other = tmp_path / "model.ckpt"
+        other.write_text("name,value\nlr,0.001\n")
+        return other, audio, other
+    if kind == "random torch dict":
+        other = tmp_path / "weights.pt"
+        torch.save({"weights": torch.randn(3, 3), "epoch": 4}, other)
+        return other, audio, other
+    if kind == "lightning checkpoint without ser_metadata":
+        checkpoint_dict = torch.load(checkpoint, weights_only=True)
+        del checkpoint_dict["ser_metadata"]
+        other = tmp_path / "plain_lightning.ckpt"
+        torch.save(checkpoint_dict, other)
+        return other, audio, other
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("missing audio", "audio not found"),
+        ("non-audio file", "expected an audio file"),
+        ("missing checkpoint", "checkpoint not found"),
+        ("non-torch checkpoint", "not a PyTorch checkpoint"),
+        ("random torch dict", "has no 'state_dict'"),
+        ("lightning checkpoint without ser_metadata", "without 'ser_metadata'"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_exit_code_2(
+    kind: str, expected: str, trained_checkpoint: Path, tmp_path: Path
+) -> None:
+    checkpoint, audio, culprit = bad_case(kind, tmp_path, trained_checkpoint)
+    result = run_predict(f"checkpoint={checkpoint}", f"audio={audio}")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert str(culprit) in lines[0]
+    assert expected in lines[0]
+    assert "expected" in lines[0]
+
+
+def test_checkpoints_holding_arbitrary_objects_are_not_unpickled(
+    trained_checkpoint: Path, tmp_path: Path
+) -> None:
+    checkpoint = torch.load(trained_checkpoint, weights_only=True)
+    checkpoint["hyper_parameters"]["callback"] = Path("/tmp")  # any non-allow-listed class
+    unsafe = tmp_path / "unsafe.ckpt"
+    torch.save(checkpoint, unsafe)
+    with pytest.raises(CheckpointError, match="pickled objects"):
+        read_checkpoint(unsafe)
+
+
+def test_only_networks_of_the_package_are_instantiated(trained_checkpoint: Path, tmp_path: Path) -> None:
+    checkpoint = torch.load(trained_checkpoint, weights_only=True)
+    checkpoint["ser_metadata"]["net"]["_target_"] = "os.system"
+    forged = tmp_path / "forged.ckpt"
+    torch.save(checkpoint, forged)
+    with pytest.raises(CheckpointError, match="refusing to instantiate"):
+        load_checkpoint(forged)
+
+
+def test_unknown_and_missing_arguments_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["audio=x.wav"])
+    assert exit_info.value.code == 2
+    assert "checkpoint=..." in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["checkpoint=a", "audio=b", "colour=red"])
+    assert "colour" in capsys.readouterr().err

@@ -1,0 +1,149 @@
+"""End to end: train(cfg) on tiny generated data, and what results.json and W&B hold."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ser.tracking.output_dir import OutputDirectoryError
+from ser.tracking.results import read_json
+from ser.training import engine
+from ser.training.build import build_datamodule
+from ser.training.engine import train
+from ser.training.fold import run_fold
+from tests.helpers.config import ROOT, TINY_DATA, cli_environment
+from tests.helpers.wandb_records import offline_runs
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
+    from omegaconf import open_dict
+
+    from tests.helpers.config import TINY, compose_config
+
+    output = tmp_path_factory.mktemp("e2e") / "run"
+    cfg = compose_config(TINY + ["logger=wandb"])
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(data_dir)
+        cfg.paths.output_dir = str(output)
+    mean_uar = train(cfg)
+    return cfg, output, mean_uar
+
+
+@pytest.mark.slow
+def test_results_json_holds_every_fold(finished_run) -> None:
+    cfg, output, mean_uar = finished_run
+    record = read_json(output / "results.json")
+    assert record["status"] == "complete"
+    assert record["corpus"] == "synthetic"
+    assert record["class_names"] == ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
+    num = record["num_utterances"]
+    assert num == 2 * 2 * 7  # speakers x utterances per class x classes
+    folds = record["folds"]
+    assert [f["fold"] for f in folds] == [0, 1]
+    # Test rows are disjoint and cover every utterance exactly once.
+    rows = sorted(r for f in folds for r in f["test_rows"])
+    assert rows == list(range(num))
+    for fold in folds:
+        matrix = torch.tensor(fold["confusion_matrix"])
+        assert matrix.shape == (7, 7)
+        assert int(matrix.sum()) == fold["num_test"] == len(fold["test_rows"])
+        assert fold["test/war"] == pytest.approx(float(matrix.diagonal().sum() / matrix.sum()), abs=1e-6)
+        assert fold["num_train"] + fold["num_test"] == num
+        assert fold["epochs"] == 1
+    # Per-class totals over the folds equal the corpus's class counts.
+    totals = torch.stack([torch.tensor(f["confusion_matrix"]).sum(dim=1) for f in folds]).sum(0)
+    assert totals.tolist() == list(record["class_counts"].values())
+    summary = record["summary"]
+    assert summary["test/uar_mean"] == pytest.approx(sum(f["test/uar"] for f in folds) / 2)
+    assert summary["test/uar_mean"] == pytest.approx(mean_uar)
+    assert summary["num_test_utterances"] == num
+    assert record["seeds"] == {"training": 1234, "split": 46}
+    assert [f["training_seed"] for f in folds] == [1234, 1235]
+    assert record["config"]["model"]["net"]["num_blocks"] == 2
+    assert record["versions"]["torch"].startswith("2.11")
+    assert "commit" in record["git"]
+    assert (output / "checkpoints" / "fold_00" / "last.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_one_offline_wandb_run_per_fold_and_a_summary(finished_run) -> None:
+    cfg, output, _ = finished_run
+    runs = offline_runs(output)
+    folds = [r for r in runs if r["job_type"] == "fold"]
+    summaries = [r for r in runs if r["job_type"] == "summary"]
+    assert len(folds) == 2 and len(summaries) == 1
+    group = "synthetic-mssenet-paper-se_on-spatial_dropout-tab2-mfcc"
+    assert {r["group"] for r in runs} == {group}
+    record = read_json(output / "results.json")
+    by_name = {r["name"]: r for r in folds}
+    for fold in record["folds"]:
+        run = by_name[f"{group}-fold{fold['fold']:02d}"]
+        assert run["summary"]["test/uar"] == pytest.approx(fold["test/uar"])
+        assert run["summary"]["test/war"] == pytest.approx(fold["test/war"])
+        assert "train/loss" in run["history_keys"]
+        assert "test/confusion_matrix/_type" in run["summary"]
+    assert summaries[0]["summary"]["test/uar_mean"] == pytest.approx(record["summary"]["test/uar_mean"])
+
+
+@pytest.mark.slow
+def test_labels_are_not_changed_by_training(tiny_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The DataModule training really uses: the one the engine hands to every fold.
+    used: list = []
+
+    def spy(cfg, datamodule, *args, **kwargs):
+        used.append((datamodule, datamodule.targets.clone()))
+        return run_fold(cfg, datamodule, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run_fold", spy)
+    cfg = tiny_config()
+    train(cfg)
+    assert len(used) == 2 and used[0][0] is used[1][0]  # one DataModule, both folds
+    datamodule, before = used[0]
+    assert torch.equal(datamodule.targets, before)  # the first fold changed no label ...
+    assert torch.equal(used[1][1], before)
+    assert datamodule.targets.dtype == torch.long  # ... and left them hard labels
+    labels = [datamodule.class_names.index(u.label) for u in datamodule.manifest.utterances]
+    assert datamodule.targets.tolist() == labels  # the manifest's classes, as parsed
+    again = build_datamodule(cfg)  # the cached features and labels are unchanged too
+    assert torch.equal(again.targets, before)
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_never_overwritten_by_another_config(tiny_config, tmp_path) -> None:
+    output = tmp_path / "kept"
+    train(tiny_config(output_dir=output))
+    before = (output / "results.json").read_text()
+    with pytest.raises(OutputDirectoryError, match="different configuration"):
+        train(tiny_config("seed=7", output_dir=output))
+    assert (output / "results.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_command_line_run_and_clear_error_for_a_bad_setting(tmp_path, data_dir) -> None:
+    # As users run it: the progress bar on and the default logger, W&B offline.
+    args = [
+        sys.executable, "train.py", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'cli'}",
+        *TINY_DATA, "model=timnet",
+    ]
+    done = subprocess.run(args, cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "cli" / "results.json").read_text())
+    assert record["experiment"] == "synthetic-timnet-tab2-mfcc"
+    assert record["status"] == "complete" and len(record["folds"]) == 2
+    assert done.stdout.count("Epoch 0/0") >= 2  # the progress bar of each fold's training
+    runs = offline_runs(tmp_path / "cli")
+    assert sorted(run["job_type"] for run in runs) == ["fold", "fold", "summary"]
+    assert all(run["finished"] for run in runs)
+    bad = subprocess.run(
+        args[:-1] + ["cv.folds=1", f"hydra.run.dir={tmp_path / 'bad'}"],
+        cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300,
+    )
+    assert bad.returncode == 2
+    assert "error: cv.folds=1: expected a whole number >= 2, or null" in bad.stderr
+    assert "Traceback" not in bad.stderr
