@@ -97,7 +97,7 @@ def composed_blocks(*overrides: str) -> tuple[int, str, int]:
     """(model.net.num_blocks, the variant label, the TABs of the network it builds)."""
     cfg = compose_config(list(overrides))
     net = instantiate(cfg.model.net, num_classes=4, input_dim=39)
-    return int(cfg.model.net.num_blocks), str(cfg.model.variant), len(net.forward_stream.blocks)
+    return int(cfg.model.net.num_blocks), str(cfg.variant), len(net.forward_stream.blocks)
 
 
 @pytest.mark.parametrize("corpus", CORPORA)

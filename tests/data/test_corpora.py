@@ -262,11 +262,11 @@ def test_paper_experiment_freezes_spec_settings(name: str) -> None:
     assert cfg.dataset.signal_length == SPEC_SIGNAL_LENGTHS[name]
     assert cfg.cv.seed == SPEC_SPLIT_SEEDS[name] and cfg.cv.folds == 10 and cfg.cv.strategy == "kfold"
     assert cfg.trainer.max_epochs == 200
-    assert cfg.model.name == "mssenet" and cfg.model.net.num_blocks == 10
+    assert cfg.model.net._target_ == "ser.models.MSSENet" and cfg.model.net.num_blocks == 10
     assert cfg.features.pad_mode == "reflect" and cfg.features.n_mfcc == 39
-    assert cfg.optimizer.lr == 0.001 and list(cfg.optimizer.betas) == [0.93, 0.98]
-    assert cfg.optimizer.eps == 1e-8 and cfg.dataset.batch_size == 64
-    assert cfg.label_smoothing == 0.1
+    assert cfg.model.optimizer.lr == 0.001 and list(cfg.model.optimizer.betas) == [0.93, 0.98]
+    assert cfg.model.optimizer.eps == 1e-8 and cfg.dataset.batch_size == 64
+    assert cfg.model.label_smoothing == 0.1
 
 
 def test_ravdess_datamodule_extracts_and_reuses_cache(tmp_path: Path) -> None:

@@ -116,10 +116,10 @@ def write_results(
         "hydra": {"choices": choices or {}, "overrides": overrides or [], "job_num": 0},
         "config": {
             "seed": training_seed,
-            "model": {"name": "mssenet", "variant": variant[: -len("-mfcc")],
-                      "kernels": {"name": "paper"}, "se": {"enabled": se},
-                      "regularizer": {"kind": "spatial_dropout"},
-                      "net": {"num_blocks": num_blocks}},
+            "variant": variant[: -len("-mfcc")],
+            "model": {"net": {"_target_": "ser.models.MSSENet", "num_blocks": num_blocks,
+                              "squeeze_excitation": se}},
+            "fusion": {"kernels": {"name": "paper"}, "se": {"name": "on" if se else "off", "enabled": se}},
             "features": {"kind": "mfcc"},
         },
         "folds": folds,
@@ -208,7 +208,7 @@ def test_baseline_by_label_conditions_and_failures(tmp_path: Path) -> None:
     se_sweep(tmp_path)
     assert build_report(tmp_path, "model/se=off").baseline == "model/se=off"
     assert build_report(tmp_path, "mssenet-paper-se_off-spatial_dropout-tab10-mfcc").baseline == "model/se=off"
-    assert build_report(tmp_path, "model.se.enabled=false").baseline == "model/se=off"
+    assert build_report(tmp_path, "model.net.squeeze_excitation=false").baseline == "model/se=off"
     ambiguous = build_report(tmp_path, "model=mssenet")
     assert ambiguous.baseline is None and not ambiguous.tests
     assert any("several rows" in note for note in ambiguous.notes)

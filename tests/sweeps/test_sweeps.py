@@ -77,7 +77,7 @@ def test_two_by_two_multirun_then_report(tmp_path: Path, data_dir: Path) -> None
         # The default logger: one offline W&B run per fold and a summary, in the job's folder.
         assert sorted(r["job_type"] for r in offline_runs(sweep_dir / name)) == ["fold", "fold", "summary"]
         # The W&B group: corpus, model variant, features.
-        assert run["experiment"] == f"synthetic-{run['config']['model']['variant']}-mfcc"
+        assert run["experiment"] == f"synthetic-{run['config']['variant']}-mfcc"
     assert len({run["experiment"] for run in runs.values()}) == 3  # TIM-Net has no SE switch
 
     printed = command_line("sweep.py", "report", str(sweep_dir), "--baseline", "model=mssenet model/se=on")
@@ -142,7 +142,7 @@ def test_optuna_search_maximises_uar_in_a_resumable_sqlite_study(tmp_path: Path,
     uars = sorted(run["summary"]["val/uar_mean"] for run in runs.values())
     assert sorted(trial.value for trial in study.trials) == pytest.approx(uars)
     for trial in study.trials:
-        assert 1e-4 <= trial.params["optimizer.lr"] <= 1e-2
+        assert 1e-4 <= trial.params["model.optimizer.lr"] <= 1e-2
         assert 0.0 <= trial.params["model.net.block_dropout"] <= 0.3
         assert "model.net.num_blocks" not in trial.params  # fixed on the command line
     best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
@@ -196,19 +196,19 @@ def test_hpo_maximises_into_a_sqlite_study_in_the_sweep_dir() -> None:
     assert sweeper.direction == "maximize"
     assert sweeper.study_name == "synthetic-mssenet-mfcc"
     assert sweeper.storage == "sqlite:///multirun/hpo/synthetic-mssenet-mfcc/optuna.db"
-    assert set(sweeper.params) == {"optimizer.lr", "model.net.block_dropout", "model.net.num_blocks"}
+    assert set(sweeper.params) == {"model.optimizer.lr", "model.net.block_dropout", "model.net.num_blocks"}
 
 
 def test_ablation_switches_give_distinct_variants_and_wandb_groups() -> None:
     names = ["baseline", "square_kernels", "no_se", "avgpool", "dropout", "tabs_6", "tabs_8", "tabs_12", "timnet"]
     configs = {name: compose_config([f"+ablation={name}"]) for name in names}
-    assert configs["baseline"].model.variant == "mssenet-paper-se_on-spatial_dropout-tab10"
+    assert configs["baseline"].variant == "mssenet-paper-se_on-spatial_dropout-tab10"
     assert configs["square_kernels"].model.net.kernel_sizes == [[3, 3]]
     assert configs["no_se"].model.net.squeeze_excitation is False
     assert configs["avgpool"].model.net.branch_regularizer == "avgpool"
     assert configs["dropout"].model.net.branch_regularizer == "dropout"
     assert configs["tabs_12"].model.net.num_blocks == 12
-    assert configs["timnet"].model.name == "timnet"
+    assert configs["timnet"].model.net._target_ == "ser.models.TIMNet"
     assert len({experiment_name(cfg) for cfg in configs.values()}) == len(names)
     assert set(launch.available_sweeps()) >= {"ablation", "seeds", "corpora", "features", "hpo"}
     ablation_files = {p.stem for p in (ROOT / "ser" / "conf" / "ablation").glob("*.yaml")}
@@ -220,9 +220,9 @@ def test_ablation_switches_give_distinct_variants_and_wandb_groups() -> None:
 @pytest.mark.parametrize(("choice", "enabled"), [("on", True), ("off", False)])
 def test_se_on_and_off_are_option_names_not_booleans(choice: str, enabled: bool) -> None:
     cfg = compose_config([f"model/se={choice}"])
-    assert cfg.model.se.name == choice
+    assert cfg.fusion.se.name == choice
     assert cfg.model.net.squeeze_excitation is enabled
-    assert f"se_{choice}" in cfg.model.variant
+    assert f"se_{choice}" in cfg.variant
 
 
 def test_logmel_features_are_n_mels_wide() -> None:

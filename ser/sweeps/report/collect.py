@@ -19,11 +19,9 @@ from ser.tracking import results
 ALL_CORPORA = "all"
 METRICS = results.METRICS  # ("test/uar", "test/war")
 
-# The paper's MS-SENet on MFCCs: what every variant is compared with unless told otherwise.
-PAPER_BASELINE = (
-    "model.name=mssenet model.kernels.name=paper model.se.enabled=true "
-    "model.regularizer.kind=spatial_dropout model.net.num_blocks=10 features.kind=mfcc"
-)
+# The paper's MS-SENet on MFCCs: what every variant is compared with unless told otherwise
+# (`variant` is the network's label in the config, ser/conf/model/mssenet.yaml).
+PAPER_BASELINE = "variant=mssenet-paper-se_on-spatial_dropout-tab10 features.kind=mfcc"
 
 # Settings that never make a row: replicates (seeds), the column (dataset), and where or
 # how a run happened. Keys are override keys without +/++/~ prefixes.
@@ -68,7 +66,7 @@ def load_run(path: Path) -> Run | str:
     config = record.get("config") or {}
     hydra = record.get("hydra") or {}
     variant = record.get("variant") or "-".join(
-        str(lookup(config, key)) for key in ("model.variant", "features.kind")
+        str(lookup(config, key)) for key in ("variant", "features.kind")
     )
     try:
         run = Run(

@@ -87,9 +87,9 @@ class CrossCorpus(Protocol):
         self.wanted = None if wanted is None else [str(c) for c in wanted]
 
     def setup_name(self) -> str:
-        """`<source>-to-<target>-<model variant>-<features>`."""
+        """`<source>-to-<target>-<variant>-<features>`."""
         cfg = self.cfg
-        return f"{cfg.dataset.corpus}-to-{cfg.test_dataset.corpus}-{cfg.model.variant}-{cfg.features.kind}"
+        return f"{cfg.dataset.corpus}-to-{cfg.test_dataset.corpus}-{cfg.variant}-{cfg.features.kind}"
 
     def prepare(self) -> FoldDataModule:
         self.source = build_datamodule(self.cfg)
