@@ -87,10 +87,7 @@ PROBABILITY = Number(low=0, high=1, high_open=True)  # dropout, smoothing: 1 wou
 POSITIVE = Number(low=0, low_open=True)
 SEED = Number(whole=True, low=0, high=MAX_SEED)
 
-# Checked in this order, so a value interpolated from another setting is reported under
-# the name the user typed (dataset.max_epochs before trainer.max_epochs, which reads it).
 _DATASET_RULES: dict[str, Number] = {
-    "max_epochs": COUNT,
     "batch_size": COUNT,
     "signal_length": Number(whole=True, low=1, nullable=True),
     "num_workers": NON_NEGATIVE_COUNT,
@@ -104,6 +101,8 @@ _FEATURE_RULES: dict[str, Number] = {
     "n_mels": COUNT,
     "top_db": Number(low=0, nullable=True),
 }
+# Checked in this order, so a value interpolated from another setting is reported under
+# the name the user typed (fusion.se.reduction before model.net.se_reduction, which reads it).
 RULES: dict[str, Number] = {
     **{f"dataset.{key}": rule for key, rule in _DATASET_RULES.items()},
     **{f"test_dataset.{key}": rule for key, rule in _DATASET_RULES.items()},

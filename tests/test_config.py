@@ -76,6 +76,31 @@ def test_documented_overrides_compose() -> None:
     assert compose_config(["logger=none"]).logger is None
 
 
+DATASETS = ("casia", "emodb", "emovo", "iemocap", "ravdess", "savee", "timnet_npy")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "epochs"),
+    [
+        ((), 25),  # `make train`: the synthetic corpus, ~3 minutes on 2 cores
+        (("trainer=gpu",), 25),
+        *(((f"dataset={name}",), 200) for name in DATASETS),  # the MS-SENet code's 200
+        # The cross-corpus target is a dataset config too; it never sets the epochs.
+        (("dataset=emodb", "+dataset@test_dataset=synthetic"), 200),
+        (("dataset=synthetic", "+dataset@test_dataset=emodb"), 25),
+        (("trainer.max_epochs=3",), 3),
+        (("dataset=emodb", "trainer.max_epochs=7"), 7),
+        (("debug=fast",), 1),
+    ],
+)
+def test_the_epochs_are_the_trainers_setting(overrides: tuple[str, ...], epochs: int) -> None:
+    cfg = compose_config(list(overrides))
+    assert cfg.trainer.max_epochs == epochs
+    # Nothing in a dataset config is for another group: it is all the DataModule's.
+    for group in ("dataset", "test_dataset"):
+        assert "max_epochs" not in cfg.get(group, {})
+
+
 def test_wandb_is_offline_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_MODE", raising=False)
     assert compose_config([]).logger.mode == "offline"

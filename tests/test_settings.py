@@ -46,7 +46,6 @@ def test_train_py_refuses_a_bad_epoch_count_with_default_settings(
         ("seed=abc", "seed=abc: expected a whole number in 0..2147483647"),
         ("seed=1.5", "seed=1.5: expected a whole number in 0..2147483647"),
         ("trainer.max_epochs=true", "trainer.max_epochs=true: expected a whole number >= 1"),
-        ("dataset.max_epochs=-3", "dataset.max_epochs=-3: expected a whole number >= 1"),
         ("model.optimizer.lr=nan", "model.optimizer.lr=nan: expected a number > 0"),
         ("model.optimizer.betas=[0.9,1.0]", "model.optimizer.betas=[0.9, 1.0]: expected a list of 2, each a number >= 0 and < 1"),
         ("fusion.regularizer.rate=1.5", "fusion.regularizer.rate=1.5: expected a number >= 0 and < 1"),

@@ -11,17 +11,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import FoldDataModule
 from ser.models import registry
-from ser.training.config import DATASET_PROTOCOL_KEYS, config_hash
+from ser.training.config import config_hash
 from ser.training.module import EmotionClassifier
 
 
 def instantiate_datamodule(settings: DictConfig, stage: str, **overrides: Any) -> FoldDataModule:
     """The DataModule a dataset group (`dataset`, `test_dataset`) describes, prepared.
 
-    `overrides` replace settings of the group (the cross-corpus target's signal length).
+    Every setting of the group is the DataModule's. `overrides` replace some of them (the
+    cross-corpus target's signal length).
     """
-    chosen = {k: v for k, v in settings.items() if k not in DATASET_PROTOCOL_KEYS} | overrides
-    datamodule = instantiate(OmegaConf.create(chosen), _recursive_=False, _convert_="all")
+    datamodule = instantiate(settings, _recursive_=False, _convert_="all", **overrides)
     datamodule.prepare_data()
     datamodule.setup(stage)
     return datamodule

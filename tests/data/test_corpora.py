@@ -238,12 +238,11 @@ MODULES = {
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_dataset_config_builds_its_datamodule(name: str, tmp_path: Path) -> None:
     cfg = compose_config([f"dataset={name}", f"dataset.root={tmp_path}"])
-    assert cfg.dataset.corpus == name and cfg.dataset.max_epochs == 200
-    assert cfg.dataset.signal_length is None and cfg.trainer.max_epochs == 200
+    assert cfg.dataset.corpus == name and cfg.dataset.signal_length is None
     with open_dict(cfg):
         cfg.paths.data_dir = str(tmp_path)
-        settings = {k: v for k, v in cfg.dataset.items() if k != "max_epochs"}
-    module = instantiate(settings, _recursive_=False, _convert_="all")
+    # Every setting of the group is the DataModule's.
+    module = instantiate(cfg.dataset, _recursive_=False, _convert_="all")
     assert type(module) is MODULES[name]
     assert module.corpus.name == name
     assert module.feature_settings.signal_length == SPEC_SIGNAL_LENGTHS[name]
