@@ -81,7 +81,7 @@ def shipped_configs() -> list[list[str]]:
     configs += [[f"+ablation={name}"] for name in names("ablation")]
     configs += [[f"features={name}"] for name in names("features")]
     configs += [["model=timnet"], ["cv=speaker"], ["callbacks=early_stopping", "cv.validation=0.1"],
-                ["task=cross_corpus", "test_dataset=synthetic"], ["debug=fast"]]
+                ["task=cross_corpus", "+dataset@test_dataset=synthetic"], ["debug=fast"]]
     return configs
 
 
