@@ -156,7 +156,7 @@ def test_block_count_per_corpus_and_label(corpus: str, overrides, model: str, ex
     ],
 )
 def test_paper_experiments_give_each_model_its_own_block_count(corpus: str, overrides, model: str, expected) -> None:
-    blocks, variant, built = composed_blocks(f"experiment=paper_{corpus}", *overrides)
+    blocks, variant, built = composed_blocks("experiment=paper", f"dataset={corpus}", *overrides)
     assert blocks == built == expected(corpus)
     assert variant.startswith(f"{model}-") and variant.endswith(f"-tab{blocks}")
 

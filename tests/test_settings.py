@@ -77,7 +77,8 @@ def shipped_configs() -> list[list[str]]:
     """Every dataset, experiment, ablation and feature choice the repository ships."""
     names = lambda group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))  # noqa: E731
     configs = [[f"dataset={name}"] for name in names("dataset")]
-    configs += [[f"experiment={name}"] for name in names("experiment")]
+    # An experiment of a corpus (experiment=paper) needs the corpus chosen.
+    configs += [[f"experiment={name}", "dataset=emodb"] for name in names("experiment")]
     configs += [[f"+ablation={name}"] for name in names("ablation")]
     configs += [[f"features={name}"] for name in names("features")]
     configs += [["model=timnet"], ["cv=speaker"], ["callbacks=early_stopping", "cv.validation=0.1"],
