@@ -131,8 +131,7 @@ def composed_blocks(*overrides: str) -> tuple[int, str, int]:
     [
         (("model=timnet",), "timnet", timnet_blocks),
         (("model=mssenet",), "mssenet", lambda corpus: 10),
-        (("+ablation=timnet",), "timnet", timnet_blocks),
-        (("+ablation=tabs_6",), "mssenet", lambda corpus: 6),
+        (("model.net.num_blocks=6",), "mssenet", lambda corpus: 6),
         (("model=timnet", "model.net.num_blocks=3"), "timnet", lambda corpus: 3),
         (("model=mssenet", "model.net.num_blocks=4"), "mssenet", lambda corpus: 4),
     ],
@@ -148,11 +147,10 @@ def test_block_count_per_corpus_and_label(corpus: str, overrides, model: str, ex
     ("overrides", "model", "expected"),
     [
         ((), "mssenet", lambda corpus: 10),  # the MS-SENet code: 10 for every corpus
-        (("+ablation=timnet",), "timnet", timnet_blocks),
         (("model=timnet",), "timnet", timnet_blocks),
-        (("+ablation=tabs_8",), "mssenet", lambda corpus: 8),
-        (("+ablation=tabs_12",), "mssenet", lambda corpus: 12),
-        (("+ablation=timnet", "model.net.num_blocks=5"), "timnet", lambda corpus: 5),
+        (("model.net.num_blocks=8",), "mssenet", lambda corpus: 8),
+        (("model.net.num_blocks=12",), "mssenet", lambda corpus: 12),
+        (("model=timnet", "model.net.num_blocks=5"), "timnet", lambda corpus: 5),
     ],
 )
 def test_paper_experiments_give_each_model_its_own_block_count(corpus: str, overrides, model: str, expected) -> None:

@@ -74,12 +74,12 @@ def test_the_dataset_summary_checks_its_settings(capsys: pytest.CaptureFixture) 
 
 
 def shipped_configs() -> list[list[str]]:
-    """Every dataset, experiment, ablation and feature choice the repository ships."""
+    """Every dataset, experiment, ablation switch and feature choice the repository ships."""
     names = lambda group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))  # noqa: E731
     configs = [[f"dataset={name}"] for name in names("dataset")]
     # An experiment of a corpus (experiment=paper) needs the corpus chosen.
     configs += [[f"experiment={name}", "dataset=emodb"] for name in names("experiment")]
-    configs += [[f"+ablation={name}"] for name in names("ablation")]
+    configs += [[f"model/{group}={name}"] for group in ("kernels", "se", "regularizer") for name in names(f"model/{group}")]
     configs += [[f"features={name}"] for name in names("features")]
     configs += [["model=timnet"], ["cv=speaker"], ["callbacks=early_stopping", "cv.validation=0.1"],
                 ["task=cross_corpus", "+dataset@test_dataset=synthetic"], ["debug=fast"]]

@@ -3,6 +3,7 @@ against the baseline (what makes a row: ser.sweeps.report)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -145,8 +146,24 @@ def setting(run: Run, key: str) -> str:
     return format_value(lookup(run.config, key))
 
 
+def fewest_telling_apart(runs: Sequence[Run], keys: list[str]) -> list[str]:
+    """The first smallest subset of ``keys`` whose values tell apart the same runs that all
+    of ``keys`` tell apart: a sweep of named points (hydra/sweeper=points, sweep=ablation)
+    sets the name and the point's own settings, and the name alone is the row."""
+    def rows(subset: Sequence[str]) -> int:
+        return len({tuple(setting(run, key) for key in subset) for run in runs})
+
+    wanted = rows(keys)
+    for size in range(1, len(keys)):
+        for subset in itertools.combinations(keys, size):
+            if rows(subset) == wanted:
+                return list(subset)
+    return keys
+
+
 def row_labels(runs: Sequence[Run]) -> list[str]:
-    """Each run's row: the settings that vary across runs, or its variant name."""
+    """Each run's row: the fewest of the settings that vary across runs that tell the runs
+    apart, or its variant name when none varies."""
     keys: list[str] = []
     for run in runs:
         for override in run.overrides:
@@ -156,7 +173,8 @@ def row_labels(runs: Sequence[Run]) -> list[str]:
     varying = [key for key in keys if len({setting(run, key) for run in runs}) > 1]
     if not varying:
         return [run.variant for run in runs]
-    return [" ".join(f"{key}={setting(run, key)}" for key in varying) for run in runs]
+    chosen = fewest_telling_apart(runs, varying)
+    return [" ".join(f"{key}={setting(run, key)}" for key in chosen) for run in runs]
 
 
 # --------------------------------------------------------------------------- the table
