@@ -43,7 +43,7 @@ class Number:
     low_open: bool = False  # the bound itself is excluded
     high_open: bool = False
     nullable: bool = False
-    items: int | None = None  # a list of this many such numbers (optimizer.betas)
+    items: int | None = None  # a list of this many such numbers (model.optimizer.betas)
 
     def describe(self) -> str:
         what = "a whole number" if self.whole else "a number"
@@ -87,10 +87,7 @@ PROBABILITY = Number(low=0, high=1, high_open=True)  # dropout, smoothing: 1 wou
 POSITIVE = Number(low=0, low_open=True)
 SEED = Number(whole=True, low=0, high=MAX_SEED)
 
-# Checked in this order, so a value interpolated from another setting is reported under
-# the name the user typed (dataset.max_epochs before trainer.max_epochs, which reads it).
 _DATASET_RULES: dict[str, Number] = {
-    "max_epochs": COUNT,
     "batch_size": COUNT,
     "signal_length": Number(whole=True, low=1, nullable=True),
     "num_workers": NON_NEGATIVE_COUNT,
@@ -104,28 +101,30 @@ _FEATURE_RULES: dict[str, Number] = {
     "n_mels": COUNT,
     "top_db": Number(low=0, nullable=True),
 }
+# Checked in this order, so a value interpolated from another setting is reported under
+# the name the user typed (fusion.se.reduction before model.net.se_reduction, which reads it).
 RULES: dict[str, Number] = {
     **{f"dataset.{key}": rule for key, rule in _DATASET_RULES.items()},
     **{f"test_dataset.{key}": rule for key, rule in _DATASET_RULES.items()},
     **{f"features.{key}": rule for key, rule in _FEATURE_RULES.items()},
     "seed": SEED,
-    "label_smoothing": PROBABILITY,
     "trainer.max_epochs": COUNT,
     "trainer.log_every_n_steps": COUNT,
     "cv.folds": Number(whole=True, low=2, nullable=True),
     "cv.seed": Number(whole=True, low=0, high=MAX_SEED, nullable=True),
     "cv.validation": Number(low=0, high=1, low_open=True, high_open=True, nullable=True),
-    "model.regularizer.rate": PROBABILITY,
-    "model.se.reduction": COUNT,
+    "fusion.regularizer.rate": PROBABILITY,
+    "fusion.se.reduction": COUNT,
     "model.net.filters": COUNT,
     "model.net.num_blocks": COUNT,
     "model.net.block_dropout": PROBABILITY,
     "model.net.branch_rate": PROBABILITY,
     "model.net.se_reduction": COUNT,
-    "optimizer.lr": POSITIVE,
-    "optimizer.eps": POSITIVE,
-    "optimizer.betas": Number(low=0, high=1, high_open=True, items=2),
-    "optimizer.weight_decay": Number(low=0),
+    "model.label_smoothing": PROBABILITY,
+    "model.optimizer.lr": POSITIVE,
+    "model.optimizer.eps": POSITIVE,
+    "model.optimizer.betas": Number(low=0, high=1, high_open=True, items=2),
+    "model.optimizer.weight_decay": Number(low=0),
     "cross_corpus.repeats": COUNT,
     "callbacks.early_stopping.patience": NON_NEGATIVE_COUNT,
     "callbacks.early_stopping.min_delta": Number(low=0),

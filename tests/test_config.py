@@ -76,6 +76,31 @@ def test_documented_overrides_compose() -> None:
     assert compose_config(["logger=none"]).logger is None
 
 
+DATASETS = ("casia", "emodb", "emovo", "iemocap", "ravdess", "savee", "timnet_npy")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "epochs"),
+    [
+        ((), 25),  # `make train`: the synthetic corpus, ~3 minutes on 2 cores
+        (("trainer=gpu",), 25),
+        *(((f"dataset={name}",), 200) for name in DATASETS),  # the MS-SENet code's 200
+        # The cross-corpus target is a dataset config too; it never sets the epochs.
+        (("dataset=emodb", "+dataset@test_dataset=synthetic"), 200),
+        (("dataset=synthetic", "+dataset@test_dataset=emodb"), 25),
+        (("trainer.max_epochs=3",), 3),
+        (("dataset=emodb", "trainer.max_epochs=7"), 7),
+        (("debug=fast",), 1),
+    ],
+)
+def test_the_epochs_are_the_trainers_setting(overrides: tuple[str, ...], epochs: int) -> None:
+    cfg = compose_config(list(overrides))
+    assert cfg.trainer.max_epochs == epochs
+    # Nothing in a dataset config is for another group: it is all the DataModule's.
+    for group in ("dataset", "test_dataset"):
+        assert "max_epochs" not in cfg.get(group, {})
+
+
 def test_wandb_is_offline_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_MODE", raising=False)
     assert compose_config([]).logger.mode == "offline"
@@ -97,7 +122,7 @@ def composed_blocks(*overrides: str) -> tuple[int, str, int]:
     """(model.net.num_blocks, the variant label, the TABs of the network it builds)."""
     cfg = compose_config(list(overrides))
     net = instantiate(cfg.model.net, num_classes=4, input_dim=39)
-    return int(cfg.model.net.num_blocks), str(cfg.model.variant), len(net.forward_stream.blocks)
+    return int(cfg.model.net.num_blocks), str(cfg.variant), len(net.forward_stream.blocks)
 
 
 @pytest.mark.parametrize("corpus", CORPORA)
@@ -106,8 +131,7 @@ def composed_blocks(*overrides: str) -> tuple[int, str, int]:
     [
         (("model=timnet",), "timnet", timnet_blocks),
         (("model=mssenet",), "mssenet", lambda corpus: 10),
-        (("+ablation=timnet",), "timnet", timnet_blocks),
-        (("+ablation=tabs_6",), "mssenet", lambda corpus: 6),
+        (("model.net.num_blocks=6",), "mssenet", lambda corpus: 6),
         (("model=timnet", "model.net.num_blocks=3"), "timnet", lambda corpus: 3),
         (("model=mssenet", "model.net.num_blocks=4"), "mssenet", lambda corpus: 4),
     ],
@@ -123,15 +147,14 @@ def test_block_count_per_corpus_and_label(corpus: str, overrides, model: str, ex
     ("overrides", "model", "expected"),
     [
         ((), "mssenet", lambda corpus: 10),  # the MS-SENet code: 10 for every corpus
-        (("+ablation=timnet",), "timnet", timnet_blocks),
         (("model=timnet",), "timnet", timnet_blocks),
-        (("+ablation=tabs_8",), "mssenet", lambda corpus: 8),
-        (("+ablation=tabs_12",), "mssenet", lambda corpus: 12),
-        (("+ablation=timnet", "model.net.num_blocks=5"), "timnet", lambda corpus: 5),
+        (("model.net.num_blocks=8",), "mssenet", lambda corpus: 8),
+        (("model.net.num_blocks=12",), "mssenet", lambda corpus: 12),
+        (("model=timnet", "model.net.num_blocks=5"), "timnet", lambda corpus: 5),
     ],
 )
 def test_paper_experiments_give_each_model_its_own_block_count(corpus: str, overrides, model: str, expected) -> None:
-    blocks, variant, built = composed_blocks(f"experiment=paper_{corpus}", *overrides)
+    blocks, variant, built = composed_blocks("experiment=paper", f"dataset={corpus}", *overrides)
     assert blocks == built == expected(corpus)
     assert variant.startswith(f"{model}-") and variant.endswith(f"-tab{blocks}")
 

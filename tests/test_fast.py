@@ -290,7 +290,7 @@ def test_training_matches_reference() -> None:
 def test_configs_default_to_fast() -> None:
     for name in ("mssenet", "timnet"):
         config = OmegaConf.load(ROOT / "ser" / "conf" / "model" / f"{name}.yaml")
-        assert config.net.implementation == "fast"
+        assert config.model.net.implementation == "fast"  # model files: @package _global_
 
 
 def test_pool_squeeze_weights_match_the_pool() -> None:

@@ -46,10 +46,9 @@ def test_train_py_refuses_a_bad_epoch_count_with_default_settings(
         ("seed=abc", "seed=abc: expected a whole number in 0..2147483647"),
         ("seed=1.5", "seed=1.5: expected a whole number in 0..2147483647"),
         ("trainer.max_epochs=true", "trainer.max_epochs=true: expected a whole number >= 1"),
-        ("dataset.max_epochs=-3", "dataset.max_epochs=-3: expected a whole number >= 1"),
-        ("optimizer.lr=nan", "optimizer.lr=nan: expected a number > 0"),
-        ("optimizer.betas=[0.9,1.0]", "optimizer.betas=[0.9, 1.0]: expected a list of 2, each a number >= 0 and < 1"),
-        ("model.regularizer.rate=1.5", "model.regularizer.rate=1.5: expected a number >= 0 and < 1"),
+        ("model.optimizer.lr=nan", "model.optimizer.lr=nan: expected a number > 0"),
+        ("model.optimizer.betas=[0.9,1.0]", "model.optimizer.betas=[0.9, 1.0]: expected a list of 2, each a number >= 0 and < 1"),
+        ("fusion.regularizer.rate=1.5", "fusion.regularizer.rate=1.5: expected a number >= 0 and < 1"),
         ("dataset.load_threads=0", "dataset.load_threads=0: expected a whole number >= 1, or null"),
         ("features.sample_rate=100", "features.sample_rate=100: expected a whole number in 1000..384000"),
     ],
@@ -75,14 +74,15 @@ def test_the_dataset_summary_checks_its_settings(capsys: pytest.CaptureFixture) 
 
 
 def shipped_configs() -> list[list[str]]:
-    """Every dataset, experiment, ablation and feature choice the repository ships."""
+    """Every dataset, experiment, ablation switch and feature choice the repository ships."""
     names = lambda group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))  # noqa: E731
     configs = [[f"dataset={name}"] for name in names("dataset")]
-    configs += [[f"experiment={name}"] for name in names("experiment")]
-    configs += [[f"+ablation={name}"] for name in names("ablation")]
+    # An experiment of a corpus (experiment=paper) needs the corpus chosen.
+    configs += [[f"experiment={name}", "dataset=emodb"] for name in names("experiment")]
+    configs += [[f"model/{group}={name}"] for group in ("kernels", "se", "regularizer") for name in names(f"model/{group}")]
     configs += [[f"features={name}"] for name in names("features")]
     configs += [["model=timnet"], ["cv=speaker"], ["callbacks=early_stopping", "cv.validation=0.1"],
-                ["task=cross_corpus", "test_dataset=synthetic"], ["debug=fast"]]
+                ["task=cross_corpus", "+dataset@test_dataset=synthetic"], ["debug=fast"]]
     return configs
 
 

@@ -15,15 +15,12 @@ from typing import Any
 
 import soundfile
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from ser.data.audio import check_header
 from ser.settings import validate_settings
-
-# Dataset settings other config groups read (the trainer's epochs); not DataModule arguments.
-NON_DATAMODULE_KEYS = ("max_epochs",)
 
 
 @dataclass
@@ -64,11 +61,7 @@ class DatasetSummary:
 
 def datamodule_from_config(cfg: DictConfig) -> Any:
     """The configured DataModule, built as the training driver builds it (nothing loaded yet)."""
-    settings = OmegaConf.to_container(cfg.dataset, resolve=True)
-    assert isinstance(settings, dict)
-    for key in NON_DATAMODULE_KEYS:
-        settings.pop(key, None)
-    return instantiate(settings, _recursive_=False, _convert_="all")
+    return instantiate(cfg.dataset, _recursive_=False, _convert_="all")
 
 
 def durations(paths: list[str]) -> tuple[dict[str, float] | None, list[dict[str, str]]]:

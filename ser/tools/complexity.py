@@ -126,7 +126,7 @@ def build_variant(variant: Variant, num_classes: int, input_dim: int) -> tuple[s
 
     cfg = compose_model(variant.overrides)
     net = instantiate(cfg.model.net, num_classes=num_classes, input_dim=input_dim)
-    return str(cfg.model.variant), net
+    return str(cfg.variant), net
 
 
 def corpus_shape(corpus: str) -> tuple[int, int, int]:

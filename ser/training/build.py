@@ -11,17 +11,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import FoldDataModule
 from ser.models import registry
-from ser.training.config import DATASET_PROTOCOL_KEYS, config_hash
+from ser.training.config import config_hash
 from ser.training.module import EmotionClassifier
 
 
 def instantiate_datamodule(settings: DictConfig, stage: str, **overrides: Any) -> FoldDataModule:
     """The DataModule a dataset group (`dataset`, `test_dataset`) describes, prepared.
 
-    `overrides` replace settings of the group (the cross-corpus target's signal length).
+    Every setting of the group is the DataModule's. `overrides` replace some of them (the
+    cross-corpus target's signal length).
     """
-    chosen = {k: v for k, v in settings.items() if k not in DATASET_PROTOCOL_KEYS} | overrides
-    datamodule = instantiate(OmegaConf.create(chosen), _recursive_=False, _convert_="all")
+    datamodule = instantiate(settings, _recursive_=False, _convert_="all", **overrides)
     datamodule.prepare_data()
     datamodule.setup(stage)
     return datamodule
@@ -33,23 +33,28 @@ def build_datamodule(cfg: DictConfig) -> FoldDataModule:
 
 
 def build_module(cfg: DictConfig, datamodule: FoldDataModule) -> EmotionClassifier:
-    """A fresh network and optimiser in the LightningModule, with the checkpoint metadata."""
-    net = instantiate(cfg.model.net, num_classes=datamodule.num_classes, input_dim=datamodule.input_dim)
+    """The LightningModule `model` configures, with a fresh network and optimiser factory.
+
+    The config holds every setting of the module, its `net` and its `_partial_` optimizer;
+    only what the data decides is added here: the network's class count and input width,
+    the class names, and the metadata a checkpoint carries.
+    """
+    sizes = {"num_classes": datamodule.num_classes, "input_dim": datamodule.input_dim}
     metadata = {
         "feature_settings": OmegaConf.to_container(cfg.features, resolve=True)
         | {"signal_length": datamodule.feature_settings.signal_length},
-        "net": registry.checkpoint_description(OmegaConf.to_container(cfg.model.net, resolve=True)
-        | {"num_classes": datamodule.num_classes, "input_dim": datamodule.input_dim}),  # no class path
+        "net": registry.checkpoint_description(
+            OmegaConf.to_container(cfg.model.net, resolve=True) | sizes  # a name, no class path
+        ),
         "corpus": datamodule.corpus.name,
         # Lets a restarted run check that a fold's last.ckpt belongs to this config.
         "config_hash": config_hash(cfg),
     }
-    return EmotionClassifier(
-        net=net,
-        optimizer=instantiate(cfg.optimizer),
-        class_names=datamodule.class_names,
-        label_smoothing=float(cfg.label_smoothing),
-        metadata=metadata,
+    # _convert_="all": the module's arguments become plain lists and dicts, which is what
+    # its checkpoints may hold (they are read back with weights_only=True).
+    return instantiate(
+        cfg.model, net=sizes, class_names=list(datamodule.class_names), metadata=metadata,
+        _convert_="all",
     )
 
 

@@ -25,8 +25,6 @@ NON_DEFINING_NESTED_KEYS = {
     "trainer": ("default_root_dir", "enable_progress_bar"),
     "dataset": ("cache_dir", "num_workers"),
 }
-# Dataset settings read by other groups (the trainer's epochs), not by the DataModule.
-DATASET_PROTOCOL_KEYS = ("max_epochs",)
 
 
 def defining_config(cfg: DictConfig) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from ser.data.datamodule import (
     RavdessDataModule,
     SaveeDataModule,
 )
+from ser.training.config import split_seed
 from tests.helpers.audio_files import write_wav
 from tests.helpers.config import compose_config, one_torch_thread
 from tests.helpers.corpus_trees import (
@@ -238,12 +239,11 @@ MODULES = {
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_dataset_config_builds_its_datamodule(name: str, tmp_path: Path) -> None:
     cfg = compose_config([f"dataset={name}", f"dataset.root={tmp_path}"])
-    assert cfg.dataset.corpus == name and cfg.dataset.max_epochs == 200
-    assert cfg.dataset.signal_length is None and cfg.trainer.max_epochs == 200
+    assert cfg.dataset.corpus == name and cfg.dataset.signal_length is None
     with open_dict(cfg):
         cfg.paths.data_dir = str(tmp_path)
-        settings = {k: v for k, v in cfg.dataset.items() if k != "max_epochs"}
-    module = instantiate(settings, _recursive_=False, _convert_="all")
+    # Every setting of the group is the DataModule's.
+    module = instantiate(cfg.dataset, _recursive_=False, _convert_="all")
     assert type(module) is MODULES[name]
     assert module.corpus.name == name
     assert module.feature_settings.signal_length == SPEC_SIGNAL_LENGTHS[name]
@@ -256,17 +256,26 @@ def test_named_datamodule_refuses_another_corpus(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
-def test_paper_experiment_freezes_spec_settings(name: str) -> None:
-    cfg = compose_config([f"experiment=paper_{name}", "dataset.root=/corpus"])
-    assert cfg.dataset._target_.endswith(MODULES[name].__name__)
-    assert cfg.dataset.signal_length == SPEC_SIGNAL_LENGTHS[name]
-    assert cfg.cv.seed == SPEC_SPLIT_SEEDS[name] and cfg.cv.folds == 10 and cfg.cv.strategy == "kfold"
+def test_the_paper_experiment_takes_each_corpus_from_its_definition(name: str, tmp_path: Path) -> None:
+    """`experiment=paper dataset=X`: the paper's settings, and the corpus's own length and
+    split seed from its definition (ser.data.corpora), as the run uses them."""
+    paper = ["experiment=paper", f"dataset={name}", f"dataset.root={tmp_path}", f"paths.data_dir={tmp_path}"]
+    cfg = compose_config(paper)
+    assert cfg.dataset.corpus == name and cfg.dataset.batch_size == 64
     assert cfg.trainer.max_epochs == 200
-    assert cfg.model.name == "mssenet" and cfg.model.net.num_blocks == 10
-    assert cfg.features.pad_mode == "reflect" and cfg.features.n_mfcc == 39
-    assert cfg.optimizer.lr == 0.001 and list(cfg.optimizer.betas) == [0.93, 0.98]
-    assert cfg.optimizer.eps == 1e-8 and cfg.dataset.batch_size == 64
-    assert cfg.label_smoothing == 0.1
+    assert cfg.cv.folds == 10 and cfg.cv.strategy == "kfold" and cfg.cv.select == "last"
+    assert cfg.features.kind == "mfcc" and cfg.features.pad_mode == "reflect" and cfg.features.n_mfcc == 39
+    assert cfg.model.net._target_ == "ser.models.MSSENet" and cfg.model.net.num_blocks == 10
+    assert cfg.model.optimizer.lr == 0.001 and list(cfg.model.optimizer.betas) == [0.93, 0.98]
+    assert cfg.model.optimizer.eps == 1e-8 and cfg.model.label_smoothing == 0.1
+    module = instantiate(cfg.dataset, _recursive_=False, _convert_="all")
+    assert module.feature_settings.signal_length == SPEC_SIGNAL_LENGTHS[name]
+    assert split_seed(cfg, module) == SPEC_SPLIT_SEEDS[name]
+    # TIM-Net in the same setup: the TIM-Net code's 8 blocks, 10 on IEMOCAP.
+    timnet = compose_config([*paper, "model=timnet"])
+    assert timnet.model.net._target_ == "ser.models.TIMNet"
+    assert timnet.model.net.num_blocks == (10 if name == "iemocap" else 8)
+    assert timnet.trainer.max_epochs == 200 and timnet.features.pad_mode == "reflect"
 
 
 def test_ravdess_datamodule_extracts_and_reuses_cache(tmp_path: Path) -> None:

@@ -103,6 +103,7 @@ def write_results(
     variant: str = "mssenet-paper-se_on-spatial_dropout-tab10-mfcc",
     status: str = "complete",
     test_rows: list[list[int]] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> None:
     wars = wars if wars is not None else uars
     folds = [
@@ -116,11 +117,12 @@ def write_results(
         "hydra": {"choices": choices or {}, "overrides": overrides or [], "job_num": 0},
         "config": {
             "seed": training_seed,
-            "model": {"name": "mssenet", "variant": variant[: -len("-mfcc")],
-                      "kernels": {"name": "paper"}, "se": {"enabled": se},
-                      "regularizer": {"kind": "spatial_dropout"},
-                      "net": {"num_blocks": num_blocks}},
+            "variant": variant[: -len("-mfcc")],
+            "model": {"net": {"_target_": "ser.models.MSSENet", "num_blocks": num_blocks,
+                              "squeeze_excitation": se}},
+            "fusion": {"kernels": {"name": "paper"}, "se": {"name": "on" if se else "off", "enabled": se}},
             "features": {"kind": "mfcc"},
+            **(config or {}),
         },
         "folds": folds,
     }
@@ -208,13 +210,37 @@ def test_baseline_by_label_conditions_and_failures(tmp_path: Path) -> None:
     se_sweep(tmp_path)
     assert build_report(tmp_path, "model/se=off").baseline == "model/se=off"
     assert build_report(tmp_path, "mssenet-paper-se_off-spatial_dropout-tab10-mfcc").baseline == "model/se=off"
-    assert build_report(tmp_path, "model.se.enabled=false").baseline == "model/se=off"
+    assert build_report(tmp_path, "model.net.squeeze_excitation=false").baseline == "model/se=off"
     ambiguous = build_report(tmp_path, "model=mssenet")
     assert ambiguous.baseline is None and not ambiguous.tests
     assert any("several rows" in note for note in ambiguous.notes)
     missing = build_report(tmp_path, "model.net.num_blocks=8")
     assert missing.baseline is None
     assert any("no row has model.net.num_blocks=8" in note for note in missing.notes)
+
+
+def test_a_sweep_of_named_points_is_labelled_by_the_names(tmp_path: Path) -> None:
+    """hydra/sweeper=points (sweep=ablation) adds `+ablation=<point>` to each job's own
+    overrides: the point's name alone tells the rows apart, so it is the row."""
+    groups = {"model": "mssenet", "model/kernels": "paper", "model/se": "on"}
+    points = {
+        "baseline": ([], {}, 10),
+        "square_kernels": (["model/kernels=square"], {"model/kernels": "square"}, 10),
+        "no_se": (["model/se=off"], {"model/se": "off"}, 10),
+        "tabs_8": (["model.net.num_blocks=8"], {}, 8),
+        "timnet": (["model=timnet"], {"model": "timnet"}, 8),
+    }
+    for job, (name, (overrides, choices, blocks)) in enumerate(points.items()):
+        write_results(
+            tmp_path / str(job), corpus="emodb", uars=[0.5 + job / 100, 0.6], num_blocks=blocks,
+            overrides=["+sweep=ablation", "dataset=emodb", f"+ablation={name}", *overrides],
+            choices={**groups, **choices, "dataset": "emodb"}, config={"ablation": name},
+            variant=f"mssenet-paper-se_on-spatial_dropout-tab{blocks}-mfcc" if name != "timnet" else "timnet-tab8-mfcc",
+        )
+    built = build_report(tmp_path, "ablation=baseline")
+    assert [row.label for row in built.rows] == [f"ablation={name}" for name in points]
+    assert built.baseline == "ablation=baseline"
+    assert ("ablation=timnet", "emodb", "test/uar") in built.tests
 
 
 def test_runs_that_vary_only_in_seed_and_corpus_make_one_row(tmp_path: Path) -> None:

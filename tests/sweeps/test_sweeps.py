@@ -39,6 +39,9 @@ def command_line(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[
     return done
 
 
+ABLATION = ["baseline", "square_kernels", "no_se", "avgpool", "dropout", "tabs_6", "tabs_8", "tabs_12", "timnet"]
+
+
 def tiny(data_dir: Path) -> list[str]:
     """A tiny run as users start one: progress bar on, the default logger (W&B offline)."""
     return [*TINY_DATA, f"paths.data_dir={data_dir}"]
@@ -77,7 +80,7 @@ def test_two_by_two_multirun_then_report(tmp_path: Path, data_dir: Path) -> None
         # The default logger: one offline W&B run per fold and a summary, in the job's folder.
         assert sorted(r["job_type"] for r in offline_runs(sweep_dir / name)) == ["fold", "fold", "summary"]
         # The W&B group: corpus, model variant, features.
-        assert run["experiment"] == f"synthetic-{run['config']['model']['variant']}-mfcc"
+        assert run["experiment"] == f"synthetic-{run['config']['variant']}-mfcc"
     assert len({run["experiment"] for run in runs.values()}) == 3  # TIM-Net has no SE switch
 
     printed = command_line("sweep.py", "report", str(sweep_dir), "--baseline", "model=mssenet model/se=on")
@@ -96,6 +99,23 @@ def test_two_by_two_multirun_then_report(tmp_path: Path, data_dir: Path) -> None
     assert markdown.count("| model=") == 4 + 3 + 3  # score table, then UAR and WAR tests
     assert (sweep_dir / "report.png").stat().st_size > 1000
     assert list((sweep_dir / "wandb").glob("offline-run-*"))  # the report's W&B run
+
+
+@pytest.mark.slow
+def test_the_ablation_sweep_runs_its_nine_points_and_reports_them_by_name(tmp_path: Path, data_dir: Path) -> None:
+    sweep_dir = tmp_path / "ablation"
+    # The tiny corpus with the models' own block counts (the points set them).
+    settings = [o for o in tiny(data_dir) if not o.startswith("model.net.num_blocks=")]
+    printed = command_line("sweep.py", "run", "ablation", "--report", "--no-wandb", *settings,
+                           f"hydra.sweep.dir={sweep_dir}", timeout=900)
+    runs = read_results(sweep_dir)
+    assert sorted(runs, key=int) == [str(k) for k in range(len(ABLATION))]
+    assert [runs[str(k)]["config"]["ablation"] for k in range(len(ABLATION))] == ABLATION
+    assert len({run["variant"] for run in runs.values()}) == len(ABLATION)
+    rows = read_csv(sweep_dir / "report.csv")
+    assert [row["row"] for row in rows] == [f"ablation={name}" for name in ABLATION]
+    assert rows[0]["baseline"] == "True"  # found by the default baseline, the paper's MS-SENet
+    assert "ablation=baseline (baseline)" in printed.stdout
 
 
 @pytest.mark.slow
@@ -142,7 +162,7 @@ def test_optuna_search_maximises_uar_in_a_resumable_sqlite_study(tmp_path: Path,
     uars = sorted(run["summary"]["val/uar_mean"] for run in runs.values())
     assert sorted(trial.value for trial in study.trials) == pytest.approx(uars)
     for trial in study.trials:
-        assert 1e-4 <= trial.params["optimizer.lr"] <= 1e-2
+        assert 1e-4 <= trial.params["model.optimizer.lr"] <= 1e-2
         assert 0.0 <= trial.params["model.net.block_dropout"] <= 0.3
         assert "model.net.num_blocks" not in trial.params  # fixed on the command line
     best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
@@ -176,7 +196,8 @@ def hydra_config(overrides: list[str]) -> Any:
 def test_sweeps_set_multirun_mode_and_their_parameters() -> None:
     ablation = hydra_config(["+sweep=ablation"]).hydra
     assert ablation.mode.name == "MULTIRUN"
-    assert ablation.sweeper.params["+ablation"].split(",")[0] == "baseline"
+    assert ablation.sweeper._target_ == "hydra_plugins.ser_sweepers.points.PointsSweeper"
+    assert list(ablation.sweeper.points) == ABLATION and ablation.sweeper.label == "ablation"
     assert hydra_config(["+sweep=seeds"]).hydra.sweeper.params.seed.count(",") == 4
     assert hydra_config(["+sweep=features"]).hydra.sweeper.params.features == "mfcc,logmel"
     corpora = hydra_config(["+sweep=corpora"]).hydra.sweeper.params.dataset.split(",")
@@ -196,33 +217,55 @@ def test_hpo_maximises_into_a_sqlite_study_in_the_sweep_dir() -> None:
     assert sweeper.direction == "maximize"
     assert sweeper.study_name == "synthetic-mssenet-mfcc"
     assert sweeper.storage == "sqlite:///multirun/hpo/synthetic-mssenet-mfcc/optuna.db"
-    assert set(sweeper.params) == {"optimizer.lr", "model.net.block_dropout", "model.net.num_blocks"}
+    assert set(sweeper.params) == {"model.optimizer.lr", "model.net.block_dropout", "model.net.num_blocks"}
 
 
-def test_ablation_switches_give_distinct_variants_and_wandb_groups() -> None:
-    names = ["baseline", "square_kernels", "no_se", "avgpool", "dropout", "tabs_6", "tabs_8", "tabs_12", "timnet"]
-    configs = {name: compose_config([f"+ablation={name}"]) for name in names}
-    assert configs["baseline"].model.variant == "mssenet-paper-se_on-spatial_dropout-tab10"
+def ablation_jobs(*arguments: str) -> list[list[str]]:
+    """The overrides of each job that `sweep.py run ablation ARGUMENTS` launches."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.utils import instantiate
+
+    sweeper = instantiate(hydra_config(["+sweep=ablation"]).hydra.sweeper)
+    overrides = OverridesParser.create().parse_overrides(["+sweep=ablation", *arguments])
+    return [job for batch in sweeper.split_arguments(overrides, sweeper.max_batch_size) for job in batch]
+
+
+def job_config(job: list[str]) -> Any:
+    """A job's config (its overrides without the sweep that launched it)."""
+    return compose_config([o for o in job if not o.startswith("+sweep=")])
+
+
+def test_the_ablation_sweep_is_nine_named_points_of_the_models_own_switches() -> None:
+    jobs = ablation_jobs("dataset=iemocap", "seed=1,2")
+    assert len(jobs) == 2 * len(ABLATION)  # every point with every seed
+    configs = {}
+    for job in jobs:
+        cfg = job_config(job)
+        assert cfg.seed in (1, 2) and cfg.dataset.corpus == "iemocap"
+        configs.setdefault(cfg.ablation, cfg)
+    assert list(configs) == ABLATION
+    assert configs["baseline"].variant == "mssenet-paper-se_on-spatial_dropout-tab10"
     assert configs["square_kernels"].model.net.kernel_sizes == [[3, 3]]
     assert configs["no_se"].model.net.squeeze_excitation is False
     assert configs["avgpool"].model.net.branch_regularizer == "avgpool"
     assert configs["dropout"].model.net.branch_regularizer == "dropout"
-    assert configs["tabs_12"].model.net.num_blocks == 12
-    assert configs["timnet"].model.name == "timnet"
-    assert len({experiment_name(cfg) for cfg in configs.values()}) == len(names)
+    assert [configs[f"tabs_{n}"].model.net.num_blocks for n in (6, 8, 12)] == [6, 8, 12]
+    assert configs["timnet"].model.net._target_ == "ser.models.TIMNet"
+    assert configs["timnet"].model.net.num_blocks == 10  # TIM-Net's own count on IEMOCAP
+    assert len({experiment_name(cfg) for cfg in configs.values()}) == len(ABLATION)
+    # A point's own setting wins over the same setting given for every job.
+    blocks = [job_config(job).model.net.num_blocks for job in ablation_jobs("model.net.num_blocks=4")]
+    assert blocks == [4, 4, 4, 4, 4, 6, 8, 12, 4]
+    assert not (ROOT / "ser" / "conf" / "ablation").exists()  # the points are the groups' own
     assert set(launch.available_sweeps()) >= {"ablation", "seeds", "corpora", "features", "hpo"}
-    ablation_files = {p.stem for p in (ROOT / "ser" / "conf" / "ablation").glob("*.yaml")}
-    assert hydra_config(["+sweep=ablation"]).hydra.sweeper.params["+ablation"].split(",") == [
-        n for n in names if n in ablation_files
-    ]
 
 
 @pytest.mark.parametrize(("choice", "enabled"), [("on", True), ("off", False)])
 def test_se_on_and_off_are_option_names_not_booleans(choice: str, enabled: bool) -> None:
     cfg = compose_config([f"model/se={choice}"])
-    assert cfg.model.se.name == choice
+    assert cfg.fusion.se.name == choice
     assert cfg.model.net.squeeze_excitation is enabled
-    assert f"se_{choice}" in cfg.model.variant
+    assert f"se_{choice}" in cfg.variant
 
 
 def test_logmel_features_are_n_mels_wide() -> None:

@@ -179,7 +179,7 @@ def test_predict_and_export_refuse_a_forged_network_without_building_anything(
         else ["format=onnx", f"out={out}"]
     )
     result = subprocess.run(
-        [sys.executable, "-m", f"ser.{tool}", f"checkpoint={forged}", *arguments],
+        [sys.executable, "-m", f"ser.tools.{tool}", f"checkpoint={forged}", *arguments],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert not marker.exists(), "something named in the checkpoint was called"

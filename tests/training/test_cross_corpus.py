@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from ser.settings import ConfigError
 from ser.tracking.results import read_json
 from ser.training.engine import train
 from ser.training.metrics import unweighted_average_recall, weighted_average_recall
+from ser.training.protocols.cross_corpus import build_target_datamodule
 from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config
 from tests.helpers.wandb_records import offline_runs
 
@@ -49,7 +51,7 @@ def casia_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def cross_corpus_config(tiny_config, casia_root: Path, *overrides: str):
     return tiny_config(
-        "task=cross_corpus", "test_dataset=casia", f"test_dataset.root={casia_root}",
+        "task=cross_corpus", "+dataset@test_dataset=casia", f"test_dataset.root={casia_root}",
         "test_dataset.check_counts=false", *overrides,
     )
 
@@ -129,7 +131,7 @@ def test_an_objective_the_run_cannot_measure_is_refused_before_training(tiny_con
 def test_the_cross_corpus_command_line_as_users_run_it(casia_root, data_dir, tmp_path) -> None:
     # Progress bar on, the default logger (W&B offline): as a user starts it.
     args = [
-        sys.executable, str(ROOT / "train.py"), "task=cross_corpus", "test_dataset=casia",
+        sys.executable, str(ROOT / "train.py"), "task=cross_corpus", "+dataset@test_dataset=casia",
         f"test_dataset.root={casia_root}", "test_dataset.check_counts=false", *TINY_DATA,
         f"paths.data_dir={data_dir}",
     ]
@@ -184,9 +186,33 @@ def test_unshared_classes_and_bad_maps_are_clear_errors(wanted, class_map, messa
 
 
 def test_the_documented_command_composes_and_a_missing_target_is_refused(tiny_config) -> None:
-    cfg = compose_config(["task=cross_corpus", "dataset=emodb", "test_dataset=ravdess"])
+    cfg = compose_config([
+        "task=cross_corpus", "dataset=emodb", "dataset.root=/a", "+dataset@test_dataset=ravdess",
+        "test_dataset.root=/b",
+    ])
     assert cfg.task._target_ == "ser.training.protocols.cross_corpus.CrossCorpus"
-    assert cfg.dataset.corpus == "emodb" and cfg.test_dataset.corpus == "ravdess"
-    assert cfg.test_dataset._target_.endswith("RavdessDataModule")
-    with pytest.raises(ConfigError, match="test_dataset=NAME"):
+    assert cfg.dataset.corpus == "emodb" and cfg.dataset.root == "/a"
+    # The target is the dataset config itself, placed at test_dataset: nothing else.
+    ravdess = compose_config(["dataset=ravdess"]).dataset
+    assert {key: value for key, value in cfg.test_dataset.items() if key != "root"} == {
+        key: value for key, value in ravdess.items() if key != "root"
+    }
+    assert cfg.test_dataset.root == "/b"
+    with pytest.raises(ConfigError, match=r"\+dataset@test_dataset=NAME"):
         train(tiny_config("task=cross_corpus"))
+
+
+def test_the_target_is_cut_to_the_sources_signal_length(tiny_config, tmp_path, capsys) -> None:
+    # The synthetic config's own 33075 samples would give the model inputs of another
+    # shape than the 11025 it trains on (TINY): the target's length is the source's.
+    cfg = tiny_config(
+        "task=cross_corpus", "+dataset@test_dataset=synthetic", f"test_dataset.root={tmp_path / 'target'}",
+        "test_dataset.generator.num_speakers=2", "test_dataset.generator.utterances_per_class_per_speaker=1",
+        "test_dataset.generator.seed=1",
+    )
+    assert cfg.test_dataset.signal_length == 33075 and cfg.dataset.signal_length == 11025
+    source = SimpleNamespace(feature_settings=SimpleNamespace(signal_length=11025), corpus=SimpleNamespace(name="synthetic"))
+    target = build_target_datamodule(cfg, source)
+    assert target.feature_settings.signal_length == 11025
+    assert target.features.shape[1] == 1 + 11025 // 512  # frames of the source's length
+    assert "test_dataset.signal_length=33075 is not used" in capsys.readouterr().out

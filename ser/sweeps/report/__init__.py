@@ -9,8 +9,11 @@ seeds run on it, and a pair is kept only when both rows tested the same utteranc
 What makes a row: the Hydra settings that vary across the collected runs (group
 choices such as ``model/se`` and values such as ``model.net.num_blocks``, read from
 each results.json), except those that are replicates or columns (seeds, the dataset)
-or say where and how a run happened (paths, logger, launcher). When nothing varies,
-the row is the run's variant name (``<model variant>-<features>``).
+or say where and how a run happened (paths, logger, launcher), and of those the fewest
+that tell the same runs apart: a sweep of named points (``sweep=ablation``) sets each
+point's name beside its own settings, and the name alone is the row
+(``ablation=no_se``). When nothing varies, the row is the run's variant name
+(``<variant>-<features>``).
 
 `collect` gathers the runs into rows x corpora and tests them (`statistics`); `render`
 writes the table out; `write_report` does both.

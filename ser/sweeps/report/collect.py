@@ -3,6 +3,7 @@ against the baseline (what makes a row: ser.sweeps.report)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -19,11 +20,9 @@ from ser.tracking import results
 ALL_CORPORA = "all"
 METRICS = results.METRICS  # ("test/uar", "test/war")
 
-# The paper's MS-SENet on MFCCs: what every variant is compared with unless told otherwise.
-PAPER_BASELINE = (
-    "model.name=mssenet model.kernels.name=paper model.se.enabled=true "
-    "model.regularizer.kind=spatial_dropout model.net.num_blocks=10 features.kind=mfcc"
-)
+# The paper's MS-SENet on MFCCs: what every variant is compared with unless told otherwise
+# (`variant` is the network's label in the config, ser/conf/model/mssenet.yaml).
+PAPER_BASELINE = "variant=mssenet-paper-se_on-spatial_dropout-tab10 features.kind=mfcc"
 
 # Settings that never make a row: replicates (seeds), the column (dataset), and where or
 # how a run happened. Keys are override keys without +/++/~ prefixes.
@@ -68,7 +67,7 @@ def load_run(path: Path) -> Run | str:
     config = record.get("config") or {}
     hydra = record.get("hydra") or {}
     variant = record.get("variant") or "-".join(
-        str(lookup(config, key)) for key in ("model.variant", "features.kind")
+        str(lookup(config, key)) for key in ("variant", "features.kind")
     )
     try:
         run = Run(
@@ -147,8 +146,24 @@ def setting(run: Run, key: str) -> str:
     return format_value(lookup(run.config, key))
 
 
+def fewest_telling_apart(runs: Sequence[Run], keys: list[str]) -> list[str]:
+    """The first smallest subset of ``keys`` whose values tell apart the same runs that all
+    of ``keys`` tell apart: a sweep of named points (hydra/sweeper=points, sweep=ablation)
+    sets the name and the point's own settings, and the name alone is the row."""
+    def rows(subset: Sequence[str]) -> int:
+        return len({tuple(setting(run, key) for key in subset) for run in runs})
+
+    wanted = rows(keys)
+    for size in range(1, len(keys)):
+        for subset in itertools.combinations(keys, size):
+            if rows(subset) == wanted:
+                return list(subset)
+    return keys
+
+
 def row_labels(runs: Sequence[Run]) -> list[str]:
-    """Each run's row: the settings that vary across runs, or its variant name."""
+    """Each run's row: the fewest of the settings that vary across runs that tell the runs
+    apart, or its variant name when none varies."""
     keys: list[str] = []
     for run in runs:
         for override in run.overrides:
@@ -158,7 +173,8 @@ def row_labels(runs: Sequence[Run]) -> list[str]:
     varying = [key for key in keys if len({setting(run, key) for run in runs}) > 1]
     if not varying:
         return [run.variant for run in runs]
-    return [" ".join(f"{key}={setting(run, key)}" for key in varying) for run in runs]
+    chosen = fewest_telling_apart(runs, varying)
+    return [" ".join(f"{key}={setting(run, key)}" for key in chosen) for run in runs]
 
 
 # --------------------------------------------------------------------------- the table

@@ -1,6 +1,6 @@
 """`task=cross_corpus`: train on one corpus, test on another, over the classes both have.
 
-`python train.py task=cross_corpus dataset=emodb test_dataset=ravdess` trains on every
+`python train.py task=cross_corpus dataset=emodb +dataset@test_dataset=ravdess` trains on every
 utterance of the source corpus (`dataset`) whose class is one of `cross_corpus.classes`
 and tests on every such utterance of the target corpus (`test_dataset`): the common
 protocol, with no folds, since no target utterance is ever seen in training. Classes
@@ -41,15 +41,19 @@ def run_path(output_dir: Path, repeat: int) -> Path:
 
 
 def build_target_datamodule(cfg: DictConfig, source: FoldDataModule) -> FoldDataModule:
-    """The `test_dataset` DataModule, its audio cut to the source's signal length."""
-    length = source.feature_settings.signal_length
-    asked = cfg.test_dataset.get("signal_length")
-    if asked is not None and int(asked) != int(length):
-        raise ConfigError(
-            f"test_dataset.signal_length={asked}, but the model trains on {length} samples of "
-            f"{source.corpus.name}; leave test_dataset.signal_length null"
+    """The `test_dataset` DataModule, its audio cut to the source's signal length.
+
+    The target is a dataset config as it is (`+dataset@test_dataset=NAME`), so it may
+    carry a length of its own (the synthetic corpus's); the model's input shape wins.
+    """
+    length = int(source.feature_settings.signal_length)
+    own = cfg.test_dataset.get("signal_length")
+    if own is not None and int(own) != length:
+        print(
+            f"[ser] test_dataset.signal_length={own} is not used: the target is cut to the "
+            f"{length} samples the model trains on ({source.corpus.name})", flush=True,
         )
-    return instantiate_datamodule(cfg.test_dataset, "test", signal_length=int(length))
+    return instantiate_datamodule(cfg.test_dataset, "test", signal_length=length)
 
 
 def corpus_record(datamodule: FoldDataModule, rows: np.ndarray, labels: np.ndarray, shared: list[str]) -> dict:
@@ -74,8 +78,8 @@ class CrossCorpus(Protocol):
         super().__init__(cfg)
         if cfg.get("test_dataset") is None:
             raise ConfigError(
-                "task=cross_corpus needs the corpus to test on: add test_dataset=NAME (e.g. "
-                "test_dataset=ravdess test_dataset.root=PATH)"
+                "task=cross_corpus needs the corpus to test on: add +dataset@test_dataset=NAME "
+                "(e.g. +dataset@test_dataset=ravdess test_dataset.root=PATH)"
             )
         settings = cfg.get("cross_corpus") or {}
         self.repeats = int(settings.get("repeats", 1))
@@ -87,9 +91,9 @@ class CrossCorpus(Protocol):
         self.wanted = None if wanted is None else [str(c) for c in wanted]
 
     def setup_name(self) -> str:
-        """`<source>-to-<target>-<model variant>-<features>`."""
+        """`<source>-to-<target>-<variant>-<features>`."""
         cfg = self.cfg
-        return f"{cfg.dataset.corpus}-to-{cfg.test_dataset.corpus}-{cfg.model.variant}-{cfg.features.kind}"
+        return f"{cfg.dataset.corpus}-to-{cfg.test_dataset.corpus}-{cfg.variant}-{cfg.features.kind}"
 
     def prepare(self) -> FoldDataModule:
         self.source = build_datamodule(self.cfg)

@@ -47,8 +47,8 @@ class CrossValidation(Protocol):
         return self.cfg.cv.get("only_folds")
 
     def setup_name(self) -> str:
-        """`<corpus>-<model variant>-<features>`."""
-        return f"{self.cfg.dataset.corpus}-{self.cfg.model.variant}-{self.cfg.features.kind}"
+        """`<corpus>-<variant>-<features>`."""
+        return f"{self.cfg.dataset.corpus}-{self.cfg.variant}-{self.cfg.features.kind}"
 
     def prepare(self) -> FoldDataModule:
         self.datamodule = build_datamodule(self.cfg)
@@ -67,7 +67,7 @@ class CrossValidation(Protocol):
         return {
             # The setup without the corpus, and the Hydra choices/overrides that made it:
             # how `sweep.py report` tells the variants of a sweep apart.
-            "variant": f"{cfg.model.variant}-{cfg.features.kind}",
+            "variant": f"{cfg.variant}-{cfg.features.kind}",
             "hydra": provenance.hydra_job_info(),
             "corpus": datamodule.corpus.name,
             "class_names": datamodule.class_names,
