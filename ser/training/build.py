@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from ser.data.datamodule import FoldDataModule
 from ser.models import registry
 from ser.training.config import config_hash
+from ser.training.implementation import resolve_for_trainer
 from ser.training.module import EmotionClassifier
 
 
@@ -37,9 +38,14 @@ def build_module(cfg: DictConfig, datamodule: FoldDataModule) -> EmotionClassifi
 
     The config holds every setting of the module, its `net` and its `_partial_` optimizer;
     only what the data decides is added here: the network's class count and input width,
-    the class names, and the metadata a checkpoint carries.
+    the class names, and the metadata a checkpoint carries; and `implementation=auto`
+    becomes the implementation measured fastest on the trainer's device
+    (ser.training.implementation), which the checkpoint records.
     """
-    sizes = {"num_classes": datamodule.num_classes, "input_dim": datamodule.input_dim}
+    implementation = cfg.model.net.get("implementation")
+    sizes: dict[str, Any] = {"num_classes": datamodule.num_classes, "input_dim": datamodule.input_dim}
+    if implementation is not None:
+        sizes["implementation"] = resolve_for_trainer(implementation, cfg.get("trainer"))
     metadata = {
         "feature_settings": OmegaConf.to_container(cfg.features, resolve=True)
         | {"signal_length": datamodule.feature_settings.signal_length},

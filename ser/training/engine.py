@@ -40,6 +40,7 @@ from ser.tracking.output_dir import claim_output_dir
 from ser.training import distributed, gather
 from ser.training.config import config_hash, defining_config, output_directory
 from ser.training.fold import run_fold
+from ser.training.implementation import check_implementation
 from ser.training.protocols.base import Protocol
 from ser.training.selection import check_selection
 
@@ -94,13 +95,14 @@ def train(cfg: DictConfig) -> float:
     validate_settings(cfg)
     check_selection(cfg)
     check_objective(cfg)
+    implementation = check_implementation(cfg)
     distributed.check_launch(cfg)
     protocol = build_protocol(cfg)
     output_dir = output_directory(cfg)
     # Refused, or locked for this run's units, before anything is written.
     writer = distributed.is_global_zero()
     with claim_output_dir(cfg, output_dir, config_hash(cfg), protocol.only_units, writer=writer):
-        return run_experiment(cfg, protocol, output_dir)
+        return run_experiment(cfg, protocol, output_dir, implementation)
 
 
 def finished_result(path: Path, this_hash: str) -> dict[str, Any] | None:
@@ -111,8 +113,13 @@ def finished_result(path: Path, this_hash: str) -> dict[str, Any] | None:
     return saved["result"] if saved.get("config_hash") == this_hash else None
 
 
-def run_experiment(cfg: DictConfig, protocol: Protocol, output_dir: Path) -> float:
-    """The units of `protocol`, in the output directory `train` holds; returns the objective."""
+def run_experiment(
+    cfg: DictConfig, protocol: Protocol, output_dir: Path, implementation: str | None = None
+) -> float:
+    """The units of `protocol`, in the output directory `train` holds; returns the objective.
+
+    `implementation`: what `model.net.implementation` resolved to on this run's device.
+    """
     torch.set_float32_matmul_precision("high")
     experiment = protocol.experiment_name()
     this_hash = config_hash(cfg)
@@ -130,6 +137,7 @@ def run_experiment(cfg: DictConfig, protocol: Protocol, output_dir: Path) -> flo
         "config_hash": this_hash,
         **protocol.record(),
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "implementation": implementation,
         "versions": provenance.package_versions(),
         "git": provenance.git_commit(),
         "machine": provenance.machine(),

@@ -1,0 +1,95 @@
+"""`model.net.implementation=auto`: the implementation measured fastest where the run trains.
+
+MS-SENet and TIM-Net have two computations with the same parameters and state dicts
+(ser/models): `reference`, the direct transcription (cuDNN convolutions on a GPU), and
+`fast`, tuned for CPUs (patch GEMMs and fused C kernels). Which one is faster depends on
+the device, so the default `auto` is resolved here, once, when the network is built, from
+the benchmark records in docs/bench/ (`python -m ser.tools.bench --device ...`):
+
+- cpu: `fast` (docs/bench/cpu-2core-*.json: 13-16x the reference on 2 cores);
+- cuda: `reference` until a GPU record shows otherwise (docs/bench/README.md says which
+  record decided it).
+
+The fast formulation computes in float32 only, so with a mixed precision (bf16 autocast)
+`auto` takes the reference, and an explicit `fast` is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from ser.settings import ConfigError
+
+IMPLEMENTATIONS = ("reference", "fast")
+# Device type -> the implementation measured fastest there (docs/bench/README.md).
+FASTEST_ON_DEVICE = {"cpu": "fast", "cuda": "reference"}
+# Devices without a measurement (Apple's MPS, ...) get the plain PyTorch computation.
+UNMEASURED_DEVICE_CHOICE = "reference"
+FULL_PRECISION = ("32-true", "32", "64-true", "64")
+
+
+def device_type(accelerator: Any) -> str:
+    """The device type a Lightning `accelerator` setting trains on: cpu, cuda or mps."""
+    name = str(accelerator).lower()
+    if name == "cpu":
+        return "cpu"
+    if name in ("gpu", "cuda"):
+        return "cuda"
+    if name == "mps":
+        return "mps"
+    if name == "auto":  # Lightning's own order of preference
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    return name  # tpu and others: no measurement, see UNMEASURED_DEVICE_CHOICE
+
+
+def is_full_precision(precision: Any) -> bool:
+    return str(precision) in FULL_PRECISION
+
+
+def resolve_implementation(requested: str, device: str, precision: Any = "32-true") -> str:
+    """The implementation a network built for `device` at `precision` uses.
+
+    `requested` is `model.net.implementation`: `auto`, `reference` or `fast`.
+    Raises ConfigError (one line, exit code 2) for an unknown name, and for `fast` with a
+    mixed precision, which it cannot compute.
+    """
+    if requested not in (*IMPLEMENTATIONS, "auto"):
+        raise ConfigError(
+            f"model.net.implementation={requested}: expected auto, "
+            + " or ".join(IMPLEMENTATIONS)
+        )
+    if not is_full_precision(precision):
+        if requested == "fast":
+            raise ConfigError(
+                f"model.net.implementation=fast computes in float32 only, but "
+                f"trainer.precision={precision}: use model.net.implementation=auto or reference"
+            )
+        return "reference"
+    if requested != "auto":
+        return requested
+    return FASTEST_ON_DEVICE.get(device, UNMEASURED_DEVICE_CHOICE)
+
+
+def resolve_for_trainer(requested: str, trainer_cfg: Any) -> str:
+    """`resolve_implementation` for the device and precision of a `trainer` config."""
+    accelerator = trainer_cfg.get("accelerator", "auto") if trainer_cfg is not None else "auto"
+    precision = trainer_cfg.get("precision", "32-true") if trainer_cfg is not None else "32-true"
+    return resolve_implementation(requested, device_type(accelerator), precision)
+
+
+def check_implementation(cfg: Any) -> str | None:
+    """The implementation the run's network will use (checked before anything is built).
+
+    None for a model config without `model.net.implementation`.
+    """
+    requested = OmegaConf.select(cfg, "model.net.implementation", default=None)
+    if requested is None:
+        return None
+    return resolve_for_trainer(str(requested), cfg.get("trainer"))
