@@ -51,9 +51,9 @@ class Sizes:
             )
         return cls(
             device="cuda", batch_size=64, folds=10, speakers=10, utterances_per_class_per_speaker=8,
-            seconds=4.0, signal_length=96000, parallel_jobs=(1, 4, 10), short_epochs=10,
+            seconds=4.0, signal_length=96000, parallel_jobs=(1, 4, 10), short_epochs=20,
             full_epochs=200, bench_steps=30, bench_warmup=5, bench_limit_s=100,
-            fold_limit_s=150, reserve_s=60, tests_limit_s=120, feature_signals=560,
+            fold_limit_s=200, reserve_s=100, tests_limit_s=120, feature_signals=560,
         )
 
     def describe(self) -> dict[str, Any]:
