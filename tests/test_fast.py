@@ -92,7 +92,7 @@ def run(model: nn.Module, x: torch.Tensor, train: bool, seed: int = 5):  # noqa:
     x = x.clone().requires_grad_()
     torch.manual_seed(seed)  # the same dropout masks in both implementations
     out = model(x)
-    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(out.dtype)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(out)
     names = ["input"] + [name for name, _ in model.named_parameters()]
     grads = torch.autograd.grad((out * weights).sum(), [x, *model.parameters()])
     return out.detach(), dict(zip(names, grads, strict=True))

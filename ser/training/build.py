@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from ser.data.datamodule import FoldDataModule
 from ser.models import registry
 from ser.training.config import config_hash
-from ser.training.implementation import resolve_for_trainer
+from ser.training.implementation import resolve_for_run
 from ser.training.module import EmotionClassifier
 
 
@@ -42,10 +42,10 @@ def build_module(cfg: DictConfig, datamodule: FoldDataModule) -> EmotionClassifi
     becomes the implementation measured fastest on the trainer's device
     (ser.training.implementation), which the checkpoint records.
     """
-    implementation = cfg.model.net.get("implementation")
+    implementation = resolve_for_run(cfg)
     sizes: dict[str, Any] = {"num_classes": datamodule.num_classes, "input_dim": datamodule.input_dim}
     if implementation is not None:
-        sizes["implementation"] = resolve_for_trainer(implementation, cfg.get("trainer"))
+        sizes["implementation"] = implementation
     metadata = {
         "feature_settings": OmegaConf.to_container(cfg.features, resolve=True)
         | {"signal_length": datamodule.feature_settings.signal_length},

@@ -53,18 +53,29 @@ def is_full_precision(precision: Any) -> bool:
     return str(precision) in FULL_PRECISION
 
 
-def resolve_implementation(requested: str, device: str, precision: Any = "32-true") -> str:
+def resolve_implementation(
+    requested: str, device: str, precision: Any = "32-true", compiled: bool = False
+) -> str:
     """The implementation a network built for `device` at `precision` uses.
 
     `requested` is `model.net.implementation`: `auto`, `reference` or `fast`.
     Raises ConfigError (one line, exit code 2) for an unknown name, and for `fast` with a
-    mixed precision, which it cannot compute.
+    mixed precision, which it cannot compute, or compiled (`model.compile`): its Python
+    autograd functions and C kernels are opaque to torch.compile, so `auto` then takes
+    the reference.
     """
     if requested not in (*IMPLEMENTATIONS, "auto"):
         raise ConfigError(
             f"model.net.implementation={requested}: expected auto, "
             + " or ".join(IMPLEMENTATIONS)
         )
+    if compiled:
+        if requested == "fast":
+            raise ConfigError(
+                "model.net.implementation=fast cannot be compiled (model.compile): "
+                "use model.net.implementation=auto or reference"
+            )
+        return "reference"
     if not is_full_precision(precision):
         if requested == "fast":
             raise ConfigError(
@@ -77,19 +88,26 @@ def resolve_implementation(requested: str, device: str, precision: Any = "32-tru
     return FASTEST_ON_DEVICE.get(device, UNMEASURED_DEVICE_CHOICE)
 
 
-def resolve_for_trainer(requested: str, trainer_cfg: Any) -> str:
-    """`resolve_implementation` for the device and precision of a `trainer` config."""
-    accelerator = trainer_cfg.get("accelerator", "auto") if trainer_cfg is not None else "auto"
-    precision = trainer_cfg.get("precision", "32-true") if trainer_cfg is not None else "32-true"
-    return resolve_implementation(requested, device_type(accelerator), precision)
-
-
-def check_implementation(cfg: Any) -> str | None:
-    """The implementation the run's network will use (checked before anything is built).
-
-    None for a model config without `model.net.implementation`.
-    """
+def resolve_for_run(cfg: Any) -> str | None:
+    """The implementation of the run's network, from `model.net.implementation`, the
+    trainer's device and precision, and `model.compile`; None without such a setting."""
     requested = OmegaConf.select(cfg, "model.net.implementation", default=None)
     if requested is None:
         return None
-    return resolve_for_trainer(str(requested), cfg.get("trainer"))
+    trainer_cfg = cfg.get("trainer")
+    accelerator = trainer_cfg.get("accelerator", "auto") if trainer_cfg is not None else "auto"
+    precision = trainer_cfg.get("precision", "32-true") if trainer_cfg is not None else "32-true"
+    compiled = OmegaConf.select(cfg, "model.compile", default=None) is not None
+    return resolve_implementation(str(requested), device_type(accelerator), precision, compiled)
+
+
+def check_implementation(cfg: Any) -> str | None:
+    """`model.compile` and the implementation the run's network will use, checked before
+    anything is built (ConfigError: one line, exit code 2)."""
+    from ser.training.module import check_compile_mode
+
+    try:
+        check_compile_mode(OmegaConf.select(cfg, "model.compile", default=None))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return resolve_for_run(cfg)

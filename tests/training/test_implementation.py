@@ -117,3 +117,39 @@ def test_bf16_autocast_trains_to_the_float32_metrics_within_noise(tiny_config) -
     # chance is 1/7; both must have learned something (float32 measured 0.29 and 0.43)
     assert mean(fp32) > 0.25 and mean(bf16) > 0.25, (fp32, bf16)
     assert abs(mean(bf16) - mean(fp32)) <= max(noise, 0.1), (fp32, bf16, other_seed)
+
+
+def test_compiled_runs_take_the_reference_and_fast_is_refused() -> None:
+    assert implementation.resolve_implementation("auto", "cpu", compiled=True) == "reference"
+    with pytest.raises(ConfigError, match="implementation=fast cannot be compiled"):
+        implementation.resolve_implementation("fast", "cuda", compiled=True)
+
+
+def test_compile_compiles_the_training_steps_only(tiny_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`model.compile=MODE`: training batches go through torch.compile(net, mode=MODE);
+    evaluation runs the network eagerly; the state dict is the uncompiled one's."""
+    calls: list[tuple[str, int]] = []
+
+    def fake_compile(net, mode):  # noqa: ANN001, ANN202
+        def compiled(x):  # noqa: ANN001, ANN202
+            calls.append((mode, len(x)))
+            return net(x)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    plain = build_module(tiny_config("trainer.accelerator=cpu"), datamodule())
+    module = build_module(tiny_config("trainer.accelerator=cpu", "model.compile=reduce-overhead"), datamodule())
+    assert module.metadata["net"]["implementation"] == "reference"
+    assert set(module.state_dict()) == set(plain.state_dict())
+    x, y = torch.randn(3, 20, 39), torch.tensor([0, 1, 2])
+    module.train()
+    module.training_step((x, y), 0)
+    module.eval()
+    module.test_step((x, y), 0)
+    assert calls == [("reduce-overhead", 3)]  # the training batch, not the test batch
+
+
+def test_an_unknown_compile_mode_is_a_setting_error(tiny_config) -> None:
+    with pytest.raises(ConfigError, match="model.compile=fastest: expected null or one of default, reduce-overhead"):
+        implementation.check_implementation(tiny_config("model.compile=fastest"))
