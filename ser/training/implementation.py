@@ -6,9 +6,11 @@ MS-SENet and TIM-Net have two computations with the same parameters and state di
 the device, so the default `auto` is resolved here, once, when the network is built, from
 the benchmark records in docs/bench/ (`python -m ser.tools.bench --device ...`):
 
-- cpu: `fast` (docs/bench/cpu-2core-*.json: 13-16x the reference on 2 cores);
-- cuda: `reference` until a GPU record shows otherwise (docs/bench/README.md says which
-  record decided it).
+- cpu: `fast` (docs/bench/cpu-2core-*.json: 13-16x the reference's training rate for
+  MS-SENet on 2 cores);
+- cuda: `reference` (docs/bench/gpu-h200/bench-32-188.json and bench-32-606.json: on an
+  H200 the reference trains MS-SENet at 2.7x and 2.9x the fast formulation's rate, whose
+  chunked loops launch more kernels where launches are the cost).
 
 The fast formulation computes in float32 only, so with a mixed precision (bf16 autocast)
 `auto` takes the reference, and an explicit `fast` is refused with a clear message.
