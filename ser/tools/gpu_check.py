@@ -28,9 +28,10 @@ CI runs, so the check itself stays working where no GPU is.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +49,7 @@ from ser.tools.gpu_runs import (
     projected_full_seconds,
     read_fold_metrics,
 )
+from ser.tracking.atomic import atomic_write_json
 
 DEFAULT_BUDGET_S = 480  # the issue's 8 minutes
 
@@ -74,10 +76,7 @@ class Check:
         return entry
 
     def write(self, name: str, data: Any) -> None:
-        path = self.out / name
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        temporary.replace(path)
+        atomic_write_json(data, self.out / name)
 
     def run(self, name: str, command: Sequence[str], limit: float, **env: str) -> dict[str, Any]:
         """Run `command` as step `name` within `limit` seconds (and the budget); log it."""
@@ -90,14 +89,21 @@ class Check:
         with log_path.open("w") as log:
             log.write("$ " + " ".join(command) + "\n")
             log.flush()
+            # A session of its own: on a timeout the step's whole process group goes (a
+            # multirun's job processes too), so nothing keeps the GPU busy afterwards.
+            process = subprocess.Popen(
+                list(command), stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **env}, start_new_session=True,
+            )
             try:
-                completed = subprocess.run(
-                    list(command), stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
-                    env={**os.environ, **env}, check=False,
-                )
-                status = "ok" if completed.returncode == 0 else f"failed (exit {completed.returncode})"
+                returncode = process.wait(timeout=timeout)
+                status = "ok" if returncode == 0 else f"failed (exit {returncode})"
             except subprocess.TimeoutExpired:
                 status = f"timeout after {timeout:.0f} s"
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         seconds = time.monotonic() - start
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
         return self.record(name, status, seconds, command=" ".join(command), log_tail=tail)
