@@ -19,6 +19,10 @@ one JSON record per step into DIR (summary.json lists every step, its status and
 - bench-compile.json: `torch.compile(mode="reduce-overhead")` (CUDA graphs) of the
   reference MS-SENet, last, since its compilation may take minutes.
 
+`--compile MODE` adds `model.compile=MODE` to every fold run; `--full-jobs N` runs only the
+full protocol, N fold jobs at once (e.g. `--full-jobs 4 --compile reduce-overhead
+--budget 600`), for a GPU session that has the time for it alone.
+
 A step that fails or runs out of time is recorded as such and the check goes on; what is
 left when the budget is spent is recorded as skipped. On a machine without CUDA it runs
 in dry mode: every step at a toy size on the CPU (a few minutes at most), which is what
@@ -50,6 +54,7 @@ from ser.tools.gpu_runs import (
     read_fold_metrics,
 )
 from ser.tracking.atomic import atomic_write_json
+from ser.training.module import COMPILE_MODES
 
 DEFAULT_BUDGET_S = 480  # the issue's 8 minutes
 
@@ -62,6 +67,10 @@ class Check:
     deadline: float
     dry: bool
     sizes: Sizes
+    # overrides every fold run adds (--compile: model.compile=MODE)
+    fold_overrides: tuple[str, ...] = ()
+    # --full-jobs: the full protocol at once with this many fold jobs, nothing else
+    full_jobs: int | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
     fold_runs: dict[str, Any] = field(default_factory=dict)
 
@@ -164,7 +173,7 @@ def short_fold_runs(check: Check, root: Path) -> None:
     for jobs in sizes.parallel_jobs:
         name = "sequential" if jobs == 1 else f"jobs{jobs}"
         run_dir = root / f"short-{name}"
-        command = fold_run_command(sizes, root, run_dir, sizes.short_epochs, jobs)
+        command = fold_run_command(sizes, root, run_dir, sizes.short_epochs, jobs) + list(check.fold_overrides)
         # dry: one thread in every process, as in each parallel job, so that the runs do
         # the same arithmetic and their fold figures must agree exactly
         threads = {"OMP_NUM_THREADS": "1"} if check.dry else {}
@@ -184,8 +193,12 @@ def short_fold_runs(check: Check, root: Path) -> None:
 
 
 def full_fold_run(check: Check, root: Path) -> None:
-    """The full protocol (200 epochs) the way the short runs found fastest, if it fits."""
+    """The full protocol (200 epochs) the way the short runs found fastest, if it fits;
+    or, with --full-jobs, that many fold jobs at once, in whatever time is left."""
     sizes = check.sizes
+    if check.full_jobs is not None:
+        run_full(check, root, check.full_jobs, check.remaining(), projected=None)
+        return
     projected = {
         name: run["projected_full_s"] for name, run in check.fold_runs.items()
         if "projected_full_s" in run
@@ -203,13 +216,18 @@ def full_fold_run(check: Check, root: Path) -> None:
             reason=f"{best}: projected {projected[best]:.0f} s, {available:.0f} s left",
         )
         return
-    jobs = check.fold_runs[best]["jobs"]
+    run_full(check, root, check.fold_runs[best]["jobs"], available, projected[best])
+
+
+def run_full(check: Check, root: Path, jobs: int, limit: float, projected: float | None) -> None:
+    sizes = check.sizes
     run_dir = root / "full"
-    command = fold_run_command(sizes, root, run_dir, sizes.full_epochs, jobs)
-    entry = check.run("folds-full", command, limit=available)
+    command = fold_run_command(sizes, root, run_dir, sizes.full_epochs, jobs) + list(check.fold_overrides)
+    entry = check.run("folds-full", command, limit=limit)
     check.fold_runs["full"] = {
         "jobs": jobs, "epochs": sizes.full_epochs, "status": entry["status"],
-        "wall_s": entry["seconds"], "projected_s": projected[best], "folds": read_fold_metrics(run_dir),
+        "wall_s": entry["seconds"], "projected_s": projected, "overrides": list(check.fold_overrides),
+        "folds": read_fold_metrics(run_dir),
     }
     check.write("folds.json", {"sizes": sizes.describe(), "runs": check.fold_runs})
 
@@ -325,14 +343,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--dry", action="store_true", help="toy sizes on the CPU (the default without CUDA)"
     )
+    parser.add_argument(
+        "--compile", default=None, choices=COMPILE_MODES,
+        help="model.compile mode of every fold run (e.g. reduce-overhead)",
+    )
+    parser.add_argument(
+        "--full-jobs", type=int, default=None,
+        help="only the full protocol (10 folds x 200 epochs), with this many fold jobs at once",
+    )
     args = parser.parse_args(argv)
     dry = args.dry or not torch.cuda.is_available()
     args.out.mkdir(parents=True, exist_ok=True)
     if any(args.out.glob("*.json")):
         parser.error(f"--out {args.out}: holds records of an earlier check; give an empty folder")
     root = (args.work or args.out / "work").resolve()
-    check = Check(args.out, time.monotonic() + args.budget, dry, Sizes.for_mode(dry))
-    for name, step in STEPS:
+    if args.full_jobs is not None and args.full_jobs < 1:
+        parser.error(f"--full-jobs {args.full_jobs}: expected a number of jobs >= 1")
+    check = Check(
+        args.out, time.monotonic() + args.budget, dry, Sizes.for_mode(dry),
+        fold_overrides=(f"model.compile={args.compile}",) if args.compile else (),
+        full_jobs=args.full_jobs,
+    )
+    steps = STEPS if args.full_jobs is None else [
+        (name, step) for name, step in STEPS if name in ("environment", "folds-full")
+    ]
+    for name, step in steps:
         if check.remaining() < 5:
             check.record(name, "skipped", 0.0, reason="time budget spent")
             continue

@@ -115,3 +115,20 @@ def test_dry_mode_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
         cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=120,
     )
     assert again.returncode == 2 and "holds records of an earlier check" in again.stderr
+
+
+@pytest.mark.slow
+def test_full_jobs_runs_only_the_full_protocol(tmp_path: Path) -> None:
+    """`--full-jobs N`: the whole protocol at once as N fold jobs, for a session with the
+    time for it alone (dry here: two folds, two epochs)."""
+    out = tmp_path / "check"
+    completed = subprocess.run(
+        [sys.executable, "-m", "ser.tools.gpu_check", "--dry", "--full-jobs", "2", "--out", str(out)],
+        cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    steps = json.loads((out / "summary.json").read_text())["steps"]
+    assert [step["step"] for step in steps] == ["environment", "folds-full"]
+    full = json.loads((out / "folds.json").read_text())["runs"]["full"]
+    assert full["jobs"] == 2 and full["epochs"] == 2 and set(full["folds"]) == {"0", "1"}
+    assert full["projected_s"] is None and full["overrides"] == []
