@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.text import Text
@@ -63,11 +63,14 @@ def bar(description: str, total: int, unit: str = "files", enabled: bool = True)
         yield NoBar()
         return
     columns = (
-        TextColumn("[progress.description]{task.description}"), BarColumn(),
+        TextColumn("[progress.description]{task.description}"), BarColumn(bar_width=30),
         MofNCompleteColumn(), TextColumn(unit), RateColumn(unit),
-        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+        TimeRemainingColumn(), TextColumn("left"),
     )
-    with Progress(*columns) as progress:
+    console = Console()
+    if not console.is_terminal:  # a log file: one line, not rich's 80 columns wrapped
+        console = Console(width=120)
+    with Progress(*columns, console=console) as progress:
         yield Bar(progress, progress.add_task(description, total=total))
 
 
