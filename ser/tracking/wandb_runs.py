@@ -31,15 +31,19 @@ def logger_configs(logger_cfg: Any) -> dict[str, DictConfig]:
         return {}
     if not isinstance(logger_cfg, DictConfig) or "_target_" in logger_cfg:
         raise ConfigError(
-            f"logger must map logger names to logger configs (logger=wandb, logger=csv, "
-            f"logger=[wandb,csv] or logger=none), got {OmegaConf.to_container(logger_cfg) if isinstance(logger_cfg, DictConfig) else logger_cfg!r}"
+            "logger must map logger names to logger configs (logger=wandb, logger=csv, "
+            "logger=[wandb,csv] or logger=none), as the files of ser/conf/logger do"
         )
     configs = {}
     for name, entry in logger_cfg.items():
         if entry is None:
             continue
         if not isinstance(entry, DictConfig) or "_target_" not in entry:
-            raise ConfigError(f"logger.{name} must be a logger config with a _target_, got {entry!r}")
+            raise ConfigError(
+                f"logger.{name} must be a logger config with a _target_, got {entry!r} (choose "
+                f"loggers with logger=wandb, logger=csv or logger=[wandb,csv]; W&B's settings are "
+                f"logger.wandb.*, e.g. logger.wandb.mode=online)"
+            )
         configs[str(name)] = entry
     return configs
 

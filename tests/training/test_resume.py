@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from ser.tracking.history import read_history
 from ser.tracking.output_dir import OutputDirectoryError
 from ser.tracking.results import fold_path, read_json
 from ser.training import resume
 from ser.training.checkpoint import load_dict
-from ser.tracking.history import read_history
 from ser.training.config import config_hash
 from ser.training.engine import train
 from tests.helpers.config import ROOT, TINY_DATA, cli_environment
