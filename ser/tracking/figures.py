@@ -135,7 +135,9 @@ def plot_folds(
     return save(figure, path)
 
 
-def plot_curves(histories: Mapping[int, Sequence[Mapping[str, float]]], path: Path, title: str) -> Path:
+def plot_curves(
+    histories: Mapping[int, Sequence[Mapping[str, float]]], path: Path, title: str, index_name: str = "fold",
+) -> Path:
     """Loss and UAR per epoch of every fold: training solid, validation dashed."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
@@ -160,7 +162,7 @@ def plot_curves(histories: Mapping[int, Sequence[Mapping[str, float]]], path: Pa
         axis.set_xlabel("epoch")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
-    handles = [Line2D([], [], color=c, label=f"fold {f}") for c, f in zip(colours, sorted(histories), strict=True)]
+    handles = [Line2D([], [], color=c, label=f"{index_name} {f}") for c, f in zip(colours, sorted(histories), strict=True)]
     handles.append(Line2D([], [], color="black", linestyle="-", label="training"))
     if validation:
         handles.append(Line2D([], [], color="black", linestyle="--", label="validation"))
@@ -200,5 +202,5 @@ def write_run_figures(
     }
     histories = load_histories(output_dir, indices)
     if histories:
-        figures["figures/curves"] = plot_curves(histories, output_dir / CURVES_FILE, title)
+        figures["figures/curves"] = plot_curves(histories, output_dir / CURVES_FILE, title, index_key)
     return figures
