@@ -210,6 +210,9 @@ def test_command_line_run_and_clear_error_for_a_bad_setting(tmp_path, data_dir) 
     runs = offline_runs(tmp_path / "cli")
     assert sorted(run["job_type"] for run in runs) == ["fold", "fold", "summary"]
     assert all(run["finished"] for run in runs)
+    (summary,) = [run for run in runs if run["job_type"] == "summary"]
+    for key in ("figures/confusion_matrix", "figures/folds", "figures/curves"):
+        assert summary["summary"][f"{key}/_type"] == "image-file"
     bad = subprocess.run(
         args[:-1] + ["cv.folds=1", f"hydra.run.dir={tmp_path / 'bad'}"],
         cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300,
