@@ -48,6 +48,10 @@ class FoldDataModule(pl.LightningDataModule):
     before each fit/test.
     """
 
+    # Whether preparing the data shows progress (the feature extraction's bar). The run's
+    # `progress` setting, not a dataset one: the engine sets it (ser.training.build).
+    progress: bool = True
+
     def __init__(self, corpus: str, batch_size: int = 64, num_workers: int = 0) -> None:
         super().__init__()
         self.corpus: Corpus = get_corpus(corpus)
@@ -229,7 +233,7 @@ class CorpusDataModule(FoldDataModule):
     def _extract(self, manifest: Manifest) -> dict[str, Any]:
         return extract_manifest(
             manifest, self.feature_settings, feature_device=self.feature_device,
-            on_bad_file=self.on_bad_file, load_threads=self.load_threads,
+            on_bad_file=self.on_bad_file, load_threads=self.load_threads, progress=self.progress,
         )
 
     def _adopt(self, manifest: Manifest, cached: dict[str, Any]) -> None:

@@ -16,13 +16,17 @@ from ser.training.implementation import resolve_for_run
 from ser.training.module import EmotionClassifier
 
 
-def instantiate_datamodule(settings: DictConfig, stage: str, **overrides: Any) -> FoldDataModule:
+def instantiate_datamodule(
+    settings: DictConfig, stage: str, progress: bool = True, **overrides: Any
+) -> FoldDataModule:
     """The DataModule a dataset group (`dataset`, `test_dataset`) describes, prepared.
 
     Every setting of the group is the DataModule's. `overrides` replace some of them (the
-    cross-corpus target's signal length).
+    cross-corpus target's signal length). `progress`: the run's setting, whether the
+    feature extraction shows its bar.
     """
     datamodule = instantiate(settings, _recursive_=False, _convert_="all", **overrides)
+    datamodule.progress = progress
     datamodule.prepare_data()
     datamodule.setup(stage)
     return datamodule
@@ -30,7 +34,7 @@ def instantiate_datamodule(settings: DictConfig, stage: str, **overrides: Any) -
 
 def build_datamodule(cfg: DictConfig) -> FoldDataModule:
     """The training corpus (`dataset`), its features extracted or loaded from the cache."""
-    return instantiate_datamodule(cfg.dataset, "fit")
+    return instantiate_datamodule(cfg.dataset, "fit", progress=bool(cfg.progress))
 
 
 def build_module(cfg: DictConfig, datamodule: FoldDataModule) -> EmotionClassifier:
