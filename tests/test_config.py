@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from ser.models import MSSENet, TIMNet
+from ser.training.implementation import instantiate_network
 from tests.helpers.config import compose_config
 
 
 def build(*overrides: str) -> torch.nn.Module:
     cfg = compose_config(list(overrides))
-    return instantiate(cfg.model.net, num_classes=7, input_dim=39)
+    return instantiate_network(cfg.model.net, "cpu", num_classes=7, input_dim=39)
 
 
 def count(model: torch.nn.Module) -> int:
@@ -130,7 +130,7 @@ def timnet_blocks(corpus: str) -> int:
 def composed_blocks(*overrides: str) -> tuple[int, str, int]:
     """(model.net.num_blocks, the variant label, the TABs of the network it builds)."""
     cfg = compose_config(list(overrides))
-    net = instantiate(cfg.model.net, num_classes=4, input_dim=39)
+    net = instantiate_network(cfg.model.net, "cpu", num_classes=4, input_dim=39)
     return int(cfg.model.net.num_blocks), str(cfg.variant), len(net.forward_stream.blocks)
 
 

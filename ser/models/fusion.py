@@ -137,4 +137,6 @@ def fusion_implementation(name: str) -> type[nn.Module]:
         return FUSION_IMPLEMENTATIONS[name]
     except KeyError:
         known = ", ".join(sorted(FUSION_IMPLEMENTATIONS))
-        raise ValueError(f"Unknown implementation {name!r}; expected one of: {known}") from None
+        # `auto` is a setting of runs, resolved for their device before a network is built
+        hint = " (auto is resolved by ser.training.implementation)" if name == "auto" else ""
+        raise ValueError(f"Unknown implementation {name!r}; expected one of: {known}{hint}") from None

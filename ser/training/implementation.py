@@ -113,3 +113,18 @@ def check_implementation(cfg: Any) -> str | None:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return resolve_for_run(cfg)
+
+
+def instantiate_network(net_cfg: Any, device: str = "cpu", **arguments: Any) -> torch.nn.Module:
+    """The network a `model.net` config describes, its `auto` resolved for `device`.
+
+    For code that builds a network from the config outside a run (the complexity table,
+    notebooks): `instantiate(cfg.model.net)` itself cannot build `auto`, which only a
+    device decides. `arguments` are the constructor's (num_classes, input_dim, ...).
+    """
+    from hydra.utils import instantiate
+
+    requested = arguments.pop("implementation", net_cfg.get("implementation"))
+    if requested is not None:
+        arguments["implementation"] = resolve_implementation(str(requested), device)
+    return instantiate(net_cfg, **arguments)
