@@ -307,10 +307,23 @@ class SaveeDataModule(FixedCorpusDataModule):
     corpus_name = "savee"
 
 
+class CremaDDataModule(FixedCorpusDataModule):
+    """CREMA-D (English, 6 classes, 91 actors; AudioWAV/ only)."""
+
+    corpus_name = "crema_d"
+
+
+class TessDataModule(FixedCorpusDataModule):
+    """TESS (English, 7 classes, 2 speakers)."""
+
+    corpus_name = "tess"
+
+
 DATAMODULES: dict[str, type[FixedCorpusDataModule]] = {
     cls.corpus_name: cls
     for cls in (
         CasiaDataModule, EmoDBDataModule, EmovoDataModule,
         IemocapDataModule, RavdessDataModule, SaveeDataModule,
+        CremaDDataModule, TessDataModule,
     )
 }
