@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,9 +193,15 @@ def file_digest(path: Path) -> str:
 def read_state_dict(path: Path, name: str) -> dict[str, Tensor]:
     """A state dict (names -> tensors) from `path`, unpickled with weights_only=True."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # the error below says what is wrong with the file
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any unreadable or unsafe pickle: one message naming the file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        reason = lines[0]
+        refusal = [i for i, line in enumerate(lines) if "WeightsUnpickler error" in line]
+        if refusal and refusal[0] + 1 < len(lines):  # torch's refusal: the line that says what
+            reason = f"refused, it holds more than tensors: {lines[refusal[0] + 1]}"
         raise SSLWeightsError(
             f"{path}: cannot be read as a state dict with torch.load(weights_only=True) ({reason})"
         ) from None
@@ -210,8 +217,11 @@ def read_state_dict(path: Path, name: str) -> dict[str, Tensor]:
     return state
 
 
-def load_weights(net: nn.Module, state: Mapping[str, Tensor], path: Path, name: str) -> None:
-    """Load `state` into `net`, refusing (by name) weights of another architecture."""
+def load_weights(
+    net: nn.Module, state: Mapping[str, Tensor], path: Path, name: str, check_only: bool = False
+) -> None:
+    """Load `state` into `net`, refusing (by name) weights of another architecture;
+    `check_only`: compare names and shapes only (`net` may live on the meta device)."""
     own = net.state_dict()
     missing = [key for key in own if key not in state]
     unexpected = [key for key in state if key not in own]
@@ -223,7 +233,8 @@ def load_weights(net: nn.Module, state: Mapping[str, Tensor], path: Path, name: 
             if items
         ]
         raise SSLWeightsError(f"{path}: not the weights of {name}'s model: parameters {', '.join(problems)}")
-    net.load_state_dict(state)
+    if not check_only:
+        net.load_state_dict(state)
 
 
 @functools.lru_cache(maxsize=2)
@@ -232,8 +243,11 @@ def loaded_model(name: str, path: str, digest: str, device: str) -> nn.Module:
 
     Cached per (model, file, digest, device): the corpus's batches share one copy.
     """
+    state = read_state_dict(Path(path), name)
+    with torch.device("meta"):  # names and shapes checked before anything is allocated
+        load_weights(architecture(name), state, Path(path), name, check_only=True)
     net = architecture(name)
-    load_weights(net, read_state_dict(Path(path), name), Path(path), name)
+    load_weights(net, state, Path(path), name)
     return net.to(torch.device(device)).eval()
 
 
