@@ -28,7 +28,8 @@ def feature_settings(
     seconds: float | None = None,
 ) -> AnyFeatureSettings:
     """The settings `features` describes, for signals of `signal_length` samples at the
-    recipe's rate, or (`signal_length` None) of `seconds` at that rate.
+    recipe's rate, or (`signal_length` None) of `seconds` at that rate, or (both None)
+    of the length `features` itself holds.
 
     Unknown keys are refused by name (a misspelt `n_mfc` must not fall back to a default).
     """
@@ -44,6 +45,8 @@ def feature_settings(
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown feature setting(s) {unknown} for features.kind={kind}; valid: {sorted(known)}")
+    if signal_length is None and seconds is None and "signal_length" in values:
+        signal_length = values["signal_length"]  # settings that carry their length (checkpoints)
     if signal_length is None:
         if seconds is None:
             raise ValueError("a signal length or a duration is needed")

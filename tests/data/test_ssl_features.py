@@ -21,7 +21,12 @@ from ser.data.own_data import FolderDataModule
 from ser.data.ssl_features import SSL_BUNDLES, SSLFeatureSettings, SSLWeightsError, frame_features
 from ser.models import MSSENet, TIMNet
 from tests.helpers.audio_files import write_wav
-from tests.helpers.ssl_models import TINY_LAYERS, TINY_WIDTH, save_random_weights, use_shrunk_bundles
+from tests.helpers.ssl_models import (
+    TINY_LAYERS,
+    TINY_WIDTH,
+    save_random_weights,
+    use_shrunk_bundles,
+)
 
 
 @pytest.fixture

@@ -202,6 +202,7 @@ def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
 def ssl_weights(write: Callable[[Path], object]) -> Setup:
     def prepare_row(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
         patch.setenv("TORCH_HOME", str(folder / "torch"))  # no cached download
+        patch.delenv("SER_SSL_WEIGHTS", raising=False)
         weights = folder / "wavlm.pt"
         write(weights)
         return {"{root}": str(label_folders(folder)), "{file}": str(weights),
