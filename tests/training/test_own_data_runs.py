@@ -13,6 +13,7 @@ import torch
 
 from ser.data.corpora import get_corpus
 from ser.training.checkpoint import read_checkpoint
+from tests.helpers.audio_files import write_noise
 from tests.helpers.cli_runs import run_train_py
 from tests.helpers.config import TINY_DATA
 from tests.helpers.ssl_models import save_random_weights
@@ -78,3 +79,29 @@ def test_ssl_features_with_local_weights_train_end_to_end(tmp_path: Path) -> Non
     assert len(cached) == 1
     assert torch.load(cached[0], weights_only=True)["features"].shape == (28, 34, 768)
     assert "Traceback" not in log
+
+
+@pytest.mark.slow
+def test_the_split_column_is_the_protocol(tmp_path: Path) -> None:
+    """`cv=predefined`: one fold, trained on split=train, validated on split=val (which
+    chooses the tested epoch) and tested on split=test, from a JSONL manifest."""
+    rows = []
+    for i in range(18):
+        label, split = ("calm", "tense", "upset")[i % 3], ("train", "train", "val", "test")[i % 4] if i < 16 else "train"
+        write_noise(tmp_path / "clips" / f"{i}.wav", seconds=0.3, seed=i)
+        rows.append({"path": f"clips/{i}.wav", "label": label, "split": split, "speaker": f"s{i % 2}"})
+    manifest = tmp_path / "all.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = tmp_path / "run"
+    run_train_py([
+        "dataset=manifest", f"dataset.path={manifest}", "cv=predefined", "cv.select=best_val_uar",
+        "trainer.max_epochs=2", "model.net.num_blocks=2", f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={output}",
+    ], cwd=tmp_path)
+    record = results(output)
+    assert record["cv"]["strategy"] == "predefined" and len(record["folds"]) == 1
+    fold = record["folds"][0]
+    by_split = {name: [i for i, row in enumerate(rows) if row["split"] == name] for name in ("train", "val", "test")}
+    assert fold["test_rows"] == by_split["test"] and fold["validation_rows"] == by_split["val"]
+    assert fold["num_train"] == len(by_split["train"]) and fold["select"] == "best_val_uar"
+    assert record["class_names"] == ["calm", "tense", "upset"]
