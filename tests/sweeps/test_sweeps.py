@@ -206,7 +206,7 @@ def test_sweeps_set_multirun_mode_and_their_parameters() -> None:
     assert ablation.sweeper._target_ == "hydra_plugins.ser_sweepers.points.PointsSweeper"
     assert list(ablation.sweeper.points) == ABLATION and ablation.sweeper.label == "ablation"
     assert hydra_config(["+sweep=seeds"]).hydra.sweeper.params.seed.count(",") == 4
-    assert hydra_config(["+sweep=features"]).hydra.sweeper.params.features == "mfcc,logmel"
+    assert hydra_config(["+sweep=features"]).hydra.sweeper.params.features == "mfcc,logmel,ssl"
     corpora = hydra_config(["+sweep=corpora"]).hydra.sweeper.params.dataset.split(",")
     assert corpora == ["casia", "emodb", "emovo", "iemocap", "ravdess", "savee"]
 
