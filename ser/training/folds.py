@@ -119,7 +119,8 @@ def speaker_splits(
 
 def check_class_sizes(manifest: Manifest, folds: int) -> None:
     """Refuse a class with fewer utterances than folds (some folds would never test it),
-    naming the rows, and the file they come from where the manifest knows it."""
+    naming the rows, and the file they come from where the manifest knows it. Applied to
+    the corpora whose layout asks for it (`Corpus.refuses_small_classes`: the user's own)."""
     for name in manifest.class_names:
         rows = [u for u in manifest.utterances if u.label == name]
         if len(rows) >= folds:

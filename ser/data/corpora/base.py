@@ -101,6 +101,10 @@ class Corpus:
     split_seed: ClassVar[int]
     # Whether `recognise` reports this layout (the synthetic corpus reuses EMODB's).
     detectable: ClassVar[bool] = True
+    # Whether cv=kfold refuses a class with fewer utterances than folds (the user's own
+    # data, where such a class is most often a mistyped label); the published corpora
+    # allow it (folds of one utterance are a protocol of their own).
+    refuses_small_classes: ClassVar[bool] = False
 
     def __init__(self) -> None:
         # Files or labels left out on purpose by the last parse, with the reason.

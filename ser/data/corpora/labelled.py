@@ -26,6 +26,7 @@ class LabelledCorpus(Corpus):
     """A corpus whose classes are the labels its rows carry; subclasses read the rows."""
 
     detectable = False
+    refuses_small_classes = True
     # No published split: the one seed of the user's corpora, where cv.seed is null.
     split_seed = 0
     signal_length = None  # type: ignore[assignment]  # from the data (covering_seconds)
