@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train test test-fast bench lint clean
+.PHONY: install train test test-fast bench gpu-check lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test-fast: install
 
 bench: install
 	$(BIN)/python -m ser.tools.bench --out bench.json
+
+# One-shot GPU check (ser/tools/gpu_check.py): JSON records in $(GPU_CHECK_OUT)/ within
+# 8 minutes; on a machine without CUDA a dry run at toy sizes on the CPU.
+GPU_CHECK_OUT ?= gpu-check
+gpu-check: install
+	$(BIN)/python -m ser.tools.gpu_check --out $(GPU_CHECK_OUT)
 
 lint: install
 	$(BIN)/ruff check .

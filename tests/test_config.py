@@ -72,8 +72,17 @@ def test_documented_overrides_compose() -> None:
     ])
     assert cfg.dataset.root == "/somewhere"
     assert cfg.trainer.max_epochs == 3 and cfg.cv.folds == 5 and cfg.cv.seed == 9 and cfg.seed == 3
-    assert cfg.logger._target_.endswith("CSVLogger")
+    assert list(cfg.logger) == ["csv"] and cfg.logger.csv._target_.endswith("CSVLogger")
     assert compose_config(["logger=none"]).logger is None
+
+
+def test_loggers_compose() -> None:
+    # As in lightning-hydra-template: each logger file is one entry, a list selects several.
+    both = compose_config(["logger=[wandb,csv]"]).logger
+    assert list(both) == ["wandb", "csv"]
+    assert both.wandb._target_.endswith("WandbLogger") and both.csv._target_.endswith("CSVLogger")
+    assert list(compose_config([]).logger) == ["wandb"]
+    assert compose_config([]).logger.wandb.log_model is False  # checkpoint artifacts: opt-in
 
 
 DATASETS = ("casia", "emodb", "emovo", "iemocap", "ravdess", "savee", "timnet_npy")
@@ -103,10 +112,10 @@ def test_the_epochs_are_the_trainers_setting(overrides: tuple[str, ...], epochs:
 
 def test_wandb_is_offline_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    assert compose_config([]).logger.mode == "offline"
-    assert compose_config(["logger.mode=online"]).logger.mode == "online"
+    assert compose_config([]).logger.wandb.mode == "offline"
+    assert compose_config(["logger.wandb.mode=online"]).logger.wandb.mode == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert compose_config([]).logger.mode == "disabled"
+    assert compose_config([]).logger.wandb.mode == "disabled"
 
 
 # -- how many temporal-aware blocks each composition trains ------------------------------

@@ -92,7 +92,7 @@ def run(model: nn.Module, x: torch.Tensor, train: bool, seed: int = 5):  # noqa:
     x = x.clone().requires_grad_()
     torch.manual_seed(seed)  # the same dropout masks in both implementations
     out = model(x)
-    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(out.dtype)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(out)
     names = ["input"] + [name for name, _ in model.named_parameters()]
     grads = torch.autograd.grad((out * weights).sum(), [x, *model.parameters()])
     return out.detach(), dict(zip(names, grads, strict=True))
@@ -287,10 +287,25 @@ def test_training_matches_reference() -> None:
     assert abs(fast_accuracy - ref_accuracy) <= 1 / len(labels)
 
 
-def test_configs_default_to_fast() -> None:
+def test_configs_default_to_auto() -> None:
+    """`auto`: fast on CPUs, the measured choice elsewhere (tests/training/test_implementation.py)."""
     for name in ("mssenet", "timnet"):
         config = OmegaConf.load(ROOT / "ser" / "conf" / "model" / f"{name}.yaml")
-        assert config.model.net.implementation == "fast"  # model files: @package _global_
+        assert config.model.net.implementation == "auto"  # model files: @package _global_
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_fast_matches_reference_on_cuda(train: bool) -> None:
+    """On a GPU the fast implementation runs its PyTorch formulation (the C kernels are for
+    CPUs): the same function and gradients as the reference there too."""
+    reference, fast = pair(mssenet)
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        compare_fp32(reference.cuda(), fast.cuda(), features().cuda(), train)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def test_pool_squeeze_weights_match_the_pool() -> None:

@@ -52,6 +52,10 @@ class FoldDataModule(pl.LightningDataModule):
     before each fit/test.
     """
 
+    # Whether preparing the data shows progress (the feature extraction's bar). The run's
+    # `progress` setting, not a dataset one: the engine sets it (ser.training.build).
+    progress: bool = True
+
     def __init__(self, corpus: str | Corpus, batch_size: int = 64, num_workers: int = 0) -> None:
         super().__init__()
         # A registered layout by name, or a corpus built from its settings (a manifest).
@@ -257,7 +261,7 @@ class CorpusDataModule(FoldDataModule):
     def _extract(self, manifest: Manifest) -> dict[str, Any]:
         return extract_manifest(
             manifest, self.feature_settings, feature_device=self.feature_device,
-            on_bad_file=self.on_bad_file, load_threads=self.load_threads,
+            on_bad_file=self.on_bad_file, load_threads=self.load_threads, progress=self.progress,
         )
 
     def _adopt(self, manifest: Manifest, cached: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from ser.data.feature_kinds import AnyFeatureSettings
 from ser.data.features import fix_length
 from ser.data.manifest import Manifest
 from ser.tracking.atomic import atomic_torch_save, exclusive_lock
+from ser.tracking.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,13 @@ def extract_manifest(
     feature_device: str,
     on_bad_file: str,
     load_threads: int,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Features of every readable file of `manifest` (see the module doc for the keys).
 
     `on_bad_file="error"` raises the first unusable file's error; "skip" leaves such
-    files out and lists them. Silent files are kept with a warning.
+    files out and lists them. Silent files are kept with a warning. `progress`: a bar
+    over the files (done/total, rate, time left; ser.tracking.progress).
     """
     device = resolve_feature_device(feature_device)
     pieces: list[torch.Tensor] = []
@@ -100,22 +103,24 @@ def extract_manifest(
             signals.clear()
 
     paths = [u.path for u in manifest.utterances]
-    for row, (signal, error) in enumerate(_loaded(paths, settings.sample_rate, load_threads)):
-        if error is not None:
-            if on_bad_file == "error":
-                raise error
-            skipped.append({"path": paths[row], "reason": str(error)})
-            continue
-        assert signal is not None
-        if is_silent(signal):
-            message = f"{paths[row]}: the audio is silent (peak below 1e-4); kept as it is"
-            log.warning(message)
-            warnings.warn(message, SilentAudioWarning, stacklevel=2)
-        signals.append(fix_length(np.asarray(signal, dtype=np.float32), settings.signal_length))
-        kept.append(row)
-        if len(signals) == FEATURE_BATCH_SIZE:
-            flush()
-    flush()
+    with bar(f"{manifest.corpus}: features", len(paths), enabled=progress) as files:
+        for row, (signal, error) in enumerate(_loaded(paths, settings.sample_rate, load_threads)):
+            files.advance()
+            if error is not None:
+                if on_bad_file == "error":
+                    raise error
+                skipped.append({"path": paths[row], "reason": str(error)})
+                continue
+            assert signal is not None
+            if is_silent(signal):
+                message = f"{paths[row]}: the audio is silent (peak below 1e-4); kept as it is"
+                log.warning(message)
+                warnings.warn(message, SilentAudioWarning, stacklevel=2)
+            signals.append(fix_length(np.asarray(signal, dtype=np.float32), settings.signal_length))
+            kept.append(row)
+            if len(signals) == FEATURE_BATCH_SIZE:
+                flush()
+        flush()
     if skipped:
         log.warning(
             "skipped %d bad file(s) (dataset.on_bad_file=skip): %s",

@@ -9,14 +9,15 @@
   only in ``cv.only_folds``, which is not hashed).
 - :class:`SweepDirectory` creates the sweep directory before the sweeper starts (Optuna
   opens its sqlite file there) and tells ``sweep.py`` where it is.
-- :class:`OneGpuPerProcess` gives each job process its own GPU when jobs run in parallel
-  on one machine (joblib launcher).
+- :class:`GpuSlots` places the job processes that run in parallel on one machine
+  (joblib launcher) on its GPUs: one each, or several fold jobs sharing one GPU.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import re
 import subprocess
@@ -115,33 +116,38 @@ def default_lock_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"ser-gpu-locks-{user}"
 
 
-def claim_device(candidates: Sequence[str], lock_dir: Path) -> DeviceClaim:
-    """Lock the first device in ``candidates`` that no other live process holds.
+def claim_device(candidates: Sequence[str], lock_dir: Path, slots_per_device: int = 1) -> DeviceClaim:
+    """Lock a free slot of one of the devices in ``candidates``; fill the devices evenly.
 
-    Locks are ``flock``s on one file per device in ``lock_dir``: the operating system
-    drops them when the holder exits, even on a crash, so nothing goes stale. When every
-    device is held (more parallel jobs than GPUs) the process shares one, chosen by its
-    process id, rather than waiting.
+    Each device has ``slots_per_device`` slots: the first slot of every device is taken
+    before any second one, so jobs spread over the devices. Locks are ``flock``s on one
+    file per slot in ``lock_dir``: the operating system drops them when the holder exits,
+    even on a crash, so nothing goes stale. When every slot is held (more parallel jobs
+    than slots) the process shares a device chosen by its process id, rather than waiting.
     """
     import fcntl
 
     if not candidates:
         raise ValueError("claim_device needs at least one candidate device")
+    if slots_per_device < 1:
+        raise ValueError(f"slots_per_device must be >= 1, got {slots_per_device}")
     lock_dir.mkdir(parents=True, exist_ok=True)
-    for device in candidates:
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", device)
-        # Kept open for the life of the process: closing it would drop the lock.
-        handle = open(lock_dir / f"gpu-{name}.lock", "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            continue
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        return DeviceClaim(device=device, shared=False, handle=handle)
+    for slot in range(slots_per_device):
+        for device in candidates:
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", device)
+            suffix = "" if slot == 0 else f"-slot{slot}"
+            # Kept open for the life of the process: closing it would drop the lock.
+            handle = open(lock_dir / f"gpu-{name}{suffix}.lock", "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            return DeviceClaim(device=device, shared=False, handle=handle)
     return DeviceClaim(device=candidates[os.getpid() % len(candidates)], shared=True)
 
 
@@ -175,48 +181,82 @@ def wants_one_gpu(config: DictConfig) -> bool:
     return accelerator != "cpu" and devices == "1" and int(nodes) == 1
 
 
+def parallel_jobs(config: DictConfig) -> int:
+    """Jobs the launcher runs at once on this machine (joblib's ``n_jobs``; 1 otherwise)."""
+    n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
+    if n_jobs is None:
+        return 1
+    n_jobs = int(n_jobs)
+    cores = os.cpu_count() or 1
+    return max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)  # joblib: -1 = every core
+
+
+def slots_per_gpu(jobs_per_gpu: int | str, jobs: int, gpus: int) -> int:
+    """How many jobs may share one GPU: ``jobs_per_gpu``, or for ``auto`` an even share."""
+    if str(jobs_per_gpu) == "auto":
+        return max(1, math.ceil(jobs / max(1, gpus)))
+    value = int(jobs_per_gpu)
+    if value < 1:
+        raise ValueError(f"hydra.callbacks.gpu_slots.jobs_per_gpu={value}: expected auto or >= 1")
+    return value
+
+
 # This process's GPU, claimed by its first job and kept until the process exits: joblib
 # reuses worker processes, and CUDA reads CUDA_VISIBLE_DEVICES only once per process.
 _process_claim: DeviceClaim | None = None
 
 
-class OneGpuPerProcess(Callback):
-    """Give each job process its own GPU when several jobs run at once on one machine.
+class GpuSlots(Callback):
+    """Place the jobs that run at once on one machine (joblib launcher) on its GPUs.
 
-    At its first job a process locks the first free GPU among the visible ones and sets
-    ``CUDA_VISIBLE_DEVICES`` to it, before CUDA starts. With the joblib launcher and
-    ``n_jobs`` equal to the number of GPUs, every worker thus trains on its own GPU;
-    with more workers than GPUs, the extra ones share (with a warning). Nothing happens
-    with one visible GPU or none (CPU runs, SLURM or submitit jobs that were given their
-    own GPU), with ``trainer.accelerator=cpu``, for data-parallel jobs (several devices or
-    nodes), or once CUDA is initialised.
+    At its first job a process locks a free slot of a visible GPU and sets
+    ``CUDA_VISIBLE_DEVICES`` to that GPU, before CUDA starts. Each GPU has
+    ``jobs_per_gpu`` slots, filled evenly (every GPU's first slot before any second one);
+    ``auto`` gives each GPU an even share of ``hydra.launcher.n_jobs``. So
+    ``hydra.launcher.n_jobs=10`` on one GPU trains ten fold jobs on it at once, and on two
+    GPUs five on each; with ``jobs_per_gpu=1`` every job has a GPU of its own and extra
+    workers share one, with a warning. Jobs that share a machine also share its cores:
+    each job process gets ``cores // n_jobs`` torch threads (unless ``OMP_NUM_THREADS``
+    is set). No GPU is chosen with none visible (CPU runs; SLURM and submitit jobs get
+    their own ``CUDA_VISIBLE_DEVICES``), with ``trainer.accelerator=cpu``, for
+    data-parallel jobs (several devices or nodes), or once CUDA is initialised.
     """
 
-    def __init__(self, enabled: bool = True, lock_dir: str | None = None) -> None:
+    def __init__(
+        self, enabled: bool = True, jobs_per_gpu: int | str = "auto", lock_dir: str | None = None
+    ) -> None:
         self.enabled = enabled
+        self.jobs_per_gpu = jobs_per_gpu
         self.lock_dir = lock_dir
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _process_claim
         if not self.enabled or _process_claim is not None:
             return
+        jobs = parallel_jobs(config)
+        torch = sys.modules.get("torch")
+        if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch if not yet imported
+            if torch is not None:
+                torch.set_num_threads(threads)
         if not wants_one_gpu(config):
             return  # CPU jobs; DDP jobs (trainer=ddp) train on every visible GPU, not one
-        torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_initialized():
             log.info("CUDA already initialised in this process; not choosing a GPU")
             return
         candidates = visible_gpus()
-        if len(candidates) < 2:
-            return
+        slots = slots_per_gpu(self.jobs_per_gpu, jobs, len(candidates))
+        if not candidates or (len(candidates) == 1 and slots == 1):
+            return  # nothing to choose
         lock_dir = Path(self.lock_dir) if self.lock_dir else default_lock_dir()
-        _process_claim = claim_device(candidates, lock_dir)
+        _process_claim = claim_device(candidates, lock_dir, slots)
         os.environ["CUDA_VISIBLE_DEVICES"] = _process_claim.device
         if _process_claim.shared:
             log.warning(
-                "all %d GPUs are held by other jobs; process %d shares GPU %s "
-                "(set hydra.launcher.n_jobs to the number of GPUs)",
-                len(candidates), os.getpid(), _process_claim.device,
+                "all %d slots of %d GPUs are held by other jobs; process %d shares GPU %s "
+                "(hydra.callbacks.gpu_slots.jobs_per_gpu sets the slots per GPU)",
+                slots * len(candidates), len(candidates), os.getpid(), _process_claim.device,
             )
         else:
             log.info("process %d uses GPU %s", os.getpid(), _process_claim.device)

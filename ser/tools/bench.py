@@ -17,6 +17,12 @@ MS-SENet, 8 for TIM-Net, 7 classes), for each model and implementation:
 - inference (eval mode, no autograd): latency for one 3-second clip (130 frames at
   22 050 Hz, hop 512) and throughput at the training batch size.
 
+On a GPU (`--device cuda`) the same rows are measured with CUDA synchronisation around
+each step; `--precision bf16` runs forward and loss under bf16 autocast (weights, Adam
+and BatchNorm statistics stay float32, as Lightning's `bf16-mixed`), and `--compile MODE`
+times `torch.compile(model, mode=MODE)` (e.g. reduce-overhead: CUDA graphs) after its
+compilation, which is timed apart. `python -m ser.tools.gpu_check` runs the GPU set.
+
 The figures depend on the machine and on its load: run it on an otherwise idle machine.
 """
 
@@ -37,99 +43,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ser.models import MSSENet, TIMNet
 from ser.tools.bench_report import load_average, native_kernels, print_table, processor_name
+from ser.tools.bench_step import (
+    IMPLEMENTATIONS,
+    MODELS,
+    NUM_CLASSES,
+    PRECISIONS,
+    Trainer,
+    autocast_context,
+    matmul_peak,
+    synchronise,
+)
 
-IMPLEMENTATIONS = ("reference", "fast")
-MODELS = ("mssenet", "timnet")
-NUM_CLASSES = 7
 SAMPLE_RATE, HOP_LENGTH = 22_050, 512
 
 
 def clip_frames(seconds: float) -> int:
     """Frames of a centred STFT (librosa's default) over `seconds` of audio."""
     return 1 + int(seconds * SAMPLE_RATE) // HOP_LENGTH
-
-
-def build_model(model: str, implementation: str, num_blocks: int | None) -> nn.Module:
-    if model == "mssenet":
-        return MSSENet(NUM_CLASSES, num_blocks=num_blocks or 10, implementation=implementation)
-    if model == "timnet":
-        return TIMNet(NUM_CLASSES, num_blocks=num_blocks or 8, implementation=implementation)
-    raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
-
-
-def synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class Trainer:
-    """One model, its Adam optimiser (the project's settings) and a fixed random batch."""
-
-    def __init__(
-        self, model: str, implementation: str, args: argparse.Namespace, device: torch.device
-    ) -> None:
-        torch.manual_seed(0)
-        self.device = device
-        self.model = build_model(model, implementation, args.num_blocks).to(device).train()
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=1e-3, betas=(0.93, 0.98), eps=1e-8, fused=True
-        )
-        generator = torch.Generator().manual_seed(1)
-        x = torch.randn(args.batch_size, args.frames, 39, generator=generator)
-        y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=generator)
-        self.x, self.y = x.to(device), y.to(device)
-        self.times: list[float] = []
-        self.system_seconds = 0.0  # kernel time (page faults) during the timed steps
-        self.minor_faults = 0
-
-    def step(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        logits = self.model(self.x)
-        loss = nn.functional.cross_entropy(logits, self.y, label_smoothing=0.1)
-        loss.backward()
-        self.optimizer.step()
-
-    def timed_step(self) -> None:
-        import resource
-
-        synchronise(self.device)
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        start = time.perf_counter()
-        self.step()
-        synchronise(self.device)
-        self.times.append(time.perf_counter() - start)
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        self.system_seconds += after.ru_stime - usage.ru_stime
-        self.minor_faults += after.ru_minflt - usage.ru_minflt
-
-    def count_flops(self) -> int:
-        """FLOPs of one training step (also serves as a warm-up step)."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with FlopCounterMode(display=False) as counter:
-            self.step()
-        return int(counter.get_total_flops())
-
-
-def matmul_peak(device: torch.device, size: int = 2048, seconds: float = 1.0) -> float:
-    """Best fp32 GFLOP/s of a square GEMM over about `seconds`."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    out = torch.empty(size, size, device=device)
-    torch.mm(a, b, out=out)
-    best = math.inf
-    deadline = time.perf_counter() + seconds
-    runs = 0
-    while runs < 3 or time.perf_counter() < deadline:
-        synchronise(device)
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        synchronise(device)
-        best = min(best, time.perf_counter() - start)
-        runs += 1
-    return 2 * size**3 / best / 1e9
 
 
 def time_training(
@@ -150,13 +81,14 @@ def time_training(
 
 
 def inference_timing(
-    model: nn.Module, device: torch.device, frames: int, batch: int, runs: int
+    model: nn.Module, device: torch.device, frames: int, batch: int, runs: int,
+    precision: str = "32",
 ) -> float:
     """Median seconds of one eval-mode forward pass at (batch, frames, 39)."""
     model.eval()
     x = torch.randn(batch, frames, 39, device=device)
     times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast_context(device, precision)():
         model(x)
         for _ in range(runs):
             synchronise(device)
@@ -203,6 +135,8 @@ def _probe_memory(model: str, implementation: str, args: argparse.Namespace) -> 
 def peak_memory_mib(
     model: str, implementation: str, args: argparse.Namespace, device: torch.device
 ) -> float | None:
+    if args.compile or not args.memory:
+        return None  # not asked for, or a fresh compiled model would compile again
     if device.type == "cuda":
         trainer = Trainer(model, implementation, args, device)
         trainer.step()
@@ -238,6 +172,8 @@ def run(args: argparse.Namespace) -> dict:
             "threads": torch.get_num_threads(),
             "batch_size": args.batch_size,
             "frames": args.frames,
+            "precision": args.precision,
+            "compile": args.compile,
             "features": 39,
             "classes": NUM_CLASSES,
             "num_blocks": args.num_blocks or {"mssenet": 10, "timnet": 8},
@@ -260,10 +196,16 @@ def run(args: argparse.Namespace) -> dict:
         "matmul_peak_gflops": peak,
         "models": {},
     }
-    for model in MODELS:
-        trainers = {impl: Trainer(model, impl, args, device) for impl in IMPLEMENTATIONS}
+    for model in args.models:
+        trainers = {impl: Trainer(model, impl, args, device) for impl in args.implementations}
         flops = {impl: trainer.count_flops() for impl, trainer in trainers.items()}
-        slow = model == "mssenet"  # the reference MS-SENet takes seconds per step
+        if "reference" not in flops:  # the network's nominal work is the reference's
+            flops["reference"] = Trainer(model, "reference", args, device).count_flops()
+        for trainer in trainers.values():
+            if args.compile:
+                trainer.compile_step()
+        # the reference MS-SENet takes seconds per step on a CPU
+        slow = model == "mssenet" and device.type == "cpu"
         steps = {
             "reference": args.reference_steps if slow else args.steps,
             "fast": args.steps,
@@ -272,16 +214,22 @@ def run(args: argparse.Namespace) -> dict:
         time_training(trainers, steps, warmup)
         for impl, trainer in trainers.items():
             step_time = statistics.median(trainer.times)
-            latency = inference_timing(
-                trainer.model, device, clip_frames(args.clip_seconds), 1, args.inference_runs
-            )
-            throughput_time = inference_timing(
-                trainer.model, device, args.frames, args.batch_size,
-                max(3, args.inference_runs // (4 if impl == "reference" else 2)),
-            )
+            latency = throughput_time = math.nan
+            if not args.compile:  # eval mode and other shapes would compile again
+                latency = inference_timing(
+                    trainer.model, device, clip_frames(args.clip_seconds), 1, args.inference_runs,
+                    args.precision,
+                )
+                throughput_time = inference_timing(
+                    trainer.model, device, args.frames, args.batch_size,
+                    max(3, args.inference_runs // (4 if impl == "reference" else 2)), args.precision,
+                )
             results["models"][f"{model}/{impl}"] = {
                 "model": model,
                 "implementation": impl,
+                "precision": args.precision,
+                "compile": args.compile,
+                "compile_seconds": trainer.compile_seconds,
                 "train_samples_per_s": args.batch_size / step_time,
                 "train_step_ms_median": 1e3 * step_time,
                 "train_step_ms_min": 1e3 * min(trainer.times),
@@ -294,18 +242,23 @@ def run(args: argparse.Namespace) -> dict:
                 "system_seconds_per_step": trainer.system_seconds / len(trainer.times),
                 "minor_page_faults_per_step": trainer.minor_faults / len(trainer.times),
                 "peak_memory_mib": peak_memory_mib(model, impl, args, device),
-                "inference_latency_ms": 1e3 * latency,
-                "inference_samples_per_s": args.batch_size / throughput_time,
+                "inference_latency_ms": None if math.isnan(latency) else 1e3 * latency,
+                "inference_samples_per_s": (
+                    None if math.isnan(throughput_time) else args.batch_size / throughput_time
+                ),
             }
         del trainers
     rows = results["models"]
-    for model in MODELS:
-        fast, reference = rows[f"{model}/fast"], rows[f"{model}/reference"]
+    for model in args.models:
+        fast, reference = rows.get(f"{model}/fast"), rows.get(f"{model}/reference")
+        if fast is None or reference is None:
+            continue
         fast["speedup"] = fast["train_samples_per_s"] / reference["train_samples_per_s"]
         reference["speedup"] = 1.0
     results["environment"]["load_average_at_end"] = load_average()
-    results["speedup"] = rows["mssenet/fast"]["speedup"]
-    results["timnet_speedup"] = rows["timnet/fast"]["speedup"]
+    # fast over reference (the README's figures); absent when one of them was not run
+    results["speedup"] = rows.get("mssenet/fast", {}).get("speedup")
+    results["timnet_speedup"] = rows.get("timnet/fast", {}).get("speedup")
     return results
 
 
@@ -327,6 +280,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-blocks", type=int, default=None, help="TABs (default 10 / 8)")
     parser.add_argument("--clip-seconds", type=float, default=3.0)
     parser.add_argument("--inference-runs", type=int, default=20)
+    parser.add_argument(
+        "--models", nargs="+", choices=MODELS, default=list(MODELS), help="networks to time"
+    )
+    parser.add_argument(
+        "--implementations", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS),
+        help="implementations to time (speedup needs both)",
+    )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="32",
+        help="32: float32; bf16: forward and loss under bf16 autocast",
+    )
+    parser.add_argument(
+        "--compile", default=None, choices=("default", "reduce-overhead", "max-autotune"),
+        help="time torch.compile(model, mode=...) after compiling it",
+    )
+    parser.add_argument(
+        "--no-memory", dest="memory", action="store_false",
+        help="skip the peak-memory figures (on a CPU each is a fresh subprocess)",
+    )
     parser.add_argument("--probe-memory", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ("batch_size", "frames", "steps", "reference_steps", "inference_runs"):
@@ -334,6 +306,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
+    if args.precision == "bf16" and "fast" in args.implementations:
+        parser.error("--precision bf16: the fast implementation computes in float32 only; "
+                     "add --implementations reference")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device is available")
     return args

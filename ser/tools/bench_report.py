@@ -43,14 +43,16 @@ HEADERS = (
 
 def cells(name: str, row: dict) -> list[str]:
     """One row of the table."""
-    memory = row["peak_memory_mib"]
+    def shown(value: float | None, form: str, unit: str = "") -> str:
+        return "-" if value is None else format(value, form) + unit
+
     return [
         row["model"], row["implementation"],
-        f"{row['train_samples_per_s']:.1f}", f"{row['speedup']:.2f}x",
-        f"{row['train_step_ms_median']:.0f}", f"{row['model_gflop_per_step']:.2f}",
+        f"{row['train_samples_per_s']:.1f}", shown(row.get("speedup"), ".2f", "x"),
+        f"{row['train_step_ms_median']:.1f}", f"{row['model_gflop_per_step']:.2f}",
         f"{row['achieved_gflops']:.1f}", f"{100 * row['fraction_of_matmul_peak']:.0f}",
-        "-" if memory is None else f"{memory:.0f}",
-        f"{row['inference_latency_ms']:.1f}", f"{row['inference_samples_per_s']:.0f}",
+        shown(row["peak_memory_mib"], ".0f"),
+        shown(row["inference_latency_ms"], ".1f"), shown(row["inference_samples_per_s"], ".0f"),
     ]
 
 
@@ -75,8 +77,13 @@ def print_table(results: dict) -> None:
         console = Console(width=160)
     console.print(table)
     environment = results["environment"]
+    speedups = ", ".join(
+        f"{name}: {results[key]:.2f}x"
+        for name, key in (("MS-SENet", "speedup"), ("TIM-Net", "timnet_speedup"))
+        if results.get(key) is not None
+    )
     console.print(
-        f"MS-SENet speedup (fast / reference training samples/s): {results['speedup']:.2f}x; "
-        f"TIM-Net: {results['timnet_speedup']:.2f}x. Load average at start "
+        f"Speedup (fast / reference training samples/s): {speedups or '-'}. "
+        f"Precision {config.get('precision', '32')}, compile {config.get('compile')}. Load average at start "
         f"{environment['load_average_at_start']}, at end {environment['load_average_at_end']}."
     )

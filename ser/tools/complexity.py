@@ -149,11 +149,16 @@ def compose_model(overrides: Sequence[str]):
 
 
 def build_variant(variant: Variant, num_classes: int, input_dim: int) -> tuple[str, nn.Module]:
-    """(resolved variant name, network) for one variant."""
+    """(resolved variant name, network) for one variant, built for the CPU it is timed on."""
     from hydra.utils import instantiate
 
+    from ser.training.implementation import resolve_implementation
+
     cfg = compose_model(variant.overrides)
-    net = instantiate(cfg.model.net, num_classes=num_classes, input_dim=input_dim)
+    implementation = resolve_implementation(str(cfg.model.net.implementation), "cpu")
+    net = instantiate(
+        cfg.model.net, num_classes=num_classes, input_dim=input_dim, implementation=implementation
+    )
     return str(cfg.variant), net
 
 

@@ -82,3 +82,19 @@ def hydra_job_info() -> dict[str, Any]:
         "overrides": [str(o) for o in hydra_cfg.overrides.task],
         "job_num": int(job_num) if hydra_cfg.mode.name == "MULTIRUN" and job_num is not None else None,
     }
+
+
+def sweep_name() -> str | None:
+    """The sweep a job belongs to: the named sweep (`sweep=ablation`), else the folder of
+    a multirun (`hydra.sweep.dir`'s name); None for a single run or without Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    named = hydra_cfg.runtime.choices.get("sweep")
+    if named:
+        return str(named)
+    if hydra_cfg.mode.name == "MULTIRUN":
+        return Path(str(hydra_cfg.sweep.dir)).name
+    return None

@@ -1,102 +1,192 @@
-"""Experiment loggers per fold, and the W&B summary run over folds."""
+"""Experiment loggers per fold (composed: `logger=[wandb,csv]`), and the W&B summary run.
+
+`logger` is a mapping of logger name to its config (ser/conf/logger/*.yaml, each file one
+entry, as in lightning-hydra-template), or null (`logger=none`). Each fold gets every
+configured logger: W&B one run per fold (job type `fold`), CSV a `fold_KK` version.
+W&B runs are grouped by experiment and tagged with the corpus, variant, features, task
+and sweep, so a workspace groups and filters them by experiment and by sweep.
+"""
 
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ser.settings import ConfigError
+
 log = logging.getLogger(__name__)
 
-
-def is_wandb(logger_cfg: DictConfig | None) -> bool:
-    return logger_cfg is not None and str(logger_cfg.get("_target_", "")).endswith("WandbLogger")
+WANDB_TARGET_SUFFIX = "WandbLogger"
 
 
-def fold_logger(
-    logger_cfg: DictConfig | None, experiment: str, fold: int, run_config: dict[str, Any]
-) -> Any:
-    """The Lightning logger of one fold: a W&B run per fold (job type `fold`), or CSV."""
+def logger_configs(logger_cfg: Any) -> dict[str, DictConfig]:
+    """The configured loggers by name; {} for `logger=none`."""
     if logger_cfg is None:
+        return {}
+    if not isinstance(logger_cfg, DictConfig) or "_target_" in logger_cfg:
+        raise ConfigError(
+            "logger must map logger names to logger configs (logger=wandb, logger=csv, "
+            "logger=[wandb,csv] or logger=none), as the files of ser/conf/logger do"
+        )
+    configs = {}
+    for name, entry in logger_cfg.items():
+        if entry is None:
+            continue
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            raise ConfigError(
+                f"logger.{name} must be a logger config with a _target_, got {entry!r} (choose "
+                f"loggers with logger=wandb, logger=csv or logger=[wandb,csv]; W&B's settings are "
+                f"logger.wandb.*, e.g. logger.wandb.mode=online)"
+            )
+        configs[str(name)] = entry
+    return configs
+
+
+def is_wandb(entry: DictConfig) -> bool:
+    return str(entry.get("_target_", "")).endswith(WANDB_TARGET_SUFFIX)
+
+
+def wandb_config(logger_cfg: Any) -> DictConfig | None:
+    """The W&B logger's config, if W&B is one of the loggers."""
+    return next((entry for entry in logger_configs(logger_cfg).values() if is_wandb(entry)), None)
+
+
+def new_run_id(logger_cfg: Any) -> str | None:
+    """A fresh W&B run id when W&B logs this run, else None."""
+    if wandb_config(logger_cfg) is None:
         return None
-    if is_wandb(logger_cfg):
+    # Any string of letters and digits is a valid id; W&B's own generator is not public API
+    # (wandb.util.generate_id is gone in wandb 0.31).
+    return uuid.uuid4().hex[:12]
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """The tags of every W&B run of an experiment: what it is, the sweep it belongs to
+    (ser.tracking.provenance.sweep_name) and the user's own (`logger.wandb.tags`)."""
+    from ser.tracking.provenance import sweep_name
+
+    sweep = sweep_name()
+    tags = [f"corpus={cfg.dataset.corpus}", f"variant={cfg.get('variant')}",
+            f"features={cfg.features.kind}"]
+    task = OmegaConf.select(cfg, "task._target_", default=None)
+    if task:
+        tags.append(f"task={str(task).rsplit('.', 1)[-1]}")
+    if sweep:
+        tags.append(f"sweep={sweep}")
+    entry = wandb_config(cfg.get("logger"))
+    own = (entry.get("tags") if entry is not None else None) or []
+    return [*tags, *(str(tag) for tag in own if str(tag) not in tags)]
+
+
+def fold_loggers(
+    logger_cfg: Any, experiment: str, fold: int, run_config: dict[str, Any],
+    tags: Sequence[str] = (), run_id: str | None = None,
+) -> list[Any]:
+    """The Lightning loggers of one fold, one per configured logger.
+
+    W&B: the fold's run is `<experiment>-foldKK` with id `run_id`; a resumed fold passes
+    the id its first attempt used and continues that run (resume="allow").
+    """
+    loggers = []
+    for entry in logger_configs(logger_cfg).values():
+        if not is_wandb(entry):
+            loggers.append(instantiate(entry, version=f"fold_{fold:02d}"))
+            continue
         # The config goes to wandb.init, which Lightning calls on rank zero only: reading
         # `logger.experiment` here would break DDP processes of other ranks.
         # (A partial, since `config` is also the name of instantiate's own argument.)
+        settings = {key: value for key, value in entry.items() if key != "tags"}
         factory = instantiate(
-            logger_cfg, _partial_=True, name=f"{experiment}-fold{fold:02d}", group=experiment,
-            job_type=logger_cfg.get("job_type", "fold"),
+            OmegaConf.create(settings), _partial_=True, name=f"{experiment}-fold{fold:02d}",
+            group=experiment, job_type=entry.get("job_type", "fold"), tags=list(tags),
+            id=run_id, resume="allow",
         )
-        return factory(config={"fold": fold, **run_config})
-    return instantiate(logger_cfg, version=f"fold_{fold:02d}")
+        loggers.append(factory(config={"fold": fold, **run_config}))
+    return loggers
 
 
-def log_fold_result(logger: Any, result: dict[str, Any], class_names: list[str]) -> None:
-    """Put test/uar, test/war and the confusion matrix into the fold's W&B run."""
-    if logger is None or not type(logger).__name__ == "WandbLogger":
+def wandb_logger(loggers: Sequence[Any]) -> Any:
+    return next((logger for logger in loggers if type(logger).__name__ == "WandbLogger"), None)
+
+
+def log_fold_result(loggers: Sequence[Any], result: dict[str, Any], class_names: list[str]) -> None:
+    """Put test/uar, test/war and the confusion matrix (table and chart) into the fold's W&B run."""
+    logger = wandb_logger(loggers)
+    if logger is None:
         return
+    import numpy as np
     import wandb
 
     run = logger.experiment
     run.summary["test/uar"] = result["test/uar"]
     run.summary["test/war"] = result["test/war"]
     run.summary["num_test"] = result["num_test"]
+    matrix = np.asarray(result["confusion_matrix"], dtype=np.int64)
     table = wandb.Table(columns=["true", "predicted", "count"])
-    for i, row in enumerate(result["confusion_matrix"]):
-        for j, count in enumerate(row):
-            table.add_data(class_names[i], class_names[j], int(count))
-    run.log({"test/confusion_matrix": table})
+    for i, j in np.ndindex(matrix.shape):
+        table.add_data(class_names[i], class_names[j], int(matrix[i, j]))
+    # W&B's chart takes one (true, predicted) pair per utterance: the matrix, unrolled.
+    true, predicted = np.nonzero(matrix)
+    counts = matrix[true, predicted]
+    chart = wandb.plot.confusion_matrix(
+        y_true=np.repeat(true, counts).tolist(), preds=np.repeat(predicted, counts).tolist(),
+        class_names=list(class_names), title="test confusion matrix",
+    )
+    run.log({"test/confusion_matrix": table, "test/confusion_matrix_chart": chart})
 
 
-def finish_logger(logger: Any) -> None:
-    """Close a fold's logger; W&B runs are always finished so sweeps never reuse one."""
-    if logger is None:
-        return
-    if type(logger).__name__ == "WandbLogger":
-        import wandb
+def finish_loggers(loggers: Sequence[Any]) -> None:
+    """Close a fold's loggers; W&B runs are always finished so sweeps never reuse one."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
 
-        if logger._experiment is not None:  # only finish a run that was started
-            logger.experiment.finish()
-        elif wandb.run is not None:
-            wandb.run.finish()
-    else:
-        logger.finalize("success")
+            if logger._experiment is not None:  # only finish a run that was started
+                logger.experiment.finish()
+            elif wandb.run is not None:
+                wandb.run.finish()
+        else:
+            logger.finalize("success")
+
+
+FOLD_COLUMNS = ("num_test", "test/uar", "test/war", "val/uar", "epochs", "seconds")
 
 
 def log_summary_run(
-    logger_cfg: DictConfig | None,
+    logger_cfg: Any,
     experiment: str,
     folds: list[dict[str, Any]],
     summary: dict[str, Any],
     run_config: dict[str, Any],
     output_dir: Path,
     images: dict[str, Path] | None = None,
+    tags: Sequence[str] = (),
 ) -> None:
-    """A W&B run of job type `summary` holding the per-fold table and mean +- std.
-
-    `images` maps W&B keys to image files (e.g. the t-SNE plot) logged into that run.
-    """
-    if not is_wandb(logger_cfg):
+    """A W&B run of job type `summary`: the per-fold table, mean +- std, the run's config
+    and `images` (W&B key -> image file: the run's figures, the t-SNE plot)."""
+    entry = wandb_config(logger_cfg)
+    if entry is None:
         return
     import wandb
 
-    settings = OmegaConf.to_container(logger_cfg, resolve=True)
+    settings = OmegaConf.to_container(entry, resolve=True)
+    assert isinstance(settings, dict)
     run = wandb.init(
         project=settings.get("project"), entity=settings.get("entity"),
-        mode=settings.get("mode", "offline"), dir=str(settings.get("save_dir", output_dir)),
-        group=experiment, job_type="summary", name=f"{experiment}-summary",
+        mode=settings.get("mode", "offline"), dir=str(settings.get("save_dir") or output_dir),
+        group=experiment, job_type="summary", name=f"{experiment}-summary", tags=list(tags),
         config=run_config, reinit="finish_previous",
     )
     try:
-        table = wandb.Table(columns=["fold", "num_test", "test/uar", "test/war"])
-        for fold in folds:
-            table.add_data(fold["fold"], fold["num_test"], fold["test/uar"], fold["test/war"])
-        run.log({"folds": table})
-        for key, path in (images or {}).items():
-            run.log({key: wandb.Image(str(path))})
+        columns = ["fold", *(c for c in FOLD_COLUMNS if all(fold.get(c) is not None for fold in folds))]
+        table = wandb.Table(columns=columns, data=[[fold[c] for c in columns] for fold in folds])
+        run.log({"folds": table, **{key: wandb.Image(str(path)) for key, path in (images or {}).items()}})
         for key, value in summary.items():
             run.summary[key] = value
     finally:

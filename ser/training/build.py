@@ -12,16 +12,21 @@ from omegaconf import DictConfig, OmegaConf
 from ser.data.datamodule import FoldDataModule
 from ser.models import registry
 from ser.training.config import config_hash
+from ser.training.implementation import resolve_for_run
 from ser.training.module import EmotionClassifier
 
 
-def instantiate_datamodule(settings: DictConfig, stage: str, **overrides: Any) -> FoldDataModule:
+def instantiate_datamodule(
+    settings: DictConfig, stage: str, progress: bool = True, **overrides: Any
+) -> FoldDataModule:
     """The DataModule a dataset group (`dataset`, `test_dataset`) describes, prepared.
 
     Every setting of the group is the DataModule's. `overrides` replace some of them (the
-    cross-corpus target's signal length).
+    cross-corpus target's signal length). `progress`: the run's setting, whether the
+    feature extraction shows its bar.
     """
     datamodule = instantiate(settings, _recursive_=False, _convert_="all", **overrides)
+    datamodule.progress = progress
     datamodule.prepare_data()
     datamodule.setup(stage)
     return datamodule
@@ -29,7 +34,7 @@ def instantiate_datamodule(settings: DictConfig, stage: str, **overrides: Any) -
 
 def build_datamodule(cfg: DictConfig) -> FoldDataModule:
     """The training corpus (`dataset`), its features extracted or loaded from the cache."""
-    return instantiate_datamodule(cfg.dataset, "fit")
+    return instantiate_datamodule(cfg.dataset, "fit", progress=bool(cfg.progress))
 
 
 def build_module(cfg: DictConfig, datamodule: FoldDataModule) -> EmotionClassifier:
@@ -37,9 +42,14 @@ def build_module(cfg: DictConfig, datamodule: FoldDataModule) -> EmotionClassifi
 
     The config holds every setting of the module, its `net` and its `_partial_` optimizer;
     only what the data decides is added here: the network's class count and input width,
-    the class names, and the metadata a checkpoint carries.
+    the class names, and the metadata a checkpoint carries; and `implementation=auto`
+    becomes the implementation measured fastest on the trainer's device
+    (ser.training.implementation), which the checkpoint records.
     """
-    sizes = {"num_classes": datamodule.num_classes, "input_dim": datamodule.input_dim}
+    implementation = resolve_for_run(cfg)
+    sizes: dict[str, Any] = {"num_classes": datamodule.num_classes, "input_dim": datamodule.input_dim}
+    if implementation is not None:
+        sizes["implementation"] = implementation
     metadata = {
         "feature_settings": OmegaConf.to_container(cfg.features, resolve=True)
         | {"signal_length": datamodule.feature_settings.signal_length},

@@ -35,11 +35,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ser.settings import ConfigError, validate_settings
-from ser.tracking import embeddings, provenance, results, wandb_runs
+from ser.tracking import config_tree, embeddings, figures, provenance, results, wandb_runs
 from ser.tracking.output_dir import claim_output_dir
+from ser.tracking.progress import RunProgress
 from ser.training import distributed, gather
 from ser.training.config import config_hash, defining_config, output_directory
 from ser.training.fold import run_fold
+from ser.training.implementation import check_implementation
 from ser.training.protocols.base import Protocol
 from ser.training.selection import check_selection
 
@@ -94,13 +96,15 @@ def train(cfg: DictConfig) -> float:
     validate_settings(cfg)
     check_selection(cfg)
     check_objective(cfg)
+    implementation = check_implementation(cfg)
+    wandb_runs.logger_configs(cfg.get("logger"))  # a malformed `logger` fails before any work
     distributed.check_launch(cfg)
     protocol = build_protocol(cfg)
     output_dir = output_directory(cfg)
     # Refused, or locked for this run's units, before anything is written.
     writer = distributed.is_global_zero()
     with claim_output_dir(cfg, output_dir, config_hash(cfg), protocol.only_units, writer=writer):
-        return run_experiment(cfg, protocol, output_dir)
+        return run_experiment(cfg, protocol, output_dir, implementation)
 
 
 def finished_result(path: Path, this_hash: str) -> dict[str, Any] | None:
@@ -111,9 +115,19 @@ def finished_result(path: Path, this_hash: str) -> dict[str, Any] | None:
     return saved["result"] if saved.get("config_hash") == this_hash else None
 
 
-def run_experiment(cfg: DictConfig, protocol: Protocol, output_dir: Path) -> float:
-    """The units of `protocol`, in the output directory `train` holds; returns the objective."""
+def run_experiment(
+    cfg: DictConfig, protocol: Protocol, output_dir: Path, implementation: str | None = None
+) -> float:
+    """The units of `protocol`, in the output directory `train` holds; returns the objective.
+
+    `implementation`: what `model.net.implementation` resolved to on this run's device.
+    """
     torch.set_float32_matmul_precision("high")
+    # Under DDP every process runs this function; rank zero alone writes files.
+    writer = distributed.is_global_zero()
+    if writer:
+        config_tree.print_config_tree(cfg)
+        config_tree.save_config(cfg, output_dir)
     experiment = protocol.experiment_name()
     this_hash = config_hash(cfg)
     results_path = output_dir / results.RESULTS_FILE
@@ -130,22 +144,27 @@ def run_experiment(cfg: DictConfig, protocol: Protocol, output_dir: Path) -> flo
         "config_hash": this_hash,
         **protocol.record(),
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "implementation": implementation,
         "versions": provenance.package_versions(),
         "git": provenance.git_commit(),
         "machine": provenance.machine(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         units_key: [],
     }
-    # Under DDP every process runs this function; rank zero alone writes files.
-    writer = distributed.is_global_zero()
     if writer and protocol.gatherable:
         gather.write_header(output_dir, record)
     finished: list[dict[str, Any]] = []
+    saved_results = {
+        unit.index: finished_result(protocol.unit_path(output_dir, unit.index), this_hash)
+        for unit in units if unit.index in selected
+    }
+    # The run-level line (`progress`): which unit of how many, and the time left.
+    progress = RunProgress(sum(saved is None for saved in saved_results.values())) if cfg.progress else None
     for unit in units:
         if unit.index not in selected:
             continue
         path = protocol.unit_path(output_dir, unit.index)
-        saved = finished_result(path, this_hash)
+        saved = saved_results[unit.index]
         if saved is not None:
             log.info("%s %d already finished in %s; skipping", protocol.index_key, unit.index, path)
             finished.append(saved)
@@ -154,10 +173,13 @@ def run_experiment(cfg: DictConfig, protocol: Protocol, output_dir: Path) -> flo
             "%s %d/%d: %d train, %d test", protocol.index_key, unit.index + 1, len(units),
             len(unit.train_rows), len(unit.test_rows),
         )
-        print(f"[ser] {experiment}: {protocol.announce(unit, len(units))}", flush=True)
+        if progress is not None and writer:
+            print(f"[ser] {experiment}: {progress.line(protocol.announce(unit, len(units)))}", flush=True)
         result = run_fold(
             cfg, datamodule, unit.index, unit.train_rows, unit.test_rows, output_dir, experiment, run_config
         )
+        if progress is not None:
+            progress.done()
         finished.append(protocol.relabel(result))
         if writer:
             results.atomic_write_json({"config_hash": this_hash, "result": finished[-1]}, path)
@@ -181,8 +203,11 @@ def run_experiment(cfg: DictConfig, protocol: Protocol, output_dir: Path) -> flo
     results.atomic_write_json(record, results_path)
     rows = [dict(result, fold=result[protocol.index_key]) for result in finished]  # the table's rows
     results.print_table(f"{experiment}  ({output_dir})", rows, summary)
-    if not parallel or gather.claim_summary(output_dir):  # one W&B summary run
-        log_summary(cfg, experiment, rows, summary, run_config, output_dir, datamodule.class_names)
+    if not parallel or gather.claim_summary(output_dir):  # one set of figures, one W&B summary run
+        log_summary(
+            cfg, experiment, rows, summary, run_config, output_dir, datamodule.class_names,
+            protocol.index_key,
+        )
     return objective_value(cfg, summary)
 
 
@@ -194,9 +219,13 @@ def log_summary(
     run_config: dict[str, Any],
     output_dir: Path,
     class_names: list[str],
+    index_key: str = "fold",
 ) -> None:
-    """The W&B summary run, with the t-SNE of every unit's embeddings (`plots.embeddings`)."""
-    images = {}  # plotted by the one job that writes the summary, from every unit's file
+    """The run's figures (ser.tracking.figures) and the W&B summary run holding them, with
+    the t-SNE of every unit's embeddings (`plots.embeddings`)."""
+    # Drawn by the one job that writes the summary, from every unit's files.
+    images = figures.write_run_figures(output_dir, rows, class_names, experiment, index_key)
+    log.info("wrote %s", ", ".join(str(path) for path in images.values()))
     if OmegaConf.select(cfg, "plots.embeddings", default=False):
         plot = embeddings.plot_run_embeddings(
             output_dir, class_names, len(rows), seed=int(cfg.seed), title=experiment
@@ -204,5 +233,6 @@ def log_summary(
         if plot is not None:
             images["embeddings/tsne"] = plot
     wandb_runs.log_summary_run(
-        cfg.get("logger"), experiment, rows, summary, run_config, output_dir, images=images
+        cfg.get("logger"), experiment, rows, summary, run_config, output_dir, images=images,
+        tags=wandb_runs.run_tags(cfg),
     )

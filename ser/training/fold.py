@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import FoldDataModule
 from ser.tracking import embeddings, wandb_runs
-from ser.training import resume
+from ser.tracking.history import EpochHistory, read_history
+from ser.training import distributed, resume
 from ser.training.build import build_callbacks, build_module
 from ser.training.config import config_hash
 from ser.training.selection import protocol_callbacks, select_checkpoint, split_validation
@@ -30,6 +31,16 @@ def fold_test_speakers(datamodule: Any, test_rows: Any) -> list[str]:
         return []
     speakers = manifest.speakers
     return sorted({str(speakers[int(i)]) for i in test_rows})
+
+
+def fold_history(cfg: DictConfig, output_dir: Path, fold: int, resumed_epoch: int | None) -> EpochHistory:
+    """The fold's epoch record (ser.tracking.history), naming its W&B run: the run of the
+    first attempt when the fold resumes, a new one when it starts afresh."""
+    saved = read_history(output_dir, fold)["wandb_id"] if resumed_epoch is not None else None
+    history = EpochHistory(output_dir, fold, resumed_epoch, saved or wandb_runs.new_run_id(cfg.get("logger")))
+    if distributed.is_global_zero():
+        history.write()  # the run's id is on disk before anything is logged to it
+    return history
 
 
 def run_fold(
@@ -54,20 +65,24 @@ def run_fold(
     datamodule.set_fold(train_rows, test_rows, validation_rows, shuffle_seed=fold_seed)
     fold_dir = output_dir / "checkpoints" / f"fold_{fold:02d}"
     module = build_module(cfg, datamodule)
-    logger = wandb_runs.fold_logger(cfg.get("logger"), experiment, fold, run_config)
+    resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg))
+    resumed = {} if resume_from is None else {"resumed_from_epoch": resume.checkpoint_epoch(resume_from)}
+    history = fold_history(cfg, output_dir, fold, resumed.get("resumed_from_epoch"))
+    loggers = wandb_runs.fold_loggers(
+        cfg.get("logger"), experiment, fold, run_config, wandb_runs.run_tags(cfg), history.wandb_id
+    )
     started = time.time()
     try:
         trainer: pl.Trainer = instantiate(
             cfg.trainer,
-            logger=logger if logger is not None else False,
+            logger=[*loggers, history],  # the history always: the figures are drawn from it
             callbacks=protocol_callbacks(cfg, fold_seed, fold_dir) + build_callbacks(cfg, fold_dir),
             enable_progress_bar=bool(cfg.progress),
         )
-        resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg))
-        resumed = {} if resume_from is None else {"resumed_from_epoch": resume.checkpoint_epoch(resume_from)}
         if resume_from is not None:
             print(f"[ser] {experiment}: fold {fold} resumes from {resume_from}", flush=True)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        history.stop()
         selected, selection = select_checkpoint(cfg, trainer, module, datamodule)
         trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected, weights_only=True)
         if trainer.is_global_zero and OmegaConf.select(cfg, "plots.embeddings", default=False):
@@ -95,7 +110,7 @@ def run_fold(
         }
         result.update(selection, **resumed, test_speakers=fold_test_speakers(datamodule, test_rows))
         if trainer.is_global_zero:
-            wandb_runs.log_fold_result(logger, result, datamodule.class_names)
+            wandb_runs.log_fold_result(loggers, result, datamodule.class_names)
         return result
     finally:
-        wandb_runs.finish_logger(logger)
+        wandb_runs.finish_loggers(loggers)

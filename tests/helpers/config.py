@@ -29,8 +29,15 @@ TINY = [*TINY_DATA, "progress=false"]
 
 
 def cli_environment(**extra: str) -> dict[str, str]:
-    """The environment of a CLI run in a test: the user's, with W&B offline and quiet."""
-    return {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **extra}
+    """The environment of a CLI run in a test: the user's, with W&B offline and quiet.
+
+    Without WANDB_SERVICE: once a test has used W&B in the pytest process, wandb puts its
+    service's address there, and every child would share that service, as a user's
+    separate runs never do. A killed run's W&B run would then stay registered in it, and
+    its resumed fold, continuing the same run id, would be refused as "in use".
+    """
+    inherited = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
+    return {**inherited, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **extra}
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:

@@ -48,7 +48,8 @@ def run_info(path: Path) -> dict[str, Any]:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             info.update(group=record.run.run_group, job_type=record.run.job_type,
-                        name=record.run.display_name)
+                        name=record.run.display_name, id=record.run.run_id, tags=list(record.run.tags),
+                        config_keys={item.key for item in record.run.config.update})
         elif kind == "summary":
             for item in record.summary.update:
                 key = item.key or "/".join(item.nested_key)

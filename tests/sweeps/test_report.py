@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scipy import stats
 
 from ser.sweeps.report import PAPER_BASELINE, write_report
-from ser.sweeps.report.collect import build_report, is_aggregated, override_key
-from ser.sweeps.report.statistics import paired_tests
+from ser.sweeps.report.collect import METRICS, build_report, is_aggregated, override_key
+from ser.sweeps.report.render import significant
+from ser.sweeps.report.statistics import benjamini_hochberg, paired_tests
 
 # --------------------------------------------------------------------------- statistics
 
@@ -295,3 +297,38 @@ def test_row_labels_ignore_where_and_how_settings() -> None:
     assert not is_aggregated("dataset.signal_length")
     assert override_key("+ablation=no_se") == "ablation"
     assert override_key("~callbacks.checkpoint") == "callbacks.checkpoint"
+
+
+def test_significant_differences_are_marked_with_the_correction_stated(tmp_path: Path) -> None:
+    # Eight folds: SE off is clearly worse on emodb (every fold), and no different on casia.
+    emodb_on = [0.60, 0.62, 0.64, 0.66, 0.68, 0.70, 0.72, 0.74]
+    emodb_off = [u - 0.10 - 0.01 * k for k, u in enumerate(emodb_on)]
+    casia_on = [0.40, 0.42, 0.44, 0.46, 0.48, 0.50, 0.52, 0.54]
+    casia_off = [u + d for u, d in zip(casia_on, [0.01, -0.02, 0.03, -0.01, 0.02, -0.03, 0.01, -0.01], strict=True)]
+    for job, (se, corpus, uars) in enumerate([
+        ("on", "emodb", emodb_on), ("off", "emodb", emodb_off), ("on", "casia", casia_on), ("off", "casia", casia_off),
+    ]):
+        write_results(
+            tmp_path / str(job), corpus=corpus, uars=uars,
+            overrides=[f"model/se={se}", f"dataset={corpus}"], choices={"model/se": se, "dataset": corpus},
+            se=se == "on", variant=f"mssenet-paper-se_{se}-spatial_dropout-tab10-mfcc",
+        )
+    built = write_report(tmp_path, PAPER_BASELINE, wandb_project=None)
+    family = [("model/se=off", corpus, metric) for corpus in ("emodb", "casia") for metric in METRICS]
+    assert sorted(built.adjusted) == sorted(family)  # the pooled column is not in the family
+    expected = stats.false_discovery_control([built.tests[key].wilcoxon_p for key in family], method="bh")
+    assert [built.adjusted[key] for key in family] == pytest.approx(list(expected))
+    assert significant(built, ("model/se=off", "emodb", "test/uar"))
+    assert not significant(built, ("model/se=off", "casia", "test/uar"))
+    text = (tmp_path / "report.md").read_text()
+    assert "corrected by Benjamini-Hochberg (false discovery rate) over the 4 tests" in text
+    assert text.count("*; t p=") == 2  # emodb, UAR and WAR
+    with open(tmp_path / "report.csv") as stream:
+        rows = {(r["row"], r["corpus"]): r for r in csv.DictReader(stream)}
+    assert float(rows[("model/se=off", "emodb")]["test/uar_wilcoxon_p_bh"]) == pytest.approx(expected[0])
+
+
+def test_benjamini_hochberg_leaves_untested_entries_out() -> None:
+    adjusted = benjamini_hochberg([0.01, float("nan"), 0.04, 0.03])
+    assert math.isnan(adjusted[1])
+    assert adjusted[[0, 2, 3]] == pytest.approx([0.03, 0.04, 0.04])

@@ -295,7 +295,7 @@ def test_logmel_features_are_n_mels_wide() -> None:
 def test_launchers_compose(launcher: str, target: str) -> None:
     cfg = hydra_config([f"hydra/launcher={launcher}"]).hydra
     assert cfg.launcher._target_.endswith(target)
-    assert "one_gpu_per_process" in cfg.callbacks and "sweep_directory" in cfg.callbacks
+    assert "gpu_slots" in cfg.callbacks and "sweep_directory" in cfg.callbacks
     if launcher == "parallel":
         assert cfg.launcher.n_jobs == 2
     if launcher == "slurm":
@@ -328,18 +328,76 @@ def test_claim_device_takes_free_gpus_then_shares(tmp_path: Path) -> None:
             claim.release()
 
 
+def test_slots_fill_every_gpu_before_sharing_one(tmp_path: Path) -> None:
+    """Ten fold jobs on two GPUs with five slots each: five per GPU, never six on one."""
+    claims = [callbacks.claim_device(["0", "1"], tmp_path, slots_per_device=5) for _ in range(10)]
+    try:
+        devices = [claim.device for claim in claims]
+        assert devices == ["0", "1"] * 5  # first slots of both before any second slot
+        assert not any(claim.shared for claim in claims)
+        extra = callbacks.claim_device(["0", "1"], tmp_path, slots_per_device=5)
+        assert extra.shared  # an eleventh job oversubscribes
+        claims[4].release()  # a finished job frees its slot on GPU 0
+        again = callbacks.claim_device(["0", "1"], tmp_path, slots_per_device=5)
+        assert (again.device, again.shared) == ("0", False)
+        claims.append(again)
+    finally:
+        for claim in claims:
+            claim.release()
+
+
+@pytest.mark.parametrize(
+    ("jobs_per_gpu", "jobs", "gpus", "slots"),
+    [("auto", 10, 1, 10), ("auto", 4, 1, 4), ("auto", 10, 4, 3), ("auto", 2, 2, 1), (3, 10, 1, 3)],
+)
+def test_slots_per_gpu(jobs_per_gpu: int | str, jobs: int, gpus: int, slots: int) -> None:
+    assert callbacks.slots_per_gpu(jobs_per_gpu, jobs, gpus) == slots
+
+
+def test_parallel_jobs_reads_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert callbacks.parallel_jobs(OmegaConf.create({})) == 1
+    assert callbacks.parallel_jobs(OmegaConf.create({"hydra": {"launcher": {"n_jobs": 10}}})) == 10
+    assert callbacks.parallel_jobs(OmegaConf.create({"hydra": {"launcher": {"n_jobs": -1}}})) == 16
+
+
+def test_fold_jobs_share_one_gpu_and_split_the_cores(
+    fresh_process: callbacks.GpuSlots, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """`hydra.launcher.n_jobs=4` on a one-GPU machine: four job processes on GPU 0, each
+    with a quarter of the cores; a fifth process finds the slots held and shares."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    threads = torch.get_num_threads()
+    job = OmegaConf.create({"trainer": {"accelerator": "auto"}, "hydra": {"launcher": {"n_jobs": 4}}})
+    held = [callbacks.claim_device(["0"], tmp_path / "locks", slots_per_device=4) for _ in range(3)]
+    try:
+        fresh_process.on_job_start(job)  # the fourth job process
+        claim = callbacks._process_claim
+        assert claim is not None and (claim.device, claim.shared) == ("0", False)
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+        assert torch.get_num_threads() == 4 and os.environ["OMP_NUM_THREADS"] == "4"
+        extra = callbacks.claim_device(["0"], tmp_path / "locks", slots_per_device=4)
+        assert extra.shared
+    finally:
+        torch.set_num_threads(threads)
+        for claim in held:
+            claim.release()
+
+
 @pytest.fixture
-def fresh_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[callbacks.OneGpuPerProcess]:
+def fresh_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[callbacks.GpuSlots]:
     """The callback as a new job process sees it: no GPU chosen, CUDA not started."""
     monkeypatch.setattr(callbacks, "_process_claim", None)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
-    yield callbacks.OneGpuPerProcess(lock_dir=str(tmp_path / "locks"))
+    yield callbacks.GpuSlots(lock_dir=str(tmp_path / "locks"))
     if callbacks._process_claim is not None:
         callbacks._process_claim.release()
 
 
 def test_each_job_process_gets_a_free_gpu(
-    fresh_process: callbacks.OneGpuPerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    fresh_process: callbacks.GpuSlots, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     held = callbacks.claim_device(["3"], tmp_path / "locks")  # another worker holds GPU 3
@@ -367,7 +425,7 @@ def test_each_job_process_gets_a_free_gpu(
     ],
 )
 def test_single_gpu_cpu_and_data_parallel_jobs_are_left_alone(
-    fresh_process: callbacks.OneGpuPerProcess, monkeypatch: pytest.MonkeyPatch, visible: str,
+    fresh_process: callbacks.GpuSlots, monkeypatch: pytest.MonkeyPatch, visible: str,
     trainer: dict[str, Any],
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)

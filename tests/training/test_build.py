@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import io
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from ser.training.build import build_module
 from ser.training.module import EmotionClassifier
-
-CLASSES = ["angry", "happy", "neutral", "sad"]
-
-
-def datamodule(input_dim: int = 39) -> SimpleNamespace:
-    """What build_module reads from a prepared DataModule, known only at run time."""
-    return SimpleNamespace(
-        num_classes=len(CLASSES), input_dim=input_dim, class_names=list(CLASSES),
-        feature_settings=SimpleNamespace(signal_length=11025), corpus=SimpleNamespace(name="synthetic"),
-    )
+from tests.helpers.fakes import CLASSES
+from tests.helpers.fakes import prepared_datamodule as datamodule
 
 
 @pytest.mark.parametrize(("model", "network"), [("mssenet", "MSSENet"), ("timnet", "TIMNet")])

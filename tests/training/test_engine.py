@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from ser.tracking import figures
+from ser.tracking.history import read_history
 from ser.tracking.output_dir import OutputDirectoryError
 from ser.tracking.results import read_json
 from ser.training import engine
@@ -27,17 +31,28 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
     from tests.helpers.config import TINY, compose_config
 
     output = tmp_path_factory.mktemp("e2e") / "run"
-    cfg = compose_config(TINY + ["logger=wandb"])
+    # Two loggers at once, and two epochs so that the curves have a course.
+    cfg = compose_config(TINY + ["logger=[wandb,csv]", "trainer.max_epochs=2"])
     with open_dict(cfg):
         cfg.paths.data_dir = str(data_dir)
         cfg.paths.output_dir = str(output)
-    mean_uar = train(cfg)
-    return cfg, output, mean_uar
+    handed: dict[str, list] = {}  # what the figure module was given to draw
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("plot_confusion_matrix", "plot_folds", "plot_curves"):
+            real = getattr(figures, name)
+
+            def spy(*args, real=real, name=name, **kwargs):
+                handed[name] = [args, kwargs]
+                return real(*args, **kwargs)
+
+            patch.setattr(figures, name, spy)
+        mean_uar = train(cfg)
+    return cfg, output, mean_uar, handed
 
 
 @pytest.mark.slow
 def test_results_json_holds_every_fold(finished_run) -> None:
-    cfg, output, mean_uar = finished_run
+    cfg, output, mean_uar, _ = finished_run
     record = read_json(output / "results.json")
     assert record["status"] == "complete"
     assert record["corpus"] == "synthetic"
@@ -55,7 +70,7 @@ def test_results_json_holds_every_fold(finished_run) -> None:
         assert int(matrix.sum()) == fold["num_test"] == len(fold["test_rows"])
         assert fold["test/war"] == pytest.approx(float(matrix.diagonal().sum() / matrix.sum()), abs=1e-6)
         assert fold["num_train"] + fold["num_test"] == num
-        assert fold["epochs"] == 1
+        assert fold["epochs"] == 2
     # Per-class totals over the folds equal the corpus's class counts.
     totals = torch.stack([torch.tensor(f["confusion_matrix"]).sum(dim=1) for f in folds]).sum(0)
     assert totals.tolist() == list(record["class_counts"].values())
@@ -73,7 +88,7 @@ def test_results_json_holds_every_fold(finished_run) -> None:
 
 @pytest.mark.slow
 def test_one_offline_wandb_run_per_fold_and_a_summary(finished_run) -> None:
-    cfg, output, _ = finished_run
+    cfg, output, _, _ = finished_run
     runs = offline_runs(output)
     folds = [r for r in runs if r["job_type"] == "fold"]
     summaries = [r for r in runs if r["job_type"] == "summary"]
@@ -89,6 +104,55 @@ def test_one_offline_wandb_run_per_fold_and_a_summary(finished_run) -> None:
         assert "train/loss" in run["history_keys"]
         assert "test/confusion_matrix/_type" in run["summary"]
     assert summaries[0]["summary"]["test/uar_mean"] == pytest.approx(record["summary"]["test/uar_mean"])
+
+
+@pytest.mark.slow
+def test_the_run_draws_its_figures_from_its_records(finished_run) -> None:
+    cfg, output, _, handed = finished_run
+    record = read_json(output / "results.json")
+    folds = record["folds"]
+    matrix = handed["plot_confusion_matrix"][0][0]
+    assert matrix.tolist() == torch.tensor([f["confusion_matrix"] for f in folds]).sum(0).tolist()
+    assert list(handed["plot_confusion_matrix"][0][1]) == record["class_names"]
+    indices, uar, war = handed["plot_folds"][0][:3]
+    assert (indices, uar, war) == ([0, 1], [f["test/uar"] for f in folds], [f["test/war"] for f in folds])
+    histories = handed["plot_curves"][0][0]
+    assert sorted(histories) == [0, 1]
+    for fold in (0, 1):  # one record per trained epoch, each with the training figures
+        assert histories[fold] == read_history(output, fold)["epochs"]
+        assert [e["epoch"] for e in histories[fold]] == [0, 1]
+        assert all({"train/loss", "train/uar", "train/war"} <= set(e) for e in histories[fold])
+    for name in (figures.CONFUSION_FILE, figures.FOLDS_FILE, figures.CURVES_FILE):
+        width, height = figures.FIGURE_SIZES[name]
+        image = matplotlib.image.imread(output / name)
+        assert image.shape[:2] == (height * figures.DPI, width * figures.DPI)
+        assert image[..., :3].std() > 0.05
+    # The resolved config beside the results, as results.json records it.
+    assert OmegaConf.to_container(OmegaConf.load(output / "config.yaml")) == record["config"]
+
+
+@pytest.mark.slow
+def test_both_loggers_run_and_wandb_holds_the_figures_and_the_table(finished_run) -> None:
+    cfg, output, _, _ = finished_run
+    for fold in (0, 1):  # the CSV logger, beside W&B
+        lines = (output / "csv" / f"fold_{fold:02d}" / "metrics.csv").read_text().splitlines()
+        assert "train/loss" in lines[0] and len(lines) >= 3
+    runs = offline_runs(output)
+    (summary,) = [r for r in runs if r["job_type"] == "summary"]
+    for key in ("figures/confusion_matrix", "figures/folds", "figures/curves"):
+        assert summary["summary"][f"{key}/_type"] == "image-file"
+        assert key in {k.rsplit("/", 1)[0] for k in summary["history_keys"]}
+    assert summary["summary"]["folds/_type"] == "table-file"
+    assert summary["summary"]["folds/nrows"] == 2
+    assert {"model", "dataset", "trainer"} <= summary["config_keys"]
+    tags = {"corpus=synthetic", "features=mfcc", "task=CrossValidation"}
+    for run in runs:
+        assert tags <= set(run["tags"])
+    media = {p.name.split("_")[0] for p in output.glob("wandb/offline-run-*/files/media/images/figures/*.png")}
+    assert media == {"confusion", "folds", "curves"}
+    for fold_run in (r for r in runs if r["job_type"] == "fold"):
+        assert fold_run["summary"]["test/confusion_matrix_chart_table/_type"] == "table-file"
+        assert fold_run["id"] == read_history(output, int(fold_run["name"][-2:]))["wandb_id"]
 
 
 @pytest.mark.slow
@@ -127,9 +191,10 @@ def test_a_finished_run_is_never_overwritten_by_another_config(tiny_config, tmp_
 @pytest.mark.slow
 def test_command_line_run_and_clear_error_for_a_bad_setting(tmp_path, data_dir) -> None:
     # As users run it: the progress bar on and the default logger, W&B offline.
+    # A cache of its own: the features are extracted, with their progress bar.
     args = [
         sys.executable, "train.py", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'cli'}",
-        *TINY_DATA, "model=timnet",
+        f"paths.cache_dir={tmp_path / 'cache'}", *TINY_DATA, "model=timnet",
     ]
     done = subprocess.run(args, cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -137,9 +202,17 @@ def test_command_line_run_and_clear_error_for_a_bad_setting(tmp_path, data_dir) 
     assert record["experiment"] == "synthetic-timnet-tab2-mfcc"
     assert record["status"] == "complete" and len(record["folds"]) == 2
     assert done.stdout.count("Epoch 0/0") >= 2  # the progress bar of each fold's training
+    assert "synthetic: features ━" in done.stdout and "28/28 files" in done.stdout  # extraction's
+    assert "fold 1/2 (2 to train)" in done.stdout and "fold 2/2 (1/2 trained in" in done.stdout
+    assert "config\n├── dataset" in done.stdout  # the resolved config as a tree
+    for name in (figures.CONFUSION_FILE, figures.FOLDS_FILE, figures.CURVES_FILE):
+        assert matplotlib.image.imread(tmp_path / "cli" / name).size > 0
     runs = offline_runs(tmp_path / "cli")
     assert sorted(run["job_type"] for run in runs) == ["fold", "fold", "summary"]
     assert all(run["finished"] for run in runs)
+    (summary,) = [run for run in runs if run["job_type"] == "summary"]
+    for key in ("figures/confusion_matrix", "figures/folds", "figures/curves"):
+        assert summary["summary"][f"{key}/_type"] == "image-file"
     bad = subprocess.run(
         args[:-1] + ["cv.folds=1", f"hydra.run.dir={tmp_path / 'bad'}"],
         cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ser.tracking.history import read_history
 from ser.tracking.output_dir import OutputDirectoryError
 from ser.tracking.results import fold_path, read_json
 from ser.training import resume
@@ -108,6 +109,8 @@ def test_a_run_killed_mid_fold_resumes_and_matches_an_uninterrupted_run(
     killed_epoch = resume.checkpoint_epoch(resumed_dir / "checkpoints/fold_01/last.ckpt")
     assert killed_epoch < EPOCHS - 1
     finished_fold = fold_path(resumed_dir, 0).read_bytes()
+    fold_1_run = read_history(resumed_dir, 1)["wandb_id"]  # the W&B run the killed attempt opened
+    assert fold_1_run
     (fold_0_log,) = wandb_runs_by_fold(resumed_dir)["fold00"]
     fold_0_files = {p: p.stat().st_mtime_ns for p in (fold_0_log, resumed_dir / "checkpoints/fold_00/last.ckpt")}
 
@@ -119,6 +122,18 @@ def test_a_run_killed_mid_fold_resumes_and_matches_an_uninterrupted_run(
     assert {p: p.stat().st_mtime_ns for p in fold_0_files} == fold_0_files
     runs = wandb_runs_by_fold(resumed_dir)
     assert runs["fold00"] == [fold_0_log] and len(runs["fold01"]) == len(runs["summary"]) == 1
+    # The resumed fold continued the W&B run of its first attempt (same id), not a new one.
+    assert run_info(runs["fold01"][0])["id"] == fold_1_run
+    assert {p.name for p in runs.get("unfinished", [])} <= {f"run-{fold_1_run}.wandb"}
+    # Its epoch history: the killed attempt's epochs kept, the rest trained after the restart,
+    # the same figures as the uninterrupted run's (the epoch of the kill may lack its
+    # training point: Lightning saves the checkpoint just before it logs that epoch).
+    ours = {e["epoch"]: e for e in read_history(resumed_dir, 1)["epochs"]}
+    theirs = {e["epoch"]: e for e in read_history(reference_dir, 1)["epochs"]}
+    assert sorted(theirs) == list(range(EPOCHS))
+    assert set(theirs) - set(ours) <= {killed_epoch}
+    assert all(ours[e] == pytest.approx(theirs[e]) for e in ours)
+    assert (resumed_dir / "curves.png").exists() and (resumed_dir / "confusion_matrix.png").exists()
     # Fold 1 continued from its checkpoint rather than starting over.
     assert "fold 1 resumes from" in output
     resumed = read_json(resumed_dir / "results.json")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ser.sweeps.report.statistics import PairedTest, paired_tests
+from ser.sweeps.report.statistics import CORRECTION, PairedTest, benjamini_hochberg, paired_tests
 from ser.tracking import results
 
 ALL_CORPORA = "all"
@@ -229,6 +229,10 @@ class Report:
     tests: dict[tuple[str, str, str], PairedTest]
     notes: list[str]
     num_runs: int
+    # (row label, corpus, metric) -> the Wilcoxon p-value corrected for multiple
+    # comparisons over every row x corpus x metric (see `correct`); `correction` says how.
+    adjusted: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    correction: str = ""
 
 
 def normalise(value: str) -> str:
@@ -325,3 +329,20 @@ def run_tests(report: Report) -> None:
                     note = f"{len(differing)} fold(s) left out: different test utterances"
                     test = PairedTest(**{**test.__dict__, "note": "; ".join(filter(None, [test.note, note]))})
                 report.tests[(row.label, corpus, metric)] = test
+    correct(report)
+
+
+def correct(report: Report) -> None:
+    """Correct the Wilcoxon p-values for multiple comparisons (Benjamini-Hochberg).
+
+    The family is every test on one corpus: each row against the baseline, on each
+    corpus, for UAR and for WAR. The pooled column (all corpora) is left out: it
+    re-tests the same folds, so it is a summary, not a further comparison.
+    """
+    family = [key for key in report.tests if key[1] != ALL_CORPORA]
+    adjusted = benjamini_hochberg([report.tests[key].wilcoxon_p for key in family])
+    report.adjusted = {key: float(p) for key, p in zip(family, adjusted, strict=True) if not np.isnan(p)}
+    report.correction = (
+        f"Wilcoxon p-values corrected by {CORRECTION} (false discovery rate) over the "
+        f"{len(report.adjusted)} tests of every row x corpus x metric (UAR, WAR) against the baseline"
+    )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ser.sweeps.report.collect import ALL_CORPORA, METRICS, Cell, Report
+from ser.sweeps.report.statistics import SIGNIFICANCE_LEVEL
 
 REPORT_MARKDOWN = "report.md"
 REPORT_CSV = "report.csv"
@@ -28,6 +30,15 @@ def signed(value: float) -> str:
 
 def p_value(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.4g}"
+
+
+def significant(report: Report, key: tuple[str, str, str]) -> bool:
+    """Whether the corrected p-value of a test is below the significance level."""
+    return report.adjusted.get(key, float("nan")) < SIGNIFICANCE_LEVEL
+
+
+def correction_note(report: Report) -> str:
+    return f"{report.correction}; * marks corrected p < {SIGNIFICANCE_LEVEL:g}."
 
 
 def mean_std(cell: Cell, metric: str) -> str:
@@ -67,7 +78,8 @@ def markdown(report: Report) -> str:
             lines += [
                 "", f"## Paired tests against the baseline: {name}", "",
                 "Mean difference (row − baseline, percentage points), two-sided Wilcoxon "
-                "signed-rank and paired t-test p-values, n paired folds.", "",
+                "signed-rank and paired t-test p-values, n paired folds; W p(BH): the "
+                f"Wilcoxon p-value corrected for multiple comparisons. {correction_note(report)}", "",
                 "| row | " + " | ".join(columns) + " |",
                 "|---|" + "---|" * len(columns),
             ]
@@ -76,9 +88,14 @@ def markdown(report: Report) -> str:
                     continue
                 cells = []
                 for corpus in columns:
-                    test = report.tests.get((row.label, corpus, metric))
+                    key = (row.label, corpus, metric)
+                    test = report.tests.get(key)
+                    corrected = (
+                        f" W p(BH)={p_value(report.adjusted[key])}{'*' if significant(report, key) else ''};"
+                        if key in report.adjusted else ""
+                    )
                     cells.append("" if test is None else (
-                        f"{signed(test.mean_difference)}; W p={p_value(test.wilcoxon_p)}; "
+                        f"{signed(test.mean_difference)}; W p={p_value(test.wilcoxon_p)};{corrected} "
                         f"t p={p_value(test.ttest_p)}; n={test.n}"
                     ))
                 lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
@@ -94,8 +111,8 @@ def markdown(report: Report) -> str:
 CSV_COLUMNS = (
     "row", "variant", "corpus", "baseline", "runs", "folds",
     "test/uar_mean", "test/uar_std", "test/war_mean", "test/war_std", "pairs",
-    "test/uar_difference", "test/uar_wilcoxon_p", "test/uar_ttest_p",
-    "test/war_difference", "test/war_wilcoxon_p", "test/war_ttest_p", "note",
+    "test/uar_difference", "test/uar_wilcoxon_p", "test/uar_wilcoxon_p_bh", "test/uar_ttest_p",
+    "test/war_difference", "test/war_wilcoxon_p", "test/war_wilcoxon_p_bh", "test/war_ttest_p", "note",
 )
 
 
@@ -124,6 +141,8 @@ def table_rows(report: Report) -> list[dict[str, Any]]:
                 record[f"{metric}_difference"] = test.mean_difference
                 record[f"{metric}_wilcoxon_p"] = test.wilcoxon_p
                 record[f"{metric}_ttest_p"] = test.ttest_p
+                if (row.label, corpus, metric) in report.adjusted:
+                    record[f"{metric}_wilcoxon_p_bh"] = report.adjusted[(row.label, corpus, metric)]
                 if test.note:
                     notes.append(f"{metric}: {test.note}")
             record["note"] = "; ".join(notes)
@@ -157,12 +176,21 @@ def write_chart(report: Report, path: Path) -> None:
                 means.append(100 * mean)
                 stds.append(0.0 if math.isnan(std) else 100 * std)
             label = f"{row.label} (baseline)" if row.label == report.baseline else row.label
-            ax.bar(positions + (i - (len(report.rows) - 1) / 2) * width, means, width,
-                   yerr=stds, capsize=3, label=label)
+            x = positions + (i - (len(report.rows) - 1) / 2) * width
+            ax.bar(x, means, width, yerr=stds, capsize=3, label=label)
+            for position, mean, std, corpus in zip(x, means, stds, corpora, strict=True):
+                if significant(report, (row.label, corpus, metric)):
+                    ax.annotate("*", (position, mean + std), ha="center", va="bottom", fontsize=14,
+                                fontweight="bold", xytext=(0, 1), textcoords="offset points")
         ax.set_ylabel(f"{metric.split('/')[1].upper()} % (mean ± std)")
+        ax.set_ylim(0, 110)
         ax.grid(axis="y", alpha=0.3)
     axes[-1].set_xticks(positions, corpora)
-    axes[0].set_title(f"Sweep report: {report.directory.name}")
+    title = f"Sweep report: {report.directory.name}"
+    if report.adjusted:  # the correction is part of what a star means: said on the figure
+        width_chars = int(12 * figure.get_figwidth())
+        title += "\n" + "\n".join(textwrap.wrap(correction_note(report), width_chars))
+    axes[0].set_title(title, fontsize=9)
     axes[-1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize="small",
                     ncol=1 if len(report.rows) > 4 else len(report.rows))
     figure.tight_layout()

@@ -53,7 +53,7 @@ def build_target_datamodule(cfg: DictConfig, source: FoldDataModule) -> FoldData
             f"[ser] test_dataset.signal_length={own} is not used: the target is cut to the "
             f"{length} samples the model trains on ({source.corpus.name})", flush=True,
         )
-    return instantiate_datamodule(cfg.test_dataset, "test", signal_length=length)
+    return instantiate_datamodule(cfg.test_dataset, "test", progress=bool(cfg.progress), signal_length=length)
 
 
 def corpus_record(datamodule: FoldDataModule, rows: np.ndarray, labels: np.ndarray, shared: list[str]) -> dict:

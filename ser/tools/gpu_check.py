@@ -1,0 +1,385 @@
+"""One-shot GPU check: `make gpu-check`, or `python -m ser.tools.gpu_check --out DIR`.
+
+Within a time budget (default 8 minutes) it measures, one step after another, and writes
+one JSON record per step into DIR (summary.json lists every step, its status and time):
+
+- environment.json: the GPU, driver, torch and CPU count;
+- bench-32-188.json, bench-bf16-188.json, bench-32-606.json, bench-bf16-606.json:
+  `ser.tools.bench` on CUDA at batch 64 and 188 or 606 frames (EMODB's and IEMOCAP's
+  lengths), reference against fast in float32, the reference under bf16 autocast;
+- folds.json: 10-fold cross-validation of MS-SENet on a generated EMODB-sized corpus
+  (560 utterances of 188 frames, 7 classes, batch 64) three ways, for a few epochs: one
+  fold after another, 4 fold jobs sharing the GPU and 10 fold jobs sharing it
+  (`+parallel=folds hydra/launcher=parallel hydra.launcher.n_jobs=N`); each run's fold
+  metrics are compared with the first's; then the full protocol (200 epochs) the fastest
+  way, when the budget still allows it;
+- ddp.json: `trainer=ddp trainer.devices=1` on the GPU (NCCL), two folds;
+- features.json: MFCC extraction of the corpus's signals on the CPU and on the GPU;
+- tests.json: the GPU-marked tests (`pytest -m gpu`);
+- bench-compile.json: `torch.compile(mode="reduce-overhead")` (CUDA graphs) of the
+  reference MS-SENet, last, since its compilation may take minutes.
+
+`--compile MODE` adds `model.compile=MODE` to every fold run; `--full-jobs N` runs only the
+full protocol, N fold jobs at once (e.g. `--full-jobs 4 --compile reduce-overhead
+--budget 600`), for a GPU session that has the time for it alone.
+
+A step that fails or runs out of time is recorded as such and the check goes on; what is
+left when the budget is spent is recorded as skipped. On a machine without CUDA it runs
+in dry mode: every step at a toy size on the CPU (a few minutes at most), which is what
+CI runs, so the check itself stays working where no GPU is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ser.tools.gpu_runs import (
+    Sizes,
+    compare_folds,
+    fold_run_command,
+    projected_full_seconds,
+    read_fold_metrics,
+)
+from ser.tracking.atomic import atomic_write_json
+from ser.training.module import COMPILE_MODES
+
+DEFAULT_BUDGET_S = 480  # the issue's 8 minutes
+
+
+@dataclass
+class Check:
+    """The check's folder, its deadline and the record of every step so far."""
+
+    out: Path
+    deadline: float
+    dry: bool
+    sizes: Sizes
+    # overrides every fold run adds (--compile: model.compile=MODE)
+    fold_overrides: tuple[str, ...] = ()
+    # --full-jobs: the full protocol at once with this many fold jobs, nothing else
+    full_jobs: int | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    fold_runs: dict[str, Any] = field(default_factory=dict)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def record(self, name: str, status: str, seconds: float, **details: Any) -> dict[str, Any]:
+        entry = {"step": name, "status": status, "seconds": round(seconds, 2), **details}
+        self.steps.append(entry)
+        self.write("summary.json", {"dry": self.dry, "steps": self.steps})
+        print(f"[gpu-check] {name}: {status} ({seconds:.1f} s)", flush=True)
+        return entry
+
+    def write(self, name: str, data: Any) -> None:
+        atomic_write_json(data, self.out / name)
+
+    def run(self, name: str, command: Sequence[str], limit: float, **env: str) -> dict[str, Any]:
+        """Run `command` as step `name` within `limit` seconds (and the budget); log it."""
+        timeout = min(limit, self.remaining())
+        if timeout < 5:
+            return self.record(name, "skipped", 0.0, reason="time budget spent")
+        log_path = self.out / "logs" / f"{name}.log"
+        log_path.parent.mkdir(exist_ok=True)
+        start = time.monotonic()
+        with log_path.open("w") as log:
+            log.write("$ " + " ".join(command) + "\n")
+            log.flush()
+            # A session of its own: on a timeout the step's whole process group goes (a
+            # multirun's job processes too), so nothing keeps the GPU busy afterwards.
+            process = subprocess.Popen(
+                list(command), stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **env}, start_new_session=True,
+            )
+            try:
+                returncode = process.wait(timeout=timeout)
+                status = "ok" if returncode == 0 else f"failed (exit {returncode})"
+            except subprocess.TimeoutExpired:
+                status = f"timeout after {timeout:.0f} s"
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        seconds = time.monotonic() - start
+        tail = log_path.read_text(errors="replace").splitlines()[-15:]
+        return self.record(name, status, seconds, command=" ".join(command), log_tail=tail)
+
+
+def environment(check: Check) -> None:
+    """environment.json: what the figures were measured on."""
+    start = time.monotonic()
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "dry": check.dry,
+    }
+    if torch.cuda.is_available():
+        properties = torch.cuda.get_device_properties(0)
+        info |= {
+            "gpu": properties.name,
+            "gpu_memory_gib": round(properties.total_memory / 2**30, 1),
+            "multiprocessors": properties.multi_processor_count,
+            "cudnn": torch.backends.cudnn.version(),
+        }
+        try:
+            info["nvidia_smi"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit",
+                 "--format=csv"], capture_output=True, text=True, timeout=30, check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as error:
+            info["nvidia_smi"] = str(error)
+    check.write("environment.json", info)
+    check.record("environment", "ok", time.monotonic() - start)
+
+
+def benchmarks(check: Check, precisions_frames: Sequence[tuple[str, int]]) -> None:
+    """`ser.tools.bench` on the device at each (precision, frames)."""
+    sizes = check.sizes
+    for precision, frames in precisions_frames:
+        name = f"bench-{precision}-{frames}"
+        command = [
+            sys.executable, "-m", "ser.tools.bench", "--device", sizes.device,
+            "--precision", precision, "--frames", str(frames if not check.dry else 24),
+            "--batch-size", str(sizes.batch_size), "--steps", str(sizes.bench_steps),
+            "--reference-steps", str(sizes.bench_steps), "--warmup", str(sizes.bench_warmup),
+            "--inference-runs", str(sizes.bench_steps), "--out", str(check.out / f"{name}.json"),
+        ]
+        if precision == "bf16":
+            command += ["--implementations", "reference"]
+        if check.dry:
+            command += ["--num-blocks", "2", "--no-memory"]
+        check.run(name, command, limit=sizes.bench_limit_s)
+
+
+def short_fold_runs(check: Check, root: Path) -> None:
+    """folds.json: the 10-fold protocol one fold at a time and with jobs sharing the GPU."""
+    sizes = check.sizes
+    reference_metrics = None
+    for jobs in sizes.parallel_jobs:
+        name = "sequential" if jobs == 1 else f"jobs{jobs}"
+        run_dir = root / f"short-{name}"
+        command = fold_run_command(sizes, root, run_dir, sizes.short_epochs, jobs) + list(check.fold_overrides)
+        # dry: one thread in every process, as in each parallel job, so that the runs do
+        # the same arithmetic and their fold figures must agree exactly
+        threads = {"OMP_NUM_THREADS": "1"} if check.dry else {}
+        entry = check.run(f"folds-{name}", command, limit=sizes.fold_limit_s, **threads)
+        metrics = read_fold_metrics(run_dir)
+        run = check.fold_runs[name] = {
+            "jobs": jobs, "epochs": sizes.short_epochs, "status": entry["status"],
+            "wall_s": entry["seconds"], "folds": metrics,
+        }
+        if metrics and entry["status"] == "ok":
+            run["projected_full_s"] = projected_full_seconds(run, sizes.full_epochs)
+        if metrics and reference_metrics is None:
+            reference_metrics = metrics
+        elif metrics:
+            run["differences_from_first"] = compare_folds(reference_metrics, metrics)
+        check.write("folds.json", {"sizes": sizes.describe(), "runs": check.fold_runs})
+
+
+def full_fold_run(check: Check, root: Path) -> None:
+    """The full protocol (200 epochs) the way the short runs found fastest, if it fits;
+    or, with --full-jobs, that many fold jobs at once, in whatever time is left."""
+    sizes = check.sizes
+    if check.full_jobs is not None:
+        run_full(check, root, check.full_jobs, check.remaining(), projected=None)
+        return
+    projected = {
+        name: run["projected_full_s"] for name, run in check.fold_runs.items()
+        if "projected_full_s" in run
+    }
+    if not projected:
+        check.record("folds-full", "skipped", 0.0, reason="no short run finished")
+        return
+    best = min(projected, key=projected.__getitem__)
+    available = check.remaining() - sizes.reserve_s
+    # The projection scales each fold's set-up and test with the epochs too: an upper
+    # bound, so only a run clearly out of reach is skipped; a timeout is recorded as such.
+    if projected[best] > 1.5 * available:
+        check.record(
+            "folds-full", "skipped", 0.0,
+            reason=f"{best}: projected {projected[best]:.0f} s, {available:.0f} s left",
+        )
+        return
+    run_full(check, root, check.fold_runs[best]["jobs"], available, projected[best])
+
+
+def run_full(check: Check, root: Path, jobs: int, limit: float, projected: float | None) -> None:
+    sizes = check.sizes
+    run_dir = root / "full"
+    command = fold_run_command(sizes, root, run_dir, sizes.full_epochs, jobs) + list(check.fold_overrides)
+    entry = check.run("folds-full", command, limit=limit)
+    check.fold_runs["full"] = {
+        "jobs": jobs, "epochs": sizes.full_epochs, "status": entry["status"],
+        "wall_s": entry["seconds"], "projected_s": projected, "overrides": list(check.fold_overrides),
+        "folds": read_fold_metrics(run_dir),
+    }
+    check.write("folds.json", {"sizes": sizes.describe(), "runs": check.fold_runs})
+
+
+def ddp(check: Check, root: Path) -> None:
+    """ddp.json: the DDP path (NCCL on a GPU, gloo on a CPU) through the CLI, one device."""
+    sizes = check.sizes
+    run_dir = root / "ddp"
+    command = fold_run_command(sizes, root, run_dir, 2, 1, folds=2) + [
+        "trainer=ddp", "trainer.devices=1",
+    ]
+    entry = check.run("ddp", command, limit=sizes.fold_limit_s)
+    check.write("ddp.json", {**entry, "folds": read_fold_metrics(run_dir)})
+
+
+def features(check: Check) -> None:
+    """features.json: MFCCs of EMODB-sized signals on the CPU and on the device."""
+    from ser.data.features import FeatureSettings, extract_features
+
+    start = time.monotonic()
+    settings = FeatureSettings(signal_length=96000)
+    signals = torch.randn(check.sizes.feature_signals, 96000, generator=torch.Generator().manual_seed(0))
+    rates: dict[str, float] = {}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        on_device = signals.to(device)
+        extract_features(on_device[:8], settings)  # warm-up: windows, filter banks, kernels
+        if device == "cuda":
+            torch.cuda.synchronize()
+        began = time.perf_counter()
+        extract_features(on_device, settings)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        rates[device] = len(signals) / (time.perf_counter() - began)
+    check.write("features.json", {"signals": len(signals), "samples": 96000, "utterances_per_s": rates})
+    check.record("features", "ok", time.monotonic() - start, utterances_per_s=rates)
+
+
+def gpu_tests(check: Check) -> None:
+    repository = Path(__file__).resolve().parents[2]
+    if not (repository / "tests").is_dir():
+        check.record("tests", "skipped", 0.0, reason="no tests/ beside the package")
+        return
+    junit = check.out / "logs" / "tests.xml"
+    # Test modules that need what a bare GPU machine may lack (the dev extra: librosa,
+    # onnx) fail to collect there; the GPU-marked tests still run, and are counted here.
+    entry = check.run(
+        "tests", [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
+                  "--continue-on-collection-errors", f"--junitxml={junit}", str(repository / "tests")],
+        limit=check.sizes.tests_limit_s,
+    )
+    check.write("tests.json", {**entry, "tests": junit_outcomes(junit)})
+
+
+def junit_outcomes(path: Path) -> dict[str, str]:
+    """{test id: passed | failed | skipped} of the test cases (not collection errors) in a JUnit file."""
+    import xml.etree.ElementTree as ElementTree
+
+    if not path.exists():
+        return {}
+    outcomes = {}
+    for case in ElementTree.parse(path).getroot().iter("testcase"):
+        if not case.get("classname"):
+            continue  # a module that could not be collected, not a test
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error"):
+                outcome = "failed"
+            elif child.tag == "skipped":
+                outcome = "skipped"
+        outcomes[f"{case.get('classname')}::{case.get('name')}"] = outcome
+    return outcomes
+
+
+def compiled(check: Check) -> None:
+    if check.dry:
+        check.record("bench-compile", "skipped", 0.0, reason="dry mode: compiling takes minutes on a CPU")
+        return
+    sizes = check.sizes
+    check.run(
+        "bench-compile",
+        [sys.executable, "-m", "ser.tools.bench", "--device", sizes.device, "--models", "mssenet",
+         "--implementations", "reference", "--compile", "reduce-overhead",
+         "--steps", str(sizes.bench_steps), "--warmup", str(sizes.bench_warmup),
+         "--out", str(check.out / "bench-compile.json")],
+        limit=check.remaining(),
+    )
+
+
+STEPS: tuple[tuple[str, Callable[[Check, Path], None]], ...] = (
+    ("environment", lambda check, root: environment(check)),
+    ("bench", lambda check, root: benchmarks(check, [("32", 188)])),
+    ("folds", short_fold_runs),
+    ("folds-full", full_fold_run),
+    # dry: bf16 once (606 frames is the same code at another size)
+    ("bench-more", lambda check, root: benchmarks(
+        check, [("bf16", 188)] if check.dry else [("bf16", 188), ("32", 606), ("bf16", 606)]
+    )),
+    ("ddp", ddp),
+    ("features", lambda check, root: features(check)),
+    ("tests", lambda check, root: gpu_tests(check)),
+    ("compile", lambda check, root: compiled(check)),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ser.tools.gpu_check", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--out", type=Path, default=Path("gpu-check"), help="folder of the JSON records")
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for the whole check")
+    parser.add_argument("--work", type=Path, default=None, help="corpus and runs (default: OUT/work)")
+    parser.add_argument(
+        "--dry", action="store_true", help="toy sizes on the CPU (the default without CUDA)"
+    )
+    parser.add_argument(
+        "--compile", default=None, choices=COMPILE_MODES,
+        help="model.compile mode of every fold run (e.g. reduce-overhead)",
+    )
+    parser.add_argument(
+        "--full-jobs", type=int, default=None,
+        help="only the full protocol (10 folds x 200 epochs), with this many fold jobs at once",
+    )
+    args = parser.parse_args(argv)
+    dry = args.dry or not torch.cuda.is_available()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if any(args.out.glob("*.json")):
+        parser.error(f"--out {args.out}: holds records of an earlier check; give an empty folder")
+    root = (args.work or args.out / "work").resolve()
+    if args.full_jobs is not None and args.full_jobs < 1:
+        parser.error(f"--full-jobs {args.full_jobs}: expected a number of jobs >= 1")
+    check = Check(
+        args.out, time.monotonic() + args.budget, dry, Sizes.for_mode(dry),
+        fold_overrides=(f"model.compile={args.compile}",) if args.compile else (),
+        full_jobs=args.full_jobs,
+    )
+    steps = STEPS if args.full_jobs is None else [
+        (name, step) for name, step in STEPS if name in ("environment", "folds-full")
+    ]
+    for name, step in steps:
+        if check.remaining() < 5:
+            check.record(name, "skipped", 0.0, reason="time budget spent")
+            continue
+        began = time.monotonic()
+        try:
+            step(check, root)
+        except Exception as error:  # one broken step must not hide the others' figures
+            check.record(name, f"failed ({type(error).__name__}: {error})", time.monotonic() - began)
+    failed = [step["step"] for step in check.steps if step["status"] not in ("ok", "skipped")]
+    print(f"[gpu-check] records in {args.out}; failed steps: {failed or 'none'}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

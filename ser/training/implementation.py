@@ -1,0 +1,115 @@
+"""`model.net.implementation=auto`: the implementation measured fastest where the run trains.
+
+MS-SENet and TIM-Net have two computations with the same parameters and state dicts
+(ser/models): `reference`, the direct transcription (cuDNN convolutions on a GPU), and
+`fast`, tuned for CPUs (patch GEMMs and fused C kernels). Which one is faster depends on
+the device, so the default `auto` is resolved here, once, when the network is built, from
+the benchmark records in docs/bench/ (`python -m ser.tools.bench --device ...`):
+
+- cpu: `fast` (docs/bench/cpu-2core-*.json: 13-16x the reference's training rate for
+  MS-SENet on 2 cores);
+- cuda: `reference` (docs/bench/gpu-h200/bench-32-188.json and bench-32-606.json: on an
+  H200 the reference trains MS-SENet at 2.7x and 2.9x the fast formulation's rate, whose
+  chunked loops launch more kernels where launches are the cost).
+
+The fast formulation computes in float32 only, so with a mixed precision (bf16 autocast)
+`auto` takes the reference, and an explicit `fast` is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from ser.settings import ConfigError
+
+IMPLEMENTATIONS = ("reference", "fast")
+# Device type -> the implementation measured fastest there (docs/bench/README.md).
+FASTEST_ON_DEVICE = {"cpu": "fast", "cuda": "reference"}
+# Devices without a measurement (Apple's MPS, ...) get the plain PyTorch computation.
+UNMEASURED_DEVICE_CHOICE = "reference"
+FULL_PRECISION = ("32-true", "32", "64-true", "64")
+
+
+def device_type(accelerator: Any) -> str:
+    """The device type a Lightning `accelerator` setting trains on: cpu, cuda or mps."""
+    name = str(accelerator).lower()
+    if name == "cpu":
+        return "cpu"
+    if name in ("gpu", "cuda"):
+        return "cuda"
+    if name == "mps":
+        return "mps"
+    if name == "auto":  # Lightning's own order of preference
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    return name  # tpu and others: no measurement, see UNMEASURED_DEVICE_CHOICE
+
+
+def is_full_precision(precision: Any) -> bool:
+    return str(precision) in FULL_PRECISION
+
+
+def resolve_implementation(
+    requested: str, device: str, precision: Any = "32-true", compiled: bool = False
+) -> str:
+    """The implementation a network built for `device` at `precision` uses.
+
+    `requested` is `model.net.implementation`: `auto`, `reference` or `fast`.
+    Raises ConfigError (one line, exit code 2) for an unknown name, and for `fast` with a
+    mixed precision, which it cannot compute, or compiled (`model.compile`): its Python
+    autograd functions and C kernels are opaque to torch.compile, so `auto` then takes
+    the reference.
+    """
+    if requested not in (*IMPLEMENTATIONS, "auto"):
+        raise ConfigError(
+            f"model.net.implementation={requested}: expected auto, "
+            + " or ".join(IMPLEMENTATIONS)
+        )
+    if compiled:
+        if requested == "fast":
+            raise ConfigError(
+                "model.net.implementation=fast cannot be compiled (model.compile): "
+                "use model.net.implementation=auto or reference"
+            )
+        return "reference"
+    if not is_full_precision(precision):
+        if requested == "fast":
+            raise ConfigError(
+                f"model.net.implementation=fast computes in float32 only, but "
+                f"trainer.precision={precision}: use model.net.implementation=auto or reference"
+            )
+        return "reference"
+    if requested != "auto":
+        return requested
+    return FASTEST_ON_DEVICE.get(device, UNMEASURED_DEVICE_CHOICE)
+
+
+def resolve_for_run(cfg: Any) -> str | None:
+    """The implementation of the run's network, from `model.net.implementation`, the
+    trainer's device and precision, and `model.compile`; None without such a setting."""
+    requested = OmegaConf.select(cfg, "model.net.implementation", default=None)
+    if requested is None:
+        return None
+    trainer_cfg = cfg.get("trainer")
+    accelerator = trainer_cfg.get("accelerator", "auto") if trainer_cfg is not None else "auto"
+    precision = trainer_cfg.get("precision", "32-true") if trainer_cfg is not None else "32-true"
+    compiled = OmegaConf.select(cfg, "model.compile", default=None) is not None
+    return resolve_implementation(str(requested), device_type(accelerator), precision, compiled)
+
+
+def check_implementation(cfg: Any) -> str | None:
+    """`model.compile` and the implementation the run's network will use, checked before
+    anything is built (ConfigError: one line, exit code 2)."""
+    from ser.training.module import check_compile_mode
+
+    try:
+        check_compile_mode(OmegaConf.select(cfg, "model.compile", default=None))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return resolve_for_run(cfg)
