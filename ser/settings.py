@@ -100,6 +100,7 @@ _FEATURE_RULES: dict[str, Number] = {
     "hop_length": COUNT,
     "n_mels": COUNT,
     "top_db": Number(low=0, nullable=True),
+    "batch_size": COUNT,  # features=ssl: utterances per forward pass
 }
 # Checked in this order, so a value interpolated from another setting is reported under
 # the name the user typed (fusion.se.reduction before model.net.se_reduction, which reads it).

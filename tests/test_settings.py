@@ -81,7 +81,7 @@ def shipped_configs() -> list[list[str]]:
     configs += [[f"experiment={name}", "dataset=emodb"] for name in names("experiment")]
     configs += [[f"model/{group}={name}"] for group in ("kernels", "se", "regularizer") for name in names(f"model/{group}")]
     configs += [[f"features={name}"] for name in names("features")]
-    configs += [["model=timnet"], ["cv=speaker"], ["callbacks=early_stopping", "cv.validation=0.1"],
+    configs += [["model=timnet"], ["cv=speaker"], ["cv=predefined", "cv.select=best_val_uar"], ["callbacks=early_stopping", "cv.validation=0.1"],
                 ["task=cross_corpus", "+dataset@test_dataset=synthetic"], ["debug=fast"]]
     return configs
 

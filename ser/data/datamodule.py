@@ -12,10 +12,10 @@ fold by fold.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +25,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from ser.data.corpora import Corpus, CorpusError, get_corpus
+from ser.data.corpora.base import CORPUS_RATE
+from ser.data.corpora.labelled import COVERED_SHARE, covering_seconds
 from ser.data.extraction import (
     BAD_FILE_CHOICES,
     FEATURE_CACHE_VERSION,
@@ -32,9 +34,11 @@ from ser.data.extraction import (
     load_or_extract,
     resolve_feature_device,
 )
-from ser.data.features import FeatureSettings
+from ser.data.feature_kinds import AnyFeatureSettings, feature_settings
 from ser.data.manifest import Manifest
 from ser.data.sampling import EpochSeededSampler
+
+log = logging.getLogger(__name__)
 
 # Without a validation split `val_dataloader` returns [] on purpose; Lightning warns about it.
 warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
@@ -52,14 +56,15 @@ class FoldDataModule(pl.LightningDataModule):
     # `progress` setting, not a dataset one: the engine sets it (ser.training.build).
     progress: bool = True
 
-    def __init__(self, corpus: str, batch_size: int = 64, num_workers: int = 0) -> None:
+    def __init__(self, corpus: str | Corpus, batch_size: int = 64, num_workers: int = 0) -> None:
         super().__init__()
-        self.corpus: Corpus = get_corpus(corpus)
+        # A registered layout by name, or a corpus built from its settings (a manifest).
+        self.corpus: Corpus = corpus if isinstance(corpus, Corpus) else get_corpus(corpus)
         if batch_size < 1:
             raise ValueError(f"dataset.batch_size must be a positive integer, got {batch_size}")
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.feature_settings: FeatureSettings
+        self.feature_settings: AnyFeatureSettings
         self.manifest: Manifest | None = None
         self.features: torch.Tensor | None = None
         self.targets: torch.Tensor | None = None
@@ -177,7 +182,7 @@ class CorpusDataModule(FoldDataModule):
         self,
         corpus: str,
         root: str | None,
-        features: dict | FeatureSettings,
+        features: dict | AnyFeatureSettings,
         cache_dir: str | None = None,
         signal_length: int | None = None,
         batch_size: int = 64,
@@ -194,9 +199,14 @@ class CorpusDataModule(FoldDataModule):
                 f"pointing at the downloaded corpus"
             )
         self.root = Path(root).expanduser().resolve()
-        settings = dict(features) if not isinstance(features, FeatureSettings) else asdict(features)
-        settings["signal_length"] = int(signal_length or self.corpus.signal_length)
-        self.feature_settings = FeatureSettings(**settings)
+        self.features_config = features
+        self.signal_length = signal_length
+        self._feature_settings: AnyFeatureSettings | None = None
+        if signal_length is not None or self.corpus.signal_length is not None:
+            # The corpus's length is a duration: samples at 22 050 Hz (docs/reference.md),
+            # taken at the recipe's own rate (16 kHz for features=ssl).
+            corpus_seconds = None if self.corpus.signal_length is None else self.corpus.signal_length / CORPUS_RATE
+            self._feature_settings = feature_settings(features, signal_length, corpus_seconds)
         self.cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else None
         if on_bad_file not in BAD_FILE_CHOICES:
             raise ValueError(f"dataset.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
@@ -208,10 +218,28 @@ class CorpusDataModule(FoldDataModule):
             raise ValueError(f"dataset.load_threads must be positive or null, got {load_threads}")
         self.load_threads = load_threads or min(4, os.cpu_count() or 1)
 
+    @property
+    def feature_settings(self) -> AnyFeatureSettings:
+        """The recipe and signal length; a corpus without a fixed length (the user's own)
+        knows it once its manifest is read (`build_manifest`)."""
+        if self._feature_settings is None:
+            raise RuntimeError(f"{self.corpus.name}: the signal length is known once build_manifest() has run")
+        return self._feature_settings
+
     # -- preparation --------------------------------------------------------------------
     def build_manifest(self) -> Manifest:
         """Parse the corpus directory (subclasses may create it first)."""
-        return self.corpus.build_manifest(self.root, check_counts=self.check_counts)
+        manifest = self.corpus.build_manifest(self.root, check_counts=self.check_counts)
+        if self._feature_settings is None:
+            self._feature_settings = feature_settings(
+                self.features_config, seconds=covering_seconds(manifest)
+            )
+            log.info(
+                "%s: dataset.signal_length null: %d samples at %d Hz, covering %d%% of the utterances",
+                self.corpus.name, self._feature_settings.signal_length,
+                self._feature_settings.sample_rate, round(COVERED_SHARE * 100),
+            )
+        return manifest
 
     def cache_path(self, manifest: Manifest) -> Path | None:
         if self.cache_dir is None:
@@ -311,10 +339,23 @@ class SaveeDataModule(FixedCorpusDataModule):
     corpus_name = "savee"
 
 
+class CremaDDataModule(FixedCorpusDataModule):
+    """CREMA-D (English, 6 classes, 91 actors; AudioWAV/ only)."""
+
+    corpus_name = "crema_d"
+
+
+class TessDataModule(FixedCorpusDataModule):
+    """TESS (English, 7 classes, 2 speakers)."""
+
+    corpus_name = "tess"
+
+
 DATAMODULES: dict[str, type[FixedCorpusDataModule]] = {
     cls.corpus_name: cls
     for cls in (
         CasiaDataModule, EmoDBDataModule, EmovoDataModule,
         IemocapDataModule, RavdessDataModule, SaveeDataModule,
+        CremaDDataModule, TessDataModule,
     )
 }

@@ -22,7 +22,8 @@ import torch
 
 from ser.data.audio import AudioFileError, is_silent, load_audio
 from ser.data.corpora import CorpusError
-from ser.data.features import FeatureSettings, extract_features, fix_length
+from ser.data.feature_kinds import AnyFeatureSettings
+from ser.data.features import fix_length
 from ser.data.manifest import Manifest
 from ser.tracking.atomic import atomic_torch_save, exclusive_lock
 from ser.tracking.progress import bar
@@ -76,7 +77,7 @@ def _loaded(
 
 def extract_manifest(
     manifest: Manifest,
-    settings: FeatureSettings,
+    settings: AnyFeatureSettings,
     *,
     feature_device: str,
     on_bad_file: str,
@@ -98,7 +99,7 @@ def extract_manifest(
     def flush() -> None:
         if signals:
             waveforms = torch.from_numpy(np.stack(signals))
-            pieces.append(extract_features(waveforms, settings, device=device))
+            pieces.append(settings.extract(waveforms, device=device))
             signals.clear()
 
     paths = [u.path for u in manifest.utterances]

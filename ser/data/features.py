@@ -36,7 +36,7 @@ _AMIN = 1e-10
 _REF = 1.0
 
 # Keys Hydra adds to instantiable configs; they describe the config, not the settings.
-_HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
+HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
 
 _INT_FIELDS = ("sample_rate", "signal_length", "n_mfcc", "n_fft", "hop_length", "n_mels")
 
@@ -125,9 +125,18 @@ class FeatureSettings:
         """Frames per utterance with centred STFT frames."""
         return 1 + self.signal_length // self.hop_length
 
+    @staticmethod
+    def rate_of(values: Mapping[str, Any]) -> int:
+        """The sample rate settings made of `values` read audio at."""
+        return _as_int("sample_rate", values.get("sample_rate", 22050))
+
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (JSON-serialisable), e.g. for checkpoints."""
         return dataclasses.asdict(self)
+
+    def extract(self, waveforms: Tensor, device: torch.device | str | None = None) -> Tensor:
+        """`extract_features` with these settings (the interface every recipe shares)."""
+        return extract_features(waveforms, self, device=device)
 
     def key(self) -> str:
         """A short, stable hash of every field, for feature cache keys."""
@@ -159,7 +168,7 @@ def settings_from_mapping(mapping: Mapping[str, Any]) -> FeatureSettings:
     default); Hydra's own keys such as ``_target_`` are ignored.
     """
     known = {f.name for f in dataclasses.fields(FeatureSettings)}
-    values = {str(k): v for k, v in mapping.items() if str(k) not in _HYDRA_KEYS}
+    values = {str(k): v for k, v in mapping.items() if str(k) not in HYDRA_KEYS}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(

@@ -12,13 +12,21 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Utterance:
-    """One labelled recording of a corpus."""
+    """One labelled recording of a corpus.
+
+    `split`: train, val or test where the data fixes the protocol (a manifest's split
+    column, `cv=predefined`); `duration`: seconds, where the data states it; `origin`:
+    where the row was read ("FILE line N"), so that errors about it can name it.
+    """
 
     path: str
     label: str
     speaker: str
     session: str | None = None
     text: str | None = None
+    split: str | None = None
+    duration: float | None = None
+    origin: str | None = None
 
     def relative_to(self, root: Path) -> str:
         """The path relative to the corpus root, used in cache keys and reports."""

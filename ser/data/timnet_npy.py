@@ -157,6 +157,11 @@ class TimNetFeatureDataModule(FoldDataModule):
             settings = asdict(features)
         else:
             settings = dict(features or {})
+        if settings.get("kind", "mfcc") != "mfcc":
+            raise FeatureFileError(
+                f"dataset=timnet_npy holds the TIM-Net authors' MFCCs; features.kind={settings['kind']} "
+                f"cannot apply to it (use features=mfcc, or a corpus's audio)"
+            )
         # The settings the file was made with, as TIM-Net's recipe for this corpus.
         settings["signal_length"] = int(signal_length or self.corpus.signal_length)
         self.feature_settings = FeatureSettings(**settings)

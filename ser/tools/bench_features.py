@@ -1,6 +1,6 @@
 """Feature extraction speed: our batched torchaudio MFCCs versus `librosa.feature.mfcc`.
 
-    python -m ser.tools.bench_features --files 500
+    python -m ser.tools.bench_features --files 500 [--ssl WAVLM_BASE_PLUS]
 
 Writes N synthetic clips (EMODB's layout, 16 kHz like EMODB, 1.5-4 s) to a temporary
 folder and times, on the same files in one run:
@@ -11,8 +11,11 @@ folder and times, on the same files in one run:
 - the MFCC step alone on signals already in memory: our `extract_features` on the CPU
   (and on the GPU when there is one) against `librosa.feature.mfcc`.
 
-It also prints the largest difference between the two feature matrices. A benchmark,
-not a test: the figures depend on the machine.
+It also prints the largest difference between the two feature matrices. `--ssl MODEL`
+adds `features=ssl` (ser.data.ssl_features) on the same files: end to end (read and
+resample to 16 kHz, the model's frame features) and the model alone, on the CPU and the
+GPU; the model has random weights, which cost what trained ones do. A benchmark, not a
+test: the figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import soundfile
 import torch
 
 from ser.data.datamodule import CorpusDataModule
+from ser.data.feature_kinds import feature_settings
 from ser.data.features import FeatureSettings, extract_features, fix_length
 from ser.data.synthetic import EMOTION_LETTERS, SPEAKER_CODES, TEXT_CODES
 
@@ -70,6 +74,41 @@ def timed(function: Callable[[], object], repeats: int = 1) -> tuple[float, obje
     return best, result
 
 
+def ssl_rows(root: Path, model: str, signal_seconds: float, count: int) -> list[tuple[str, float]]:
+    """Utterances per second of `features=ssl` with `model` (random weights) on the clips."""
+    from ser.data import ssl_features
+
+    weights = root / f"{model}.pt"
+    torch.save(ssl_features.architecture(model).state_dict(), weights)
+    features = {"kind": "ssl", "model": model, "weights": str(weights)}
+    rows = []
+
+    def end_to_end() -> torch.Tensor:
+        module = CorpusDataModule(
+            corpus="synthetic", root=str(root), features=features, cache_dir=None,
+            signal_length=round(signal_seconds * 16000), feature_device="auto",
+        )
+        module.prepare_data()
+        return module.features
+
+    seconds, out = timed(end_to_end)
+    device = "GPU" if torch.cuda.is_available() else "CPU"
+    rows.append((f"ssl {model}, end to end (read + resample + model), {device}", count / seconds))
+    settings = feature_settings(features, seconds=signal_seconds)
+    waveforms = torch.randn(count, settings.signal_length) * 0.1
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        def model_only(device: str = device) -> torch.Tensor:
+            out = settings.extract(waveforms, device=device)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            return out
+
+        model_only()
+        seconds, _ = timed(model_only)
+        rows.append((f"ssl {model}, model only, {device.upper()} ({tuple(out.shape[1:])} per utterance)", count / seconds))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=300, help="number of clips (default 300)")
@@ -78,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--load-threads", type=int, default=None, help="files read in parallel (default: up to 4)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ssl", default=None, metavar="MODEL", help="also time features=ssl with this bundle")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         seconds, reference = timed(librosa_mfcc)
         rows.append(("librosa, MFCC only (feature.mfcc per file)", n / seconds))
         difference = float(np.max(np.abs(ours.numpy() - reference)))
+        if args.ssl:
+            rows += ssl_rows(root, args.ssl, settings.signal_length / settings.sample_rate, n)
 
     print(
         f"{n} clips of 1.5-4 s at {args.sample_rate} Hz -> {settings.signal_length} samples at "

@@ -1,6 +1,7 @@
 """Model complexity report: parameters, size, MACs per utterance and CPU latency per variant.
 
-    python -m ser.tools.complexity [--corpus emodb] [--frames N] [--runs 5] [--out report.json|report.md]
+    python -m ser.tools.complexity [--corpus emodb] [--features mfcc|logmel|ssl] [--frames N] [--runs 5]
+        [--out report.json|report.md]
 
 Each variant is composed from the Hydra configs in ``ser/conf/`` (``model=...`` plus the
 ablation groups), so the report always describes the networks that ``train.py`` builds.
@@ -60,6 +61,9 @@ class ComplexityRow:
     macs: int
     latency_ms: float | None
     frames: int
+    # Median ms of one training step (forward, backward, Adam) at `train_batch`, if measured.
+    train_step_ms: float | None = None
+    train_batch: int | None = None
 
 
 def parameter_count(net: nn.Module) -> int:
@@ -113,6 +117,30 @@ def cpu_latency_ms(
     return statistics.median(times)
 
 
+def train_step_ms(
+    net: nn.Module, frames: int, input_dim: int, batch: int, runs: int = 5, threads: int = 1
+) -> float:
+    """Median milliseconds of a training step (forward, cross-entropy, backward, Adam) on the CPU."""
+    net = copy.deepcopy(net).cpu().train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.randn(batch, frames, input_dim)
+    y = torch.randint(0, net.classifier.out_features, (batch,))
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    times = []
+    try:
+        for step in range(runs + 1):  # the first step warms up
+            start = time.perf_counter()
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            optimizer.step()
+            if step:
+                times.append((time.perf_counter() - start) * 1000)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return statistics.median(times)
+
+
 def compose_model(overrides: Sequence[str]):
     """The root config composed with ``overrides`` (as ``python train.py OVERRIDES``)."""
     from ser.conf import compose
@@ -129,14 +157,16 @@ def build_variant(variant: Variant, num_classes: int, input_dim: int) -> tuple[s
     return str(cfg.variant), net
 
 
-def corpus_shape(corpus: str) -> tuple[int, int, int]:
-    """(frames, features, classes) of one utterance of ``corpus`` with the default features."""
+def corpus_shape(corpus: str, features: str = "mfcc") -> tuple[int, int, int]:
+    """(frames, features, classes) of one utterance of ``corpus`` with ``features=<features>``
+    (ssl: the frames and width of its model; no weights are needed for the shape)."""
     from ser.data.corpora import get_corpus
-    from ser.data.features import settings_from_mapping
+    from ser.data.corpora.base import CORPUS_RATE
+    from ser.data.feature_kinds import feature_settings
 
     layout = get_corpus(corpus)
-    features = compose_model(()).features
-    settings = settings_from_mapping({**features, "signal_length": layout.signal_length})
+    config = compose_model((f"features={features}",)).features
+    settings = feature_settings(config, seconds=layout.signal_length / CORPUS_RATE)
     return settings.num_frames, settings.num_features, len(layout.class_names)
 
 
@@ -147,9 +177,11 @@ def complexity_report(
     variants: Sequence[Variant] = VARIANTS,
     latency: bool = True,
     threads: int = 1,
+    features: str = "mfcc",
+    train_batch: int | None = None,
 ) -> list[ComplexityRow]:
-    """One row per variant at ``frames`` (default: the corpus's frame count)."""
-    corpus_frames, input_dim, num_classes = corpus_shape(corpus)
+    """One row per variant at ``frames`` (default: the corpus's frame count) of ``features``."""
+    corpus_frames, input_dim, num_classes = corpus_shape(corpus, features)
     frames = int(frames or corpus_frames)
     if frames < 1:
         raise ValueError(f"frames must be positive, got {frames}")
@@ -170,6 +202,11 @@ def complexity_report(
                     if latency else None
                 ),
                 frames=frames,
+                train_step_ms=(
+                    round(train_step_ms(net, frames, input_dim, train_batch, runs, threads), 1)
+                    if train_batch else None
+                ),
+                train_batch=train_batch,
             )
         )
     return rows
@@ -178,17 +215,24 @@ def complexity_report(
 HEADERS = ("model", "variant", "parameters", "size MB", "MACs (M)", "CPU latency ms")
 
 
+def _headers(rows: Sequence[ComplexityRow]) -> tuple[str, ...]:
+    batch = rows[0].train_batch if rows else None
+    return HEADERS + ((f"train step ms (batch {batch})",) if batch else ())
+
+
 def _cells(row: ComplexityRow) -> list[str]:
     latency = f"{row.latency_ms:.1f}" if row.latency_ms is not None else "-"
-    return [
+    cells = [
         row.label, row.variant, f"{row.parameters:,}", f"{row.size_mb:.3f}",
         f"{row.macs / 1e6:.2f}", latency,
     ]
+    return cells + ([f"{row.train_step_ms:.1f}"] if row.train_step_ms is not None else [])
 
 
 def to_markdown(rows: Sequence[ComplexityRow], title: str) -> str:
-    lines = [f"**{title}**", "", "| " + " | ".join(HEADERS) + " |"]
-    lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2)) + "|")
+    headers = _headers(rows)
+    lines = [f"**{title}**", "", "| " + " | ".join(headers) + " |"]
+    lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(headers) - 2)) + "|")
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -198,7 +242,7 @@ def print_table(rows: Sequence[ComplexityRow], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for i, header in enumerate(HEADERS):
+    for i, header in enumerate(_headers(rows)):
         table.add_column(header, justify="left" if i < 2 else "right")
     for row in rows:
         table.add_row(*_cells(row))
@@ -224,26 +268,29 @@ def main(argv: Sequence[str] | None = None) -> list[ComplexityRow]:
     )
     parser.add_argument("--corpus", default="emodb", help="frame count and classes of this corpus")
     parser.add_argument("--frames", type=int, default=None, help="override the frame count")
+    parser.add_argument("--features", default="mfcc", help="a features config: mfcc (39-d), logmel, ssl (768-d)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per variant (median)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for the latency")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency timing")
+    parser.add_argument("--train-step", type=int, default=None, metavar="BATCH",
+                        help="also time a training step (forward, backward, Adam) at this batch size")
     parser.add_argument("--out", type=Path, default=None, help="also write .json or .md")
     args = parser.parse_args(argv)
     try:
         rows = complexity_report(
             args.corpus, args.frames, args.runs, latency=not args.no_latency,
-            threads=args.threads,
+            threads=args.threads, features=args.features, train_batch=args.train_step,
         )
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
     threads = args.threads
     title = (
-        f"{args.corpus}: {rows[0].frames} frames per utterance, batch 1, "
+        f"{args.corpus}, features={args.features}: {rows[0].frames} frames per utterance, batch 1, "
         f"CPU with {threads} thread(s), torch {torch.__version__}"
     )
     print_table(rows, title)
     if args.out is not None:
-        meta = {"corpus": args.corpus, "frames": rows[0].frames, "threads": threads,
+        meta = {"corpus": args.corpus, "features": args.features, "frames": rows[0].frames, "threads": threads,
                 "torch": torch.__version__, "latency_runs": args.runs}
         print(f"wrote {write_report(rows, args.out, title, meta)}")
     return rows

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ser.data.features import FeatureSettings, extract_features, fix_length, settings_from_mapping
+from ser.data.feature_kinds import AnyFeatureSettings, feature_settings
+from ser.data.features import fix_length
 from ser.training.checkpoint import (
     EXPECTED,
     METADATA_KEY,
@@ -39,7 +40,7 @@ class LoadedCheckpoint:
     path: Path
     net: nn.Module
     class_names: list[str]
-    feature_settings: FeatureSettings
+    feature_settings: AnyFeatureSettings
     metadata: dict[str, Any]
 
     @property
@@ -73,7 +74,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         raise CheckpointError(f"{path}: '{METADATA_KEY}.class_names' is not a list of names; expected {EXPECTED}")
     class_names = list(names)
     try:
-        settings = settings_from_mapping(metadata["feature_settings"])
+        settings = feature_settings(metadata["feature_settings"])
     except (TypeError, ValueError, AttributeError) as error:
         raise CheckpointError(f"{path}: unusable feature settings ({error})") from error
     net = build_network(path, checkpoint)
@@ -126,7 +127,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_waveforms(files: Sequence[Path], settings: FeatureSettings) -> torch.Tensor:
+def load_waveforms(files: Sequence[Path], settings: AnyFeatureSettings) -> torch.Tensor:
     """The files as one (N, signal_length) tensor: resampled, mono, length fixed."""
     from ser.data.audio import load_audio
 
@@ -147,7 +148,7 @@ def predict_files(
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         waveforms = load_waveforms(chunk, loaded.feature_settings)
-        features = extract_features(waveforms, loaded.feature_settings, device=device)
+        features = loaded.feature_settings.extract(waveforms, device=device)
         probabilities = torch.softmax(loaded.net(features.to(device)).float(), dim=1).cpu().numpy()
         predictions.extend(Prediction(file, row) for file, row in zip(chunk, probabilities, strict=True))
     return predictions

@@ -11,6 +11,9 @@ Strategies (`cv.strategy`):
   and each block is one test fold: RAVDESS with `cv.folds=6` tests actors 01-04,
   05-08, ..., 21-24, each block two male (odd) and two female (even) actors.
 
+- `predefined`: the one fold the data fixes, from each row's split (a manifest's split
+  column): train rows train, test rows test, val rows are the validation split.
+
 `validation_split` carves a stratified validation set out of a training fold; it never
 touches the test rows.
 """
@@ -23,10 +26,12 @@ import numpy as np
 from sklearn.model_selection import KFold, LeaveOneGroupOut, train_test_split
 
 from ser.data.corpora import natural_key
+from ser.data.manifest import Manifest
 
 Fold = tuple[np.ndarray, np.ndarray]
 
 STRATEGIES = ("kfold", "speaker")
+SPLITS = ("train", "val", "test")
 GROUP_BY = ("auto", "speaker", "session")
 
 
@@ -112,6 +117,49 @@ def speaker_splits(
     return [(train, test) for train, test in LeaveOneGroupOut().split(rows, groups=block)]
 
 
+def check_class_sizes(manifest: Manifest, folds: int) -> None:
+    """Refuse a class with fewer utterances than folds (some folds would never test it),
+    naming the rows, and the file they come from where the manifest knows it. Applied to
+    the corpora whose layout asks for it (`Corpus.refuses_small_classes`: the user's own)."""
+    for name in manifest.class_names:
+        rows = [u for u in manifest.utterances if u.label == name]
+        if len(rows) >= folds:
+            continue
+        origins = [u.origin for u in rows if u.origin]
+        where = manifest.corpus
+        if origins:
+            file = origins[0].rsplit(" line ", 1)[0]
+            where = f"{file} (lines {', '.join(o.rsplit(' line ', 1)[-1] for o in origins)})"
+        raise ValueError(
+            f"{where}: class {name!r} has {len(rows)} utterance(s), fewer than the {folds} folds of "
+            f"cv.folds={folds}; lower cv.folds, add utterances, or merge or drop the class with dataset.label_map"
+        )
+
+
+def predefined_split(splits: Sequence[str | None], origins: Sequence[str | None], corpus: str) -> Fold:
+    """The one fold a split column fixes: (train rows, test rows); val rows are
+    `predefined_validation`'s."""
+    for split, origin in zip(splits, origins, strict=True):
+        if split not in SPLITS:
+            where = origin or corpus
+            raise ValueError(
+                f"{where}: cv=predefined needs the split (train, val or test) of every utterance, "
+                f"but this row has none; add a split column to the manifest or use cv=kfold"
+            )
+    labels = np.asarray(splits, dtype=object)
+    train, test = np.flatnonzero(labels == "train"), np.flatnonzero(labels == "test")
+    for name, rows in (("train", train), ("test", test)):
+        if len(rows) == 0:
+            raise ValueError(f"{corpus}: cv=predefined, but no row has split={name}")
+    return train, test
+
+
+def predefined_validation(splits: Sequence[str | None]) -> np.ndarray | None:
+    """The rows whose split is val (None: there are none)."""
+    rows = np.flatnonzero(np.asarray(splits, dtype=object) == "val")
+    return rows if len(rows) else None
+
+
 def make_folds(
     strategy: str,
     num_utterances: int,
@@ -124,7 +172,8 @@ def make_folds(
     """Folds for `cv.strategy`; `kfold` is the papers' utterance-level protocol.
 
     `speaker` uses `speakers` (or `sessions`, see `speaker_groups`); `folds=None`
-    means one fold per speaker or session.
+    means one fold per speaker or session. (`predefined` is `predefined_split`'s: it
+    needs the rows' splits.)
     """
     if strategy == "kfold":
         if folds is None:

@@ -30,18 +30,30 @@ def check_selection(cfg: DictConfig) -> None:
     select = str(cfg.cv.get("select") or "last")
     if select not in SELECTIONS:
         raise ConfigError(f"cv.select must be one of {list(SELECTIONS)}, got {select!r}")
+    if cfg.cv.get("strategy") == "predefined":
+        if cfg.cv.get("validation") is not None:
+            raise ConfigError(
+                f"cv.validation={cfg.cv.validation}: cv=predefined takes its validation rows from the "
+                f"manifest's split column (split=val); leave cv.validation null"
+            )
+        return  # whether there are val rows to choose on is known from the data (split_validation)
     if cfg.cv.get("validation") is not None:
         return
-    monitors = [
-        (name, str(c.get("monitor"))) for name, c in (cfg.get("callbacks") or {}).items()
-        if c is not None and str(c.get("monitor") or "").startswith("val/")
-    ]
+    monitors = _monitors(cfg)
     if select != "last" or monitors:
         what = f"cv.select={select}" if select != "last" else f"callbacks.{monitors[0][0]}"
         raise ConfigError(
             f"{what} chooses on validation metrics, but cv.validation is null; set "
             f"cv.validation=0.1 (a split of each training fold; the test fold never chooses)"
         )
+
+
+def _monitors(cfg: DictConfig) -> list[tuple[str, str]]:
+    """The configured callbacks that watch a validation metric: (name, metric)."""
+    return [
+        (name, str(c.get("monitor"))) for name, c in (cfg.get("callbacks") or {}).items()
+        if c is not None and str(c.get("monitor") or "").startswith("val/")
+    ]
 
 
 def protocol_record(cfg: DictConfig) -> dict[str, Any]:
@@ -58,6 +70,14 @@ def split_validation(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(training rows, validation rows or None): `cv.validation` of the fold, stratified."""
     fraction = cfg.cv.get("validation")
+    if cfg.cv.get("strategy") == "predefined":
+        validation = folds.predefined_validation([u.split for u in datamodule.manifest.utterances])
+        if validation is None and (str(cfg.cv.get("select") or "last") != "last" or _monitors(cfg)):
+            raise ConfigError(
+                f"cv=predefined chooses on validation metrics here, but no row of "
+                f"{datamodule.corpus.name} has split=val; add val rows or use cv.select=last"
+            )
+        return np.asarray(train_rows, dtype=np.int64), validation
     if fraction is None:
         return np.asarray(train_rows, dtype=np.int64), None
     labels = datamodule.targets.numpy()

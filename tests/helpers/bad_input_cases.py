@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 from omegaconf import open_dict
 
 from tests.helpers import forged_files as forged
@@ -144,6 +145,81 @@ def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
     label_file = root / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt"
     deny(patch, label_file)
     return {"{root}": str(root), "{file}": str(label_file)}
+
+
+# -- your own data: manifests and label folders ------------------------------------------
+def manifest_with(folder: Path, lines: list[str], name: str = "train.csv") -> Placeholders:
+    """A manifest of `lines` beside six tiny clips a.wav .. f.wav."""
+    mine = folder / "mine"
+    for i, audio in enumerate("abcdef"):
+        write_wav(mine / f"{audio}.wav", seed=i)
+    path = mine / name
+    path.write_text("\n".join(lines) + "\n")
+    return {"{file}": str(path), "{root}": str(mine)}
+
+
+TWO_CLASSES = ["path,label", "a.wav,happy", "b.wav,sad"]
+MANIFESTS: dict[str, Callable[[Path], Placeholders]] = {
+    "manifest-not-found": lambda f: {"{file}": str(f / "mine" / "train.csv")},
+    "manifest-format": lambda f: manifest_with(f, TWO_CLASSES, name="train.txt"),
+    "manifest-columns": lambda f: manifest_with(f, ["path,emotion", "a.wav,happy"]),
+    "manifest-audio-missing": lambda f: manifest_with(f, ["path,label", "a.wav,happy", "gone.wav,sad"]),
+    "manifest-empty-label": lambda f: manifest_with(f, ["path,label", "a.wav,happy", "b.wav,"]),
+    "manifest-duplicate": lambda f: manifest_with(f, [*TWO_CLASSES, "./a.wav,sad"]),
+    "manifest-class-too-small": lambda f: manifest_with(
+        f, ["path,label", *(f"{a}.wav,happy" for a in "abcd"), "e.wav,sad", "f.wav,sad"]
+    ),
+    "manifest-split": lambda f: manifest_with(f, ["path,label,split", "a.wav,happy,dev"]),
+    "manifest-duration": lambda f: manifest_with(f, ["path,label,duration", "a.wav,happy,long"]),
+    "manifest-json": lambda f: manifest_with(f, ['{"path": "a.wav", "label": "happy"}', "not json"], name="train.jsonl"),
+    "manifest-predefined-no-split": lambda f: manifest_with(f, TWO_CLASSES),
+    "manifest-classes": lambda f: manifest_with(f, TWO_CLASSES),
+    "manifest-label-map": lambda f: manifest_with(f, TWO_CLASSES),
+}
+
+
+@setup(*MANIFESTS)
+def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
+    return MANIFESTS[row](folder)
+
+
+def label_folders(folder: Path) -> Path:
+    """A tiny `dataset=folder` corpus: two label folders of one clip each."""
+    for i, label in enumerate(("happy", "sad")):
+        write_wav(folder / "mine" / label / "clip.wav", seconds=0.1, seed=i)
+    return folder / "mine"
+
+
+@setup("folder-no-audio")
+def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
+    root = folder / "mine"
+    (root / "happy").mkdir(parents=True)
+    (root / "happy" / "notes.txt").write_text("recorded 2024")
+    (root / "happy" / ".DS_Store").write_bytes(b"\x00")
+    return {"{root}": str(root)}
+
+
+def ssl_weights(write: Callable[[Path], object]) -> Setup:
+    def prepare_row(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
+        patch.setenv("TORCH_HOME", str(folder / "torch"))  # no cached download
+        patch.delenv("SER_SSL_WEIGHTS", raising=False)
+        weights = folder / "wavlm.pt"
+        write(weights)
+        return {"{root}": str(label_folders(folder)), "{file}": str(weights),
+                "{cache}": str(folder / "torch" / "hub" / "checkpoints" / "wavlm_base_plus.pth")}
+
+    return prepare_row
+
+
+SSL_WEIGHTS: dict[str, Callable[[Path], object]] = {
+    "ssl-no-weights": lambda path: None,
+    "ssl-weights-missing": lambda path: None,
+    "ssl-weights-garbage": garbage,
+    "ssl-weights-code": lambda path: path.write_bytes(pickle.dumps({"x": RunsShell(path.parent / "ran")})),
+    "ssl-weights-other": lambda path: torch.save({"classifier.weight": torch.zeros(2, 3)}, path),
+}
+for _row, _write in SSL_WEIGHTS.items():
+    setup(_row)(ssl_weights(_write))
 
 
 # -- feature files ----------------------------------------------------------------------

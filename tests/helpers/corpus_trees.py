@@ -131,3 +131,67 @@ def make_savee_tree(root: Path, flat: bool, numbers: tuple[int, ...] = (1, 2, 10
     if not flat:
         (root / "AudioData" / "Info.txt").write_text("SAVEE")
     return root
+
+
+def copy_wav(template: Path, path: Path) -> None:
+    """Write the bytes of a tiny valid WAV at `path` (fast enough for thousands of files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(template.read_bytes())
+
+
+CREMA_EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+CREMA_SENTENCES = ("IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI")
+
+
+def crema_d_names(actors: range = range(1001, 1092), complete: bool = True) -> list[str]:
+    """CREMA-D-style names: per actor every sentence in every emotion at level XX, except
+    IEO at LO, MD and HI for the five non-neutral emotions (82 per actor). `complete`:
+    20 of them left out, as a real copy has 1271 clips per emotion and 1087 neutral."""
+    names = []
+    for actor in actors:
+        for sentence in CREMA_SENTENCES:
+            for emotion in CREMA_EMOTIONS:
+                levels = ("LO", "MD", "HI") if sentence == "IEO" and emotion != "NEU" else ("XX",)
+                names += [f"{actor}_{sentence}_{emotion}_{level}.wav" for level in levels]
+    if complete:
+        # 91 actors give 1274 per emotion and 1092 neutral: drop 3 and 5 from the last actors.
+        dropped = {f"{1091 - i}_WSI_{emotion}_XX.wav" for emotion in CREMA_EMOTIONS
+                   for i in range(5 if emotion == "NEU" else 3)}
+        names = [name for name in names if name not in dropped]
+    return names
+
+
+def make_crema_d_tree(root: Path, names: list[str], template: Path) -> Path:
+    """AudioWAV/ with `names`, beside the download's AudioMP3/ copies and video folders."""
+    for name in names:
+        copy_wav(template, root / "AudioWAV" / name)
+    for folder, suffix in (("AudioMP3", ".mp3"), ("VideoFlash", ".flv"), ("VideoMp4", ".mp4")):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for name in names[:3]:
+            (root / folder / name.replace(".wav", suffix)).write_bytes(b"\x00" * 16)
+    (root / "AudioWAV" / ".DS_Store").write_bytes(b"\x00")
+    return root
+
+
+# The real set's folder names: spelling and case differ between the two speakers.
+TESS_FOLDERS = {
+    "OAF": ("OAF_angry", "OAF_disgust", "OAF_Fear", "OAF_happy", "OAF_neutral", "OAF_Pleasant_surprise", "OAF_Sad"),
+    "YAF": ("YAF_angry", "YAF_disgust", "YAF_fear", "YAF_happy", "YAF_neutral", "YAF_pleasant_surprised", "YAF_sad"),
+}
+TESS_CODES = ("angry", "disgust", "fear", "happy", "neutral", "ps", "sad")
+
+
+def tess_words(count: int) -> list[str]:
+    """`count` distinct lower-case words (TESS's 200 words are letters only)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return ["w" + letters[i // 26 // 26 % 26] + letters[i // 26 % 26] + letters[i % 26] for i in range(count)]
+
+
+def make_tess_tree(root: Path, template: Path, words: int = 200) -> Path:
+    """The 14 folders with `words` files each (200 in a complete copy)."""
+    for speaker, folders in TESS_FOLDERS.items():
+        for folder, code in zip(folders, TESS_CODES, strict=True):
+            for word in tess_words(words):
+                copy_wav(template, root / folder / f"{speaker}_{word}_{code}.wav")
+    (root / "OAF_angry" / "._OAF_back_angry.wav").write_bytes(b"\x00")
+    return root

@@ -21,17 +21,21 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ser.data.feature_kinds import feature_settings
 from ser.data.features import settings_from_mapping
 from ser.sweeps import callbacks, launch
 from ser.tracking import provenance
 from ser.training.checkpoint import load_dict
 from ser.training.protocols.cross_validation import experiment_name
 from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config
+from tests.helpers.ssl_models import save_random_weights
 from tests.helpers.wandb_records import offline_runs
 
 
-def command_line(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    env = cli_environment(OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
+def command_line(
+    *args: str, timeout: int = 300, environment: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = cli_environment(OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1", **(environment or {}))
     done = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )
@@ -121,23 +125,26 @@ def test_the_ablation_sweep_runs_its_nine_points_and_reports_them_by_name(tmp_pa
 @pytest.mark.slow
 def test_sweep_py_runs_a_named_sweep_through_submitit_local(tmp_path: Path, data_dir: Path) -> None:
     sweep_dir = tmp_path / "features"
+    # features=ssl's weights (WavLM Base+'s architecture, random) as an offline cluster has them.
+    weights = save_random_weights("WAVLM_BASE_PLUS", tmp_path / "wavlm_base_plus.pt")
     printed = command_line(
         "sweep.py", "run", "features", "--report", "--baseline", "features=mfcc", "--no-wandb",
         *tiny(data_dir), "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweep.dir={sweep_dir}", environment={"SER_SSL_WEIGHTS": str(weights)},
     )
     assert "+sweep=features" in printed.stdout
     assert (sweep_dir / ".submitit").is_dir()
     runs = read_results(sweep_dir)
-    assert sorted(run["config"]["features"]["kind"] for run in runs.values()) == ["logmel", "mfcc"]
+    assert sorted(run["config"]["features"]["kind"] for run in runs.values()) == ["logmel", "mfcc", "ssl"]
+    widths = {"logmel": 128, "mfcc": 39, "ssl": 768}
     for name, run in runs.items():
         checkpoint = load_dict(sweep_dir / name / "checkpoints" / "fold_00" / "last.ckpt")
-        width = settings_from_mapping(run["config"]["features"]).num_features
+        width = feature_settings(run["config"]["features"], signal_length=16000).num_features
         assert checkpoint["hyper_parameters"]["metadata"]["net"]["input_dim"] == width
-        assert width == (128 if run["config"]["features"]["kind"] == "logmel" else 39)
+        assert width == widths[run["config"]["features"]["kind"]]
     rows = read_csv(sweep_dir / "report.csv")
-    assert [row["row"] for row in rows] == ["features=mfcc", "features=logmel"]
-    assert rows[1]["pairs"] == "2"
+    assert [row["row"] for row in rows] == ["features=mfcc", "features=logmel", "features=ssl"]
+    assert rows[1]["pairs"] == rows[2]["pairs"] == "2"
 
 
 @pytest.mark.slow
@@ -199,7 +206,7 @@ def test_sweeps_set_multirun_mode_and_their_parameters() -> None:
     assert ablation.sweeper._target_ == "hydra_plugins.ser_sweepers.points.PointsSweeper"
     assert list(ablation.sweeper.points) == ABLATION and ablation.sweeper.label == "ablation"
     assert hydra_config(["+sweep=seeds"]).hydra.sweeper.params.seed.count(",") == 4
-    assert hydra_config(["+sweep=features"]).hydra.sweeper.params.features == "mfcc,logmel"
+    assert hydra_config(["+sweep=features"]).hydra.sweeper.params.features == "mfcc,logmel,ssl"
     corpora = hydra_config(["+sweep=corpora"]).hydra.sweeper.params.dataset.split(",")
     assert corpora == ["casia", "emodb", "emovo", "iemocap", "ravdess", "savee"]
 

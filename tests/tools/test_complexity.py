@@ -49,3 +49,19 @@ def test_every_variant_composes_a_distinct_network_and_the_cli_writes_reports(tm
     main(["--frames", "24", "--no-latency", "--out", str(markdown)])
     text = markdown.read_text()
     assert "| MS-SENet (paper) |" in text and "148,180" in text
+
+
+def test_ssl_features_widen_the_input_and_a_training_step_is_timed(tmp_path: Path) -> None:
+    """`--features ssl`: WavLM Base+'s 768-d frames at EMODB's length (217 frames)."""
+    rows = by_label(complexity_report(
+        variants=(VARIANTS[0], VARIANTS[6]), latency=False, features="ssl", train_batch=2, runs=1,
+    ))
+    mssenet, timnet = rows["MS-SENet (paper)"], rows["TIM-Net n=8"]
+    assert mssenet.frames == timnet.frames == 217
+    # The fusion block's pointwise layers read 4 x 768 channels instead of 4 x 39 (two streams).
+    assert mssenet.parameters == 148_180 + 2 * 39 * 4 * (768 - 39) == 375_628
+    assert timnet.parameters == 104_496 + 2 * 39 * (768 - 39) == 161_358
+    assert mssenet.train_step_ms > 0 and mssenet.train_batch == 2
+    out = tmp_path / "ssl.md"
+    main(["--features", "ssl", "--frames", "8", "--no-latency", "--train-step", "2", "--runs", "1", "--out", str(out)])
+    assert "train step ms (batch 2)" in out.read_text() and "features=ssl" in out.read_text()

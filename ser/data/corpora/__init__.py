@@ -15,9 +15,11 @@ from ser.data.corpora.emovo import Emovo
 from ser.data.corpora.iemocap import Iemocap
 from ser.data.corpora.ravdess import Ravdess
 from ser.data.corpora.savee import Savee
+from ser.data.corpora.crema_d import CremaD
+from ser.data.corpora.tess import Tess
 # isort: on
 
 __all__ = [
-    "CORPORA", "Casia", "Corpus", "CorpusError", "EmoDB", "Emovo", "Iemocap", "Ravdess",
-    "Savee", "Synthetic", "get_corpus", "natural_key", "recognise",
+    "CORPORA", "Casia", "Corpus", "CorpusError", "CremaD", "EmoDB", "Emovo", "Iemocap", "Ravdess",
+    "Savee", "Synthetic", "Tess", "get_corpus", "natural_key", "recognise",
 ]

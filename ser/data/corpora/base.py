@@ -21,6 +21,9 @@ from typing import Any, ClassVar
 
 from ser.data.manifest import Manifest, Utterance
 
+# The rate `Corpus.signal_length` counts samples at: the reference's (librosa's default).
+CORPUS_RATE = 22050
+
 
 class CorpusError(ValueError):
     """A corpus directory that does not hold what its layout promises."""
@@ -92,12 +95,16 @@ class Corpus:
     expected_counts: ClassVar[dict[str, int] | None] = None
     # Utterances per speaker of a complete copy, where docs/corpora.md fixes them.
     expected_speaker_counts: ClassVar[dict[str, int] | None] = None
-    # The per-corpus signal length (samples at 22 050 Hz) and TIM-Net's split seed
-    # (docs/reference.md).
-    signal_length: ClassVar[int]
+    # The per-corpus signal length (samples at CORPUS_RATE; None: the user's corpora, whose
+    # length comes from the data) and TIM-Net's split seed (docs/reference.md).
+    signal_length: ClassVar[int | None]
     split_seed: ClassVar[int]
     # Whether `recognise` reports this layout (the synthetic corpus reuses EMODB's).
     detectable: ClassVar[bool] = True
+    # Whether cv=kfold refuses a class with fewer utterances than folds (the user's own
+    # data, where such a class is most often a mistyped label); the published corpora
+    # allow it (folds of one utterance are a protocol of their own).
+    refuses_small_classes: ClassVar[bool] = False
 
     def __init__(self) -> None:
         # Files or labels left out on purpose by the last parse, with the reason.

@@ -28,11 +28,17 @@ def build_folds(cfg: DictConfig, datamodule: FoldDataModule) -> list[folds.Fold]
     manifest = datamodule.manifest
     assert manifest is not None
     number = cfg.cv.folds
-    return folds.make_folds(
+    utterances = manifest.utterances
+    if cfg.cv.strategy == "predefined":  # the one fold the rows' split column fixes
+        return [folds.predefined_split([u.split for u in utterances], [u.origin for u in utterances], manifest.corpus)]
+    splits = folds.make_folds(
         cfg.cv.strategy, len(manifest), None if number is None else int(number), split_seed(cfg, datamodule),
-        speakers=manifest.speakers, sessions=[u.session for u in manifest.utterances],
+        speakers=manifest.speakers, sessions=[u.session for u in utterances],
         group_by=str(cfg.cv.get("group_by") or "auto"),
     )
+    if cfg.cv.strategy == "kfold" and datamodule.corpus.refuses_small_classes:
+        folds.check_class_sizes(manifest, int(number))
+    return splits
 
 
 class CrossValidation(Protocol):

@@ -1,0 +1,107 @@
+"""End to end through `python train.py`, as a user runs it (progress bar on, W&B offline):
+a manifest of the synthetic corpus gives the synthetic corpus's folds and results, and
+`features=ssl` with local weights trains on a small corpus."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ser.data.corpora import get_corpus
+from ser.training.checkpoint import read_checkpoint
+from tests.helpers.audio_files import write_noise
+from tests.helpers.cli_runs import run_train_py
+from tests.helpers.config import TINY_DATA
+from tests.helpers.ssl_models import save_random_weights
+
+
+def results(output: Path) -> dict:
+    return json.loads((output / "results.json").read_text())
+
+
+def fold_figures(record: dict) -> list[tuple]:
+    return [
+        (f["fold"], f["test/uar"], f["test/war"], f["test/loss"], f["confusion_matrix"], f["test_rows"], f["num_train"])
+        for f in record["folds"]
+    ]
+
+
+@pytest.mark.slow
+def test_a_manifest_of_the_synthetic_corpus_reproduces_its_folds(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    synthetic = tmp_path / "synthetic"
+    run_train_py([*TINY_DATA, f"paths.data_dir={data}", f"hydra.run.dir={synthetic}"], cwd=tmp_path)
+    # The manifest: the synthetic corpus's rows, written in another folder with relative paths.
+    rows = get_corpus("synthetic").build_manifest(data / "synthetic").utterances
+    (tmp_path / "lists").mkdir()
+    manifest = tmp_path / "lists" / "synthetic.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "speaker"])
+        writer.writerows([f"../data/synthetic/wav/{Path(u.path).name}", u.label, u.speaker] for u in rows)
+    mine = tmp_path / "manifest"
+    run_train_py([
+        "dataset=manifest", f"dataset.path={manifest}", "dataset.signal_length=11025", "dataset.batch_size=16",
+        "cv.folds=2", "cv.seed=46", "trainer.max_epochs=1", "model.net.num_blocks=2",
+        f"paths.data_dir={data}", f"hydra.run.dir={mine}",
+    ], cwd=tmp_path)
+    expected, found = results(synthetic), results(mine)
+    assert found["corpus"] == "manifest" and expected["corpus"] == "synthetic"
+    assert found["class_names"] == expected["class_names"] and found["class_counts"] == expected["class_counts"]
+    assert found["seeds"] == expected["seeds"] == {"training": 1234, "split": 46}
+    assert fold_figures(found) == fold_figures(expected)
+    assert found["summary"] == expected["summary"]
+
+
+@pytest.mark.slow
+def test_ssl_features_with_local_weights_train_end_to_end(tmp_path: Path) -> None:
+    """WavLM Base+ (its real architecture, random weights from a local file) into MS-SENet."""
+    weights = save_random_weights("WAVLM_BASE_PLUS", tmp_path / "weights" / "wavlm_base_plus.pt")
+    output = tmp_path / "run"
+    log = run_train_py([
+        *TINY_DATA, "features=ssl", f"features.weights={weights}", "features.layer=6",
+        f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={output}",
+    ], cwd=tmp_path, timeout=600)
+    record = results(output)
+    assert record["status"] == "complete" and len(record["folds"]) == 2
+    assert record["variant"].endswith("-ssl") and record["num_utterances"] == 28
+    assert sorted(r for f in record["folds"] for r in f["test_rows"]) == list(range(28))
+    checkpoint = read_checkpoint(output / "checkpoints" / "fold_00" / "last.ckpt")
+    metadata = checkpoint["ser_metadata"]
+    assert metadata["net"]["input_dim"] == 768  # the network's width is the features'
+    assert metadata["feature_settings"]["kind"] == "ssl" and metadata["feature_settings"]["layer"] == 6
+    # dataset.signal_length=11025 samples at 16 kHz: 34 frames of 768.
+    cached = list((tmp_path / "data").rglob("features-synthetic-*.pt"))
+    assert len(cached) == 1
+    assert torch.load(cached[0], weights_only=True)["features"].shape == (28, 34, 768)
+    assert "Traceback" not in log
+
+
+@pytest.mark.slow
+def test_the_split_column_is_the_protocol(tmp_path: Path) -> None:
+    """`cv=predefined`: one fold, trained on split=train, validated on split=val (which
+    chooses the tested epoch) and tested on split=test, from a JSONL manifest."""
+    rows = []
+    for i in range(18):
+        label, split = ("calm", "tense", "upset")[i % 3], ("train", "train", "val", "test")[i % 4] if i < 16 else "train"
+        write_noise(tmp_path / "clips" / f"{i}.wav", seconds=0.3, seed=i)
+        rows.append({"path": f"clips/{i}.wav", "label": label, "split": split, "speaker": f"s{i % 2}"})
+    manifest = tmp_path / "all.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = tmp_path / "run"
+    run_train_py([
+        "dataset=manifest", f"dataset.path={manifest}", "cv=predefined", "cv.select=best_val_uar",
+        "trainer.max_epochs=2", "model.net.num_blocks=2", f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={output}",
+    ], cwd=tmp_path)
+    record = results(output)
+    assert record["cv"]["strategy"] == "predefined" and len(record["folds"]) == 1
+    fold = record["folds"][0]
+    by_split = {name: [i for i, row in enumerate(rows) if row["split"] == name] for name in ("train", "val", "test")}
+    assert fold["test_rows"] == by_split["test"] and fold["validation_rows"] == by_split["val"]
+    assert fold["num_train"] == len(by_split["train"]) and fold["select"] == "best_val_uar"
+    assert record["class_names"] == ["calm", "tense", "upset"]
