@@ -33,6 +33,17 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
             os.unlink(tmp)
 
 
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> None:
+    """Delete the temporaries a killed `atomic_write` of `path` left beside it.
+
+    For the one writer of `path` (a fold's files, written under that fold's lock) as it
+    starts: no other process is writing them then.
+    """
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def atomic_write_json(data: Any, path: str | os.PathLike[str]) -> None:
     """Write `data` as indented JSON, atomically."""
     atomic_write(path, lambda stream: stream.write(json.dumps(data, indent=2).encode()))

@@ -26,7 +26,7 @@ from typing import Any
 from pytorch_lightning.loggers.logger import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
-from ser.tracking.atomic import atomic_write_json
+from ser.tracking.atomic import atomic_write_json, remove_stale_temporaries
 from ser.tracking.results import read_json
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class EpochHistory(Logger):
         self.wandb_id = wandb_id
         self.epochs: dict[int, dict[str, float]] = {}
         self.recording = True
+        remove_stale_temporaries(self.path)  # a killed attempt's half-written history
         if resumed_epoch is not None:
             for entry in read_history(output_dir, fold)["epochs"]:
                 if entry["epoch"] <= resumed_epoch:

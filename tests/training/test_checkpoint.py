@@ -25,6 +25,7 @@ from ser.training.checkpoint import (
     read_checkpoint,
 )
 from ser.training.config import config_hash
+from ser.training.implementation import resolve_for_run
 from tests.helpers.audio_files import write_noise
 from tests.helpers.config import ROOT, TINY, compose_config
 
@@ -236,7 +237,9 @@ def test_the_registry_refuses_what_it_does_not_know(description: dict, message: 
 def test_the_registry_builds_the_configured_networks() -> None:
     for model in ("mssenet", "timnet"):
         cfg = compose_config([f"model={model}"])
-        config = OmegaConf.to_container(cfg.model.net, resolve=True) | {"num_classes": 4, "input_dim": 39}
+        config = OmegaConf.to_container(cfg.model.net, resolve=True) | {
+            "num_classes": 4, "input_dim": 39, "implementation": resolve_for_run(cfg),  # auto, resolved
+        }
         description = registry.checkpoint_description(config)
         assert description["name"] == model and "_target_" not in description
         name, arguments = registry.network_spec(description)
