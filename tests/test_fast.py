@@ -25,14 +25,14 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ser.models import (
+    IMPLEMENTATIONS,
+    FastDirectionalStream,
     FastTimeFrequencyFusion,
     MSSENet,
     TimeFrequencyFusion,
     TIMNet,
-    fusion_implementation,
 )
-from ser.models.fast import FastDirectionalStream, patch_moments, patches
-from ser.models.networks import STREAM_IMPLEMENTATIONS
+from ser.models.fast.patches import patch_moments, patches
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,8 +158,8 @@ def mssenet(**overrides):  # noqa: ANN003, ANN201
 
 
 def test_fast_is_registered() -> None:
-    assert fusion_implementation("fast") is FastTimeFrequencyFusion
-    assert STREAM_IMPLEMENTATIONS["fast"] is FastDirectionalStream
+    assert IMPLEMENTATIONS["fast"].fusion is FastTimeFrequencyFusion
+    assert IMPLEMENTATIONS["fast"].stream is FastDirectionalStream
     model = MSSENet(num_classes=7, implementation="fast")
     assert isinstance(model.forward_stream, FastDirectionalStream)
     assert isinstance(model.backward_stream.fusion, FastTimeFrequencyFusion)

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ser.models import (
-    FUSION_IMPLEMENTATIONS,
+    IMPLEMENTATIONS,
+    DirectionalStream,
     LevelWeighting,
     MSSENet,
     SamePaddingAveragePool2d,
@@ -18,7 +19,7 @@ from ser.models import (
     TemporalAwareBlock,
     TimeFrequencyFusion,
     TIMNet,
-    fusion_implementation,
+    implementation,
     keras_initialise,
 )
 
@@ -267,8 +268,8 @@ def test_invalid_settings_are_rejected() -> None:
 
 
 def test_implementation_registry() -> None:
-    assert fusion_implementation("reference") is TimeFrequencyFusion
-    assert FUSION_IMPLEMENTATIONS["reference"] is TimeFrequencyFusion
+    assert implementation("reference").fusion is TimeFrequencyFusion
+    assert IMPLEMENTATIONS["reference"].stream is DirectionalStream
 
 
 def test_state_dict_round_trip(features: torch.Tensor) -> None:
