@@ -20,7 +20,7 @@ from ser.models.fast.tab import TemporalAwareBlockFunction
 from ser.models.fast.tab_native import NativeTemporalAwareBlockFunction
 from ser.models.native import ops
 from tests.helpers.config import ROOT
-from tests.test_fast import compare_fp32, features, mssenet, pair, relative_error
+from tests.helpers.implementations import compare_fp32, features, mssenet, pair, relative_error
 
 needs_kernels = pytest.mark.skipif(
     not native.enabled() or not native.available(), reason="no C compiler for the kernels"
