@@ -332,7 +332,7 @@ SCHEMAS = {
 }
 
 
-def _fake(*args: object) -> None:
+def _fake(*args: object, **kwargs: object) -> None:
     """Every operator writes into tensors it is given and returns nothing: nothing to do
     on the meta device or under tracing."""
 
