@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.config import ROOT
+from tests.helpers.config import ROOT, cli_environment
 
 # What a wheel is built from (the rest of a checkout is not part of the package).
 SOURCES = ("pyproject.toml", "README.md", "ser", "hydra_plugins")
@@ -101,7 +101,7 @@ def test_every_command_answers_help(tmp_path: Path) -> None:
     functions = {name: target.split(":")[1] for name, target in scripts().items()}
     result = subprocess.run(
         [sys.executable, "-c", HELP, json.dumps(functions)], cwd=tmp_path, capture_output=True,
-        text=True, timeout=600,
+        text=True, timeout=600, env=cli_environment(PYTHONPATH=str(ROOT)),  # this checkout's ser
     )
     assert result.returncode == 0, result.stderr[-3000:]
     answers = json.loads(result.stdout.splitlines()[-1])
