@@ -16,7 +16,8 @@ from ser.models import MSSENet
 BATCH, FRAMES, FEATURES = 8, 40, 39
 TOLERANCE = 1e-4
 
-ABLATIONS = {
+# MS-SENet's ablation switches, one at a time (also tests/models/test_networks.py).
+SWITCHES = {
     "default": {},
     "square_kernel": {"kernel_sizes": ((3, 3),)},
     "no_se": {"squeeze_excitation": False},
@@ -24,6 +25,9 @@ ABLATIONS = {
     "avgpool": {"branch_regularizer": "avgpool"},
     "dropout": {"branch_regularizer": "dropout"},
     "no_regularizer": {"branch_regularizer": "none"},
+}
+ABLATIONS = {
+    **SWITCHES,
     "no_se_dropout": {"squeeze_excitation": False, "branch_regularizer": "dropout"},
     "no_se_avgpool": {"squeeze_excitation": False, "branch_regularizer": "avgpool"},
     "no_fusion": {"time_frequency_fusion": False},

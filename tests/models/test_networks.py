@@ -22,6 +22,7 @@ from ser.models import (
     implementation,
     keras_initialise,
 )
+from tests.helpers.implementations import SWITCHES
 
 BATCH, FRAMES, FEATURES = 2, 24, 39
 
@@ -54,13 +55,7 @@ def features() -> torch.Tensor:
 
 
 ABLATIONS = {
-    "default": {},
-    "square_kernel": {"kernel_sizes": ((3, 3),)},
-    "no_se": {"squeeze_excitation": False},
-    "se_reduction_3": {"se_reduction": 3},
-    "avgpool": {"branch_regularizer": "avgpool"},
-    "dropout": {"branch_regularizer": "dropout"},
-    "no_regularizer": {"branch_regularizer": "none"},
+    **SWITCHES,
     "four_blocks": {"num_blocks": 4},
     "no_fusion": {"time_frequency_fusion": False},
 }
