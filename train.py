@@ -1,10 +1,10 @@
 """Train and evaluate a speech emotion recognition model: `python train.py dataset=... model=...`.
 
-A thin wrapper: the command is ser.cli.train_main (also `python -m ser.training`), its
-configs ship in the package (ser/conf).
+A thin wrapper: the command is ser.commands.train (also `ser-train` and
+`python -m ser.training`), its configs ship in the package (ser/conf).
 """
 
-from ser.cli import train_main
+from ser.commands import train
 
 if __name__ == "__main__":
-    train_main()
+    train()

@@ -1,22 +1,22 @@
-"""Entry points and their helpers: expected errors become one clear line, not a traceback.
+"""The command-line convention: expected errors become one clear line, not a traceback.
 
-`train_main` is the training command (`python train.py`, `python -m ser.training`); the
-other commands live with what they run (`python -m ser.data`, ser.tools, ser.sweeps) and
-share `run_cli` and, for the small ones, `parse_key_values`.
+Every command takes Hydra-style ``key=value`` arguments and answers ``--help``. The Hydra
+commands (training, the data summary) get both from Hydra; the small tools (predict,
+export, complexity, gather) parse theirs with `parse_key_values` from a dataclass whose
+fields say what each key means. All of them report expected errors through `run_cli`:
+one line on stderr and exit code 2. ser/commands.py lists the commands.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-
-from ser.conf import CONFIG_PATH, ROOT_CONFIG
 
 # Errors whose message already names the file or the setting and what was expected.
 # Anything else is a bug and keeps its traceback.
@@ -48,6 +48,20 @@ def run_cli(function: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         sys.exit(2)
 
 
+def describe_arguments(schema: type) -> str:
+    """One line per ``key=value`` argument of the dataclass ``schema``: its help (the
+    field's ``metadata["help"]``) and its default, or that it is required."""
+    lines = ["arguments:"]
+    for field in dataclasses.fields(schema):
+        default = field.default
+        if default is dataclasses.MISSING or default == "???":
+            where = "required"
+        else:
+            where = f"default: {OmegaConf.to_yaml({'v': default}).strip()[3:]}"
+        lines.append(f"  {field.name + '=...':<22} {field.metadata.get('help', '')} ({where})")
+    return "\n".join(lines)
+
+
 def parse_key_values(argv: Sequence[str], schema: type, usage: str) -> DictConfig:
     """Parse Hydra-style ``key=value`` arguments into the dataclass ``schema``'s config.
 
@@ -57,7 +71,7 @@ def parse_key_values(argv: Sequence[str], schema: type, usage: str) -> DictConfi
     :func:`run_cli` reports without a traceback.
     """
     if any(arg in ("-h", "--help") for arg in argv):
-        print(usage)
+        print(f"{usage}\n\n{describe_arguments(schema)}")
         sys.exit(0)
     malformed = [arg for arg in argv if "=" not in arg or arg.startswith("=")]
     if malformed:
@@ -74,14 +88,3 @@ def parse_key_values(argv: Sequence[str], schema: type, usage: str) -> DictConfi
     if missing:
         raise ValueError(f"missing required argument(s): {', '.join(f'{k}=...' for k in missing)}\n{usage}")
     return cfg
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=ROOT_CONFIG)
-def train_main(cfg: DictConfig) -> float:
-    """`python train.py [OVERRIDES]`: the experiment the composed config describes.
-
-    Returns the objective, which a Hydra sweeper (Optuna) maximises.
-    """
-    from ser.training.engine import train
-
-    return run_cli(train, cfg)

@@ -1,21 +1,30 @@
-"""The networks: plain torch modules, no Lightning, Hydra or files."""
+"""The networks: plain torch modules, no Lightning, Hydra or files.
 
-from ser.models.blocks import SqueezeExcitation, TemporalAwareBlock
-from ser.models.fast import FastTimeFrequencyFusion
-from ser.models.fusion import (
-    FUSION_IMPLEMENTATIONS,
+`reference/` is the specification (the papers' code transcribed), `fast/` the same
+function computed faster, `native/` its C kernels behind typed operators;
+`implementations.py` names the two, `networks.py` assembles MS-SENet and TIM-Net from
+either, and `registry.py` lists the networks a checkpoint may ask for.
+"""
+
+from ser.models.fast import FastDirectionalStream, FastTimeFrequencyFusion
+from ser.models.implementations import IMPLEMENTATIONS, Implementation, implementation
+from ser.models.networks import MSSENet, TIMNet
+from ser.models.reference import (
+    DirectionalStream,
+    LevelWeighting,
     SamePaddingAveragePool2d,
+    SqueezeExcitation,
+    TemporalAwareBlock,
     TimeFrequencyFusion,
-    fusion_implementation,
-    register_fusion_implementation,
+    keras_initialise,
 )
-from ser.models.initialisation import LevelWeighting, keras_initialise
-from ser.models.networks import DirectionalStream, MSSENet, TIMNet
 
 __all__ = [
-    "FUSION_IMPLEMENTATIONS",
+    "IMPLEMENTATIONS",
     "DirectionalStream",
+    "FastDirectionalStream",
     "FastTimeFrequencyFusion",
+    "Implementation",
     "LevelWeighting",
     "MSSENet",
     "SamePaddingAveragePool2d",
@@ -23,7 +32,6 @@ __all__ = [
     "TIMNet",
     "TemporalAwareBlock",
     "TimeFrequencyFusion",
-    "fusion_implementation",
+    "implementation",
     "keras_initialise",
-    "register_fusion_implementation",
 ]

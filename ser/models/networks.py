@@ -1,4 +1,8 @@
-"""MS-SENet and TIM-Net: bidirectional TAB chains fused per level, then classified."""
+"""MS-SENet and TIM-Net: bidirectional TAB chains fused per level, then classified.
+
+Both are assembled from the parts of one implementation (`implementation="fast"` or
+`"reference"`, ser/models/implementations.py); the result is the same function with the
+same parameters either way."""
 
 from __future__ import annotations
 
@@ -7,54 +11,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ser.models.blocks import TemporalAwareBlock
-from ser.models.fusion import DEFAULT_KERNEL_SIZES, fusion_implementation
-from ser.models.initialisation import LevelWeighting, keras_initialise
-
-
-class DirectionalStream(nn.Module):
-    """One reading direction: [TFF] -> pointwise Conv1d -> chain of TABs.
-
-    Takes (batch, frames, input_dim) and returns every TAB's output stacked as
-    (batch, num_blocks, filters, frames). Block j has dilation 2**j.
-    """
-
-    def __init__(
-        self,
-        input_dim: int,
-        filters: int,
-        num_blocks: int,
-        block_dropout: float,
-        fusion: nn.Module | None = None,
-    ) -> None:
-        super().__init__()
-        self.fusion = fusion
-        pointwise_in = fusion.output_dim if fusion is not None else input_dim
-        self.pointwise = nn.Conv1d(pointwise_in, filters, kernel_size=1)
-        self.blocks = nn.ModuleList(
-            TemporalAwareBlock(filters, 2**j, block_dropout) for j in range(num_blocks)
-        )
-        keras_initialise(self)
-
-    # True where the class provides `bidirectional_level_means(other, x)`: the sum of this
-    # stream's per-level time means on x and `other`'s on x reversed, which MSSENet.embed
-    # then uses instead of the full level sequences (see ser/models/fast.py).
-    summarises_levels = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fusion is not None:
-            x = self.fusion(x)
-        h = self.pointwise(x.transpose(1, 2))
-        levels = []
-        for block in self.blocks:
-            h = block(h)
-            levels.append(h)
-        return torch.stack(levels, dim=1)
-
-
-# Other computations of DirectionalStream (same parameter names), keyed like the fusion
-# implementations; a name without an entry here uses DirectionalStream itself.
-STREAM_IMPLEMENTATIONS: dict[str, type[DirectionalStream]] = {}
+from ser.models.implementations import implementation as find_implementation
+from ser.models.reference import (
+    DEFAULT_KERNEL_SIZES,
+    DirectionalStream,
+    LevelWeighting,
+    keras_initialise,
+)
 
 
 class MSSENet(nn.Module):
@@ -82,15 +45,14 @@ class MSSENet(nn.Module):
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
-        fusion_class = fusion_implementation(implementation)
-        stream_class = STREAM_IMPLEMENTATIONS.get(implementation, DirectionalStream)
+        classes = find_implementation(implementation)
         self.input_dim = input_dim
         self.implementation = implementation
 
         def stream() -> DirectionalStream:
             fusion = None
             if time_frequency_fusion:
-                fusion = fusion_class(
+                fusion = classes.fusion(
                     input_dim=input_dim,
                     filters=filters,
                     kernel_sizes=kernel_sizes,
@@ -99,7 +61,7 @@ class MSSENet(nn.Module):
                     branch_regularizer=branch_regularizer,
                     branch_rate=branch_rate,
                 )
-            return stream_class(input_dim, filters, num_blocks, block_dropout, fusion)
+            return classes.stream(input_dim, filters, num_blocks, block_dropout, fusion)
 
         # Separate weights per direction; the backward one reads the input reversed in time.
         self.forward_stream = stream()

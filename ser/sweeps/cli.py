@@ -64,7 +64,11 @@ def main(argv: list[str]) -> int:
         parser.add_argument("--report", action="store_true", help="report the sweep when it ends")
         report_options(parser)
         args = parser.parse_intermixed_args(rest)
-        code, sweep_dir = run_sweep(args.name, args.overrides)
+        try:
+            code, sweep_dir = run_sweep(args.name, args.overrides)
+        except ValueError as error:  # a sweeper that is not installed
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         if code != 0 or not args.report:
             if sweep_dir is not None:
                 print(f"sweep directory: {sweep_dir}\nreport: python sweep.py report {sweep_dir}")

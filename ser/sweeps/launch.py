@@ -8,6 +8,7 @@ launcher, the sweeper and any extra override come from the command line as usual
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -38,11 +39,33 @@ def available_sweeps() -> dict[str, str]:
     return sweeps
 
 
+# Sweepers that come with an optional extra of the package: (Hydra plugin module, extra).
+OPTIONAL_SWEEPERS = {"optuna": ("hydra_plugins.hydra_optuna_sweeper", "optuna")}
+
+
+def check_sweeper(name: str, overrides: Sequence[str] = ()) -> None:
+    """ValueError naming the extra to install when sweep ``name`` (or an override) picks a
+    sweeper that is not installed, before Hydra fails on it with a composition error."""
+    path = next(p for p in group_files(SWEEP_GROUP) if p.name == f"{name}.yaml")
+    chosen = [line.split(":", 1)[1].strip() for line in path.read_text().splitlines()
+              if line.strip().startswith("- override /hydra/sweeper:")]
+    chosen += [o.split("=", 1)[1] for o in overrides if o.startswith("hydra/sweeper=")]
+    for sweeper in chosen:
+        if sweeper in OPTIONAL_SWEEPERS:
+            module, extra = OPTIONAL_SWEEPERS[sweeper]
+            if importlib.util.find_spec(module) is None:
+                raise ValueError(
+                    f"sweep {name!r} uses the {sweeper} sweeper, which is not installed: "
+                    f"pip install 'ser[{extra}]'"
+                )
+
+
 def sweep_command(name: str, overrides: Sequence[str], python: str = sys.executable) -> list[str]:
     """The ``python -m ser.training --multirun`` command line that runs sweep ``name``."""
     sweeps = available_sweeps()
     if name not in sweeps:
         raise ValueError(f"unknown sweep {name!r}; available: {', '.join(sweeps)}")
+    check_sweeper(name, overrides)
     return [python, "-m", TRAIN_MODULE, "--multirun", f"+sweep={name}", *overrides]
 
 

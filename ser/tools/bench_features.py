@@ -1,6 +1,6 @@
 """Feature extraction speed: our batched torchaudio MFCCs versus `librosa.feature.mfcc`.
 
-    python -m ser.tools.bench_features --files 500 [--ssl WAVLM_BASE_PLUS]
+    python -m ser.tools.bench_features files=500 [ssl=WAVLM_BASE_PLUS]
 
 Writes N synthetic clips (EMODB's layout, 16 kHz like EMODB, 1.5-4 s) to a temporary
 folder and times, on the same files in one run:
@@ -11,25 +11,25 @@ folder and times, on the same files in one run:
 - the MFCC step alone on signals already in memory: our `extract_features` on the CPU
   (and on the GPU when there is one) against `librosa.feature.mfcc`.
 
-It also prints the largest difference between the two feature matrices. `--ssl MODEL`
-adds `features=ssl` (ser.data.ssl_features) on the same files: end to end (read and
-resample to 16 kHz, the model's frame features) and the model alone, on the CPU and the
-GPU; the model has random weights, which cost what trained ones do. A benchmark, not a
-test: the figures depend on the machine.
+It also prints the largest difference between the two feature matrices. A benchmark,
+not a test: the figures depend on the machine.
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile
 import torch
+from omegaconf import DictConfig
 
+from ser.cli import parse_key_values, run_cli
 from ser.data.datamodule import CorpusDataModule
 from ser.data.feature_kinds import feature_settings
 from ser.data.features import FeatureSettings, extract_features, fix_length
@@ -74,6 +74,27 @@ def timed(function: Callable[[], object], repeats: int = 1) -> tuple[float, obje
     return best, result
 
 
+USAGE = (
+    "usage: python -m ser.tools.bench_features [files=300] [signal_length=96000] "
+    "[sample_rate=16000] [threads=N] [load_threads=N] [seed=0] [ssl=MODEL]"
+)
+
+
+@dataclass
+class BenchArguments:
+    files: int = field(default=300, metadata={"help": "number of clips"})
+    signal_length: int = field(default=96000, metadata={"help": "samples (EMODB: 96000)"})
+    sample_rate: int = field(default=16000, metadata={"help": "rate the clips are written at"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (null: torch's)"})
+    load_threads: int | None = field(
+        default=None, metadata={"help": "files read in parallel (null: up to 4)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the clips"})
+    ssl: str | None = field(
+        default=None, metadata={"help": "also time features=ssl with this torchaudio bundle"}
+    )
+
+
 def ssl_rows(root: Path, model: str, signal_seconds: float, count: int) -> list[tuple[str, float]]:
     """Utterances per second of `features=ssl` with `model` (random weights) on the clips."""
     from ser.data import ssl_features
@@ -110,21 +131,19 @@ def ssl_rows(root: Path, model: str, signal_seconds: float, count: int) -> list[
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--files", type=int, default=300, help="number of clips (default 300)")
-    parser.add_argument("--signal-length", type=int, default=96000, help="samples (EMODB: 96000)")
-    parser.add_argument("--sample-rate", type=int, default=16000, help="rate the clips are written at")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--load-threads", type=int, default=None, help="files read in parallel (default: up to 4)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ssl", default=None, metavar="MODEL", help="also time features=ssl with this bundle")
-    args = parser.parse_args(argv)
+    """`python -m ser.tools.bench_features [key=value ...]`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    run_cli(lambda a: compare(parse_key_values(a, BenchArguments, USAGE)), argv)
+
+
+def compare(args: DictConfig) -> None:
+    """Time both feature pipelines on the same generated clips and print the rates."""
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         import librosa
     except ImportError:
-        raise SystemExit("librosa is not installed: pip install -e '.[dev]'") from None
+        raise ValueError("librosa is not installed: pip install 'ser[dev]'") from None
 
     settings = FeatureSettings(signal_length=args.signal_length)
     rows: list[tuple[str, float]] = []

@@ -12,8 +12,8 @@ def native_kernels() -> str | None:
     """The compiled kernels' library the fast implementation uses (None: PyTorch formulation)."""
     from ser.models import native
 
-    lib = native.library()
-    return None if lib is None else lib._name
+    path = native.library_path()
+    return None if path is None else str(path)
 
 
 def load_average() -> list[float] | None:

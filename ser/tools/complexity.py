@@ -1,7 +1,8 @@
 """Model complexity report: parameters, size, MACs per utterance and CPU latency per variant.
 
-    python -m ser.tools.complexity [--corpus emodb] [--features mfcc|logmel|ssl] [--frames N] [--runs 5]
-        [--out report.json|report.md]
+    ser-complexity [corpus=emodb] [features=mfcc|logmel|ssl] [frames=N] [runs=5]
+        [latency=false] [train_step=BATCH] [out=report.json|report.md]
+    (or python -m ser.tools.complexity ...)
 
 Each variant is composed from the Hydra configs in ``ser/conf/`` (``model=...`` plus the
 ablation groups), so the report always describes the networks that ``train.py`` builds.
@@ -19,17 +20,20 @@ ablation groups), so the report always describes the networks that ``train.py`` 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
+
+from ser.cli import parse_key_values, run_cli
 
 
 @dataclass(frozen=True)
@@ -262,38 +266,51 @@ def write_report(rows: Sequence[ComplexityRow], path: Path, title: str, meta: di
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> list[ComplexityRow]:
-    parser = argparse.ArgumentParser(
-        prog="python -m ser.tools.complexity", description=__doc__.split("\n\n")[0]
+USAGE = (
+    "usage: ser-complexity (or python -m ser.tools.complexity) [corpus=emodb] [features=mfcc] "
+    "[frames=N] [runs=5] [threads=1] [latency=true] [train_step=BATCH] [out=report.json|report.md]"
+)
+
+
+@dataclass
+class ComplexityArguments:
+    corpus: str = field(default="emodb", metadata={"help": "frame count and classes of this corpus"})
+    frames: int | None = field(default=None, metadata={"help": "override the frame count"})
+    runs: int = field(default=5, metadata={"help": "timed runs per variant (median)"})
+    threads: int = field(default=1, metadata={"help": "CPU threads for the latency"})
+    features: str = field(
+        default="mfcc", metadata={"help": "a features config: mfcc (39-d), logmel, ssl (768-d)"}
     )
-    parser.add_argument("--corpus", default="emodb", help="frame count and classes of this corpus")
-    parser.add_argument("--frames", type=int, default=None, help="override the frame count")
-    parser.add_argument("--features", default="mfcc", help="a features config: mfcc (39-d), logmel, ssl (768-d)")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per variant (median)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for the latency")
-    parser.add_argument("--no-latency", action="store_true", help="skip the latency timing")
-    parser.add_argument("--train-step", type=int, default=None, metavar="BATCH",
-                        help="also time a training step (forward, backward, Adam) at this batch size")
-    parser.add_argument("--out", type=Path, default=None, help="also write .json or .md")
-    args = parser.parse_args(argv)
-    try:
-        rows = complexity_report(
-            args.corpus, args.frames, args.runs, latency=not args.no_latency,
-            threads=args.threads, features=args.features, train_batch=args.train_step,
-        )
-    except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
-    threads = args.threads
+    latency: bool = field(default=True, metadata={"help": "time the latency (false: skip it)"})
+    train_step: int | None = field(
+        default=None,
+        metadata={"help": "also time a training step (forward, backward, Adam) at this batch size"},
+    )
+    out: str | None = field(default=None, metadata={"help": "also write .json or .md"})
+
+
+def report(args: DictConfig) -> list[ComplexityRow]:
+    """Print (and with ``out=`` write) the report the arguments ask for."""
+    rows = complexity_report(
+        args.corpus, args.frames, args.runs, latency=args.latency, threads=args.threads,
+        features=args.features, train_batch=args.train_step,
+    )
     title = (
         f"{args.corpus}, features={args.features}: {rows[0].frames} frames per utterance, batch 1, "
-        f"CPU with {threads} thread(s), torch {torch.__version__}"
+        f"CPU with {args.threads} thread(s), torch {torch.__version__}"
     )
     print_table(rows, title)
     if args.out is not None:
-        meta = {"corpus": args.corpus, "features": args.features, "frames": rows[0].frames, "threads": threads,
+        meta = {"corpus": args.corpus, "features": args.features, "frames": rows[0].frames, "threads": args.threads,
                 "torch": torch.__version__, "latency_runs": args.runs}
-        print(f"wrote {write_report(rows, args.out, title, meta)}")
+        print(f"wrote {write_report(rows, Path(args.out), title, meta)}")
     return rows
+
+
+def main(argv: Sequence[str] | None = None) -> list[ComplexityRow]:
+    """`ser-complexity [key=value ...]`; a bad argument is one line and exit code 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_cli(lambda a: report(parse_key_values(a, ComplexityArguments, USAGE)), argv)
 
 
 if __name__ == "__main__":

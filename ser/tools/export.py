@@ -21,7 +21,7 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +39,19 @@ INPUT_NAME = "features"
 OUTPUT_NAME = "logits"
 
 USAGE = (
-    "usage: python -m ser.tools.export checkpoint=CKPT format=onnx|torchscript out=FILE "
-    "[frames=N (default: the checkpoint's frame count)]"
+    "usage: ser-export (or python -m ser.tools.export) checkpoint=CKPT format=onnx|torchscript "
+    "out=FILE [frames=N]"
 )
 
 
 @dataclass
 class ExportArguments:
-    checkpoint: str = MISSING
-    format: str = MISSING
-    out: str = MISSING
-    frames: int | None = None
+    checkpoint: str = field(default=MISSING, metadata={"help": "a checkpoint of ser-train"})
+    format: str = field(default=MISSING, metadata={"help": "onnx (extra: ser[onnx]) or torchscript"})
+    out: str = field(default=MISSING, metadata={"help": "the file to write"})
+    frames: int | None = field(
+        default=None, metadata={"help": "frames of the example input (null: the checkpoint's)"}
+    )
 
 
 def export_metadata(loaded: LoadedCheckpoint) -> dict[str, str]:
@@ -76,7 +78,12 @@ def example_input(loaded: LoadedCheckpoint, frames: int | None = None, batch: in
 
 def export_onnx(loaded: LoadedCheckpoint, out: Path, frames: int | None = None) -> Path:
     """Write an ONNX model (opset 17, dynamic batch axis) with metadata_props."""
-    import onnx
+    try:
+        import onnx
+    except ImportError:
+        raise ValueError(
+            "format=onnx needs the onnx package: pip install 'ser[onnx]' (or format=torchscript)"
+        ) from None
 
     net = loaded.net.cpu().eval()
     out.parent.mkdir(parents=True, exist_ok=True)

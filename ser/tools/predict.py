@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import MISSING, DictConfig
@@ -31,18 +31,18 @@ from ser.tools.inference import (
 )
 
 USAGE = (
-    "usage: python -m ser.tools.predict checkpoint=CKPT audio=FILE_OR_DIR "
+    "usage: ser-predict (or python -m ser.tools.predict) checkpoint=CKPT audio=FILE_OR_DIR "
     "[output=CSV] [device=cpu|cuda|auto] [batch_size=16]"
 )
 
 
 @dataclass
 class PredictArguments:
-    checkpoint: str = MISSING
-    audio: str = MISSING
-    output: str | None = None
-    device: str = "cpu"
-    batch_size: int = 16
+    checkpoint: str = field(default=MISSING, metadata={"help": "a checkpoint of ser-train"})
+    audio: str = field(default=MISSING, metadata={"help": "an audio file or a folder of them"})
+    output: str | None = field(default=None, metadata={"help": "also write the table as CSV"})
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
+    batch_size: int = field(default=16, metadata={"help": "files per forward pass"})
 
 
 def write_csv(predictions: Sequence[Prediction], class_names: Sequence[str], path: Path) -> Path:

@@ -1,6 +1,6 @@
-"""`python -m ser.training [HYDRA_OVERRIDES]`: the same command as `python train.py`."""
+"""`python -m ser.training [HYDRA_OVERRIDES]`: the same command as `python train.py` (`ser-train`)."""
 
-from ser.cli import train_main
+from ser.commands import train
 
 if __name__ == "__main__":
-    train_main()
+    train()

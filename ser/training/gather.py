@@ -5,22 +5,25 @@ workers, SLURM array tasks) that share one output directory. Each job trains the
 `cv.only_folds` names (an int or a list; null: all), writing `folds/fold_KK.json`
 atomically as before, and `folds/experiment.json`: what the experiment is (its config
 hash, corpus, seeds, number of folds). The job that finds every fold finished writes
-`results.json`; `python -m ser.training.gather DIR` does the same by hand, or says which folds
+`results.json`; `ser-gather dir=DIR` (`python -m ser.training.gather dir=DIR`) does the same by hand, or says which folds
 are still missing. Fold files are only gathered when they all carry the experiment's
 config hash and their test folds do not overlap.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import MISSING, DictConfig
+
+from ser.cli import parse_key_values, run_cli
 from ser.tracking import results
 
 SUMMARY_CLAIM_FILE = ".summary_claimed"
@@ -159,22 +162,31 @@ def claim_summary(output_dir: Path) -> bool:
     return True
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m ser.training.gather DIR`: write DIR/results.json from its fold files."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ser.training.gather",
-        description="Gather the fold files of a (fold-parallel) cross-validation run into results.json.",
-    )
-    parser.add_argument("output_dir", type=Path, help="the experiment's output directory")
-    args = parser.parse_args(argv)
+USAGE = "usage: ser-gather (or python -m ser.training.gather) dir=OUTPUT_DIR"
+
+
+@dataclass
+class GatherArguments:
+    dir: str = field(default=MISSING, metadata={"help": "the experiment's output directory"})
+
+
+def gather_directory(args: DictConfig) -> int:
+    """Write results.json in ``args.dir`` and print its table; 2 when folds are missing."""
+    directory = Path(args.dir)
     try:
-        record = write_results(args.output_dir)
+        record = write_results(directory)
     except GatherError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    title = f"{record.get('experiment', '')}  ({args.output_dir.resolve()})"
+    title = f"{record.get('experiment', '')}  ({directory.resolve()})"
     results.print_table(title, record["folds"], record["summary"])
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`ser-gather dir=DIR`: write DIR/results.json from its fold files."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_cli(lambda a: gather_directory(parse_key_values(a, GatherArguments, USAGE)), argv)
 
 
 if __name__ == "__main__":

@@ -437,3 +437,15 @@ def test_single_gpu_cpu_and_data_parallel_jobs_are_left_alone(
 def test_unknown_sweep_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown sweep 'nope'; available: ablation"):
         launch.sweep_command("nope", [])
+
+
+def test_a_sweeper_of_an_extra_that_is_not_installed_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    launch.check_sweeper("hpo")  # the dev extra installs it
+    monkeypatch.setattr(launch.importlib.util, "find_spec", lambda module: None)
+    with pytest.raises(ValueError, match=r"pip install 'ser\[optuna\]'"):
+        launch.sweep_command("hpo", [])
+    with pytest.raises(ValueError, match="optuna sweeper"):
+        launch.check_sweeper("seeds", ["hydra/sweeper=optuna"])
+    launch.check_sweeper("ablation")  # its own sweeper needs no extra

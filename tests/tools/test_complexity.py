@@ -34,7 +34,7 @@ def test_macs_are_positive_and_grow_with_the_frame_count() -> None:
 
 def test_every_variant_composes_a_distinct_network_and_the_cli_writes_reports(tmp_path: Path) -> None:
     out = tmp_path / "complexity.json"
-    rows = main(["--frames", "24", "--runs", "1", "--out", str(out)])
+    rows = main(["frames=24", "runs=1", f"out={out}"])
     assert [row.label for row in rows] == [v.label for v in VARIANTS]
     assert len({row.variant for row in rows}) == len(VARIANTS)
     assert all(row.macs > 0 and row.latency_ms > 0 and row.frames == 24 for row in rows)
@@ -46,7 +46,7 @@ def test_every_variant_composes_a_distinct_network_and_the_cli_writes_reports(tm
     assert report["frames"] == 24 and len(report["rows"]) == len(VARIANTS)
 
     markdown = tmp_path / "complexity.md"
-    main(["--frames", "24", "--no-latency", "--out", str(markdown)])
+    main(["frames=24", "latency=false", f"out={markdown}"])
     text = markdown.read_text()
     assert "| MS-SENet (paper) |" in text and "148,180" in text
 
@@ -63,5 +63,5 @@ def test_ssl_features_widen_the_input_and_a_training_step_is_timed(tmp_path: Pat
     assert timnet.parameters == 104_496 + 2 * 39 * (768 - 39) == 161_358
     assert mssenet.train_step_ms > 0 and mssenet.train_batch == 2
     out = tmp_path / "ssl.md"
-    main(["--features", "ssl", "--frames", "8", "--no-latency", "--train-step", "2", "--runs", "1", "--out", str(out)])
+    main(["features=ssl", "frames=8", "latency=false", "train_step=2", "runs=1", f"out={out}"])
     assert "train step ms (batch 2)" in out.read_text() and "features=ssl" in out.read_text()

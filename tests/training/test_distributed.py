@@ -96,7 +96,7 @@ def test_gather_needs_every_fold_of_one_configuration(tmp_path: Path) -> None:
     fold_file(tmp_path, 0, "abc", [0, 1])
     with pytest.raises(gather.IncompleteError, match=r"not finished .*\[1\]"):
         gather.gather(tmp_path)
-    assert gather.main([str(tmp_path)]) == 2 and not (tmp_path / "results.json").exists()
+    assert gather.main([f"dir={tmp_path}"]) == 2 and not (tmp_path / "results.json").exists()
     fold_file(tmp_path, 1, "other", [2, 3])
     with pytest.raises(gather.GatherError, match="different configuration"):
         gather.gather(tmp_path)
@@ -104,7 +104,7 @@ def test_gather_needs_every_fold_of_one_configuration(tmp_path: Path) -> None:
     with pytest.raises(gather.GatherError, match="overlap"):
         gather.gather(tmp_path)
     fold_file(tmp_path, 1, "abc", [2, 3])
-    assert gather.main([str(tmp_path)]) == 0
+    assert gather.main([f"dir={tmp_path}"]) == 0
     record = results.read_json(tmp_path / "results.json")
     assert record["status"] == "complete" and [f["fold"] for f in record["folds"]] == [0, 1]
     assert record["summary"]["num_test_utterances"] == 4

@@ -10,7 +10,7 @@ import torch
 from omegaconf import open_dict
 
 from ser.models.fast import FastTimeFrequencyFusion
-from ser.models.fusion import TimeFrequencyFusion
+from ser.models.reference import TimeFrequencyFusion
 from ser.settings import ConfigError
 from ser.tracking import results
 from ser.training import implementation

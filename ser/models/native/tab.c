@@ -1,4 +1,5 @@
-/* Fused elementwise passes of the fast Temporal-Aware Block (see ser/models/native.py).
+/* Fused elementwise passes of the fast Temporal-Aware Block (see ser/models/fast/tab_native.py;
+ * called only through the checked operators of ser/models/native/ops.py).
  *
  * Tensors are float32, contiguous, laid out (G, B, T, C): G groups (reading directions),
  * B samples, T frames, C channels; a row is one (g, b, t) and holds C channels. Per-row

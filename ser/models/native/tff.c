@@ -1,4 +1,5 @@
-/* Fused passes of the fast time-frequency fusion block's forward (see ser/models/fast.py).
+/* Fused passes of the fast time-frequency fusion block's forward (see
+ * ser/models/fast/branches_native.py; called only through ser/models/native/ops.py).
  *
  * h is a chunk of a branch's pre-activations, channels first: (R, C, P) float32 for R
  * samples, C channels, P = frames * features positions. SE needs each channel's (weighted)

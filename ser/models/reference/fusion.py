@@ -1,15 +1,15 @@
-"""MS-SENet's time-frequency fusion (TFF) block and the registry of its implementations."""
+"""MS-SENet's time-frequency fusion (TFF) block, as the paper's code computes it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ser.models.blocks import SqueezeExcitation
-from ser.models.initialisation import keras_initialise
+from ser.models.reference.blocks import SqueezeExcitation
+from ser.models.reference.initialisation import keras_initialise
 
 DEFAULT_KERNEL_SIZES: tuple[tuple[int, int], ...] = ((11, 1), (1, 9), (3, 3))
 BRANCH_REGULARIZERS = ("spatial_dropout", "avgpool", "dropout", "none")
@@ -112,31 +112,3 @@ class TimeFrequencyFusion(nn.Module):
             fused = self.squeeze_excitation(fused)
         projected = F.relu(self.projection(fused)).squeeze(1)
         return torch.cat([projected, x], dim=2)
-
-
-# Every implementation takes TimeFrequencyFusion's constructor arguments and has the same
-# parameter names, so state dicts load across them.
-FUSION_IMPLEMENTATIONS: dict[str, type[nn.Module]] = {"reference": TimeFrequencyFusion}
-
-
-def register_fusion_implementation(
-    name: str,
-) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator adding a TFF implementation under `name`."""
-
-    def register(cls: type[nn.Module]) -> type[nn.Module]:
-        FUSION_IMPLEMENTATIONS[name] = cls
-        return cls
-
-    return register
-
-
-def fusion_implementation(name: str) -> type[nn.Module]:
-    """The TFF class registered as `name`; a clear ValueError for unknown names."""
-    try:
-        return FUSION_IMPLEMENTATIONS[name]
-    except KeyError:
-        known = ", ".join(sorted(FUSION_IMPLEMENTATIONS))
-        # `auto` is a setting of runs, resolved for their device before a network is built
-        hint = " (auto is resolved by ser.training.implementation)" if name == "auto" else ""
-        raise ValueError(f"Unknown implementation {name!r}; expected one of: {known}{hint}") from None

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ser.models import (
-    FUSION_IMPLEMENTATIONS,
+    IMPLEMENTATIONS,
+    DirectionalStream,
     LevelWeighting,
     MSSENet,
     SamePaddingAveragePool2d,
@@ -18,9 +19,10 @@ from ser.models import (
     TemporalAwareBlock,
     TimeFrequencyFusion,
     TIMNet,
-    fusion_implementation,
+    implementation,
     keras_initialise,
 )
+from tests.helpers.implementations import SWITCHES
 
 BATCH, FRAMES, FEATURES = 2, 24, 39
 
@@ -53,13 +55,7 @@ def features() -> torch.Tensor:
 
 
 ABLATIONS = {
-    "default": {},
-    "square_kernel": {"kernel_sizes": ((3, 3),)},
-    "no_se": {"squeeze_excitation": False},
-    "se_reduction_3": {"se_reduction": 3},
-    "avgpool": {"branch_regularizer": "avgpool"},
-    "dropout": {"branch_regularizer": "dropout"},
-    "no_regularizer": {"branch_regularizer": "none"},
+    **SWITCHES,
     "four_blocks": {"num_blocks": 4},
     "no_fusion": {"time_frequency_fusion": False},
 }
@@ -267,8 +263,8 @@ def test_invalid_settings_are_rejected() -> None:
 
 
 def test_implementation_registry() -> None:
-    assert fusion_implementation("reference") is TimeFrequencyFusion
-    assert FUSION_IMPLEMENTATIONS["reference"] is TimeFrequencyFusion
+    assert implementation("reference").fusion is TimeFrequencyFusion
+    assert IMPLEMENTATIONS["reference"].stream is DirectionalStream
 
 
 def test_state_dict_round_trip(features: torch.Tensor) -> None:

@@ -15,13 +15,15 @@ import pytest
 import torch
 
 from ser.models import MSSENet, native
-from ser.models.fast import _TemporalAwareBlockFunction
-from ser.models.native_tab import NativeTemporalAwareBlockFunction
+from ser.models.fast import branches_native, stream
+from ser.models.fast.tab import TemporalAwareBlockFunction
+from ser.models.fast.tab_native import NativeTemporalAwareBlockFunction
+from ser.models.native import ops
 from tests.helpers.config import ROOT
-from tests.test_fast import compare_fp32, features, mssenet, pair, relative_error
+from tests.helpers.implementations import compare_fp32, features, mssenet, pair, relative_error
 
 needs_kernels = pytest.mark.skipif(
-    not native.enabled() or native.library() is None, reason="no C compiler for the kernels"
+    not native.enabled() or not native.available(), reason="no C compiler for the kernels"
 )
 
 
@@ -55,16 +57,16 @@ def test_kernels_are_the_default_for_float32_on_cpu() -> None:
     assert tab_functions(model, x) == {"NativeTemporalAwareBlockFunctionBackward"}
     # float64 (and other devices) use the PyTorch formulation
     assert tab_functions(copy.deepcopy(model).double(), x.double()) == {
-        "_TemporalAwareBlockFunctionBackward"
+        "TemporalAwareBlockFunctionBackward"
     }
 
 
 def test_fallback_without_kernels_matches_reference(native_off: None) -> None:
-    assert native.library() is None
+    assert not native.available()
     for overrides in ({}, {"branch_regularizer": "dropout"}):
         reference, fast = pair(mssenet, **overrides)
         assert tab_functions(copy.deepcopy(fast), features()) == {
-            "_TemporalAwareBlockFunctionBackward"
+            "TemporalAwareBlockFunctionBackward"
         }
         for train in (False, True):
             compare_fp32(reference, fast, features(), train)
@@ -75,15 +77,13 @@ def test_fallback_without_kernels_matches_reference(native_off: None) -> None:
 def test_kernels_and_fallback_agree(train: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Output and every gradient of the two TAB computations, for blocks with dilations
     below, across and beyond half the sequence (12 frames; dilations 1 to 16)."""
-    import ser.models.fast as fast
-
     torch.manual_seed(0)
     model = MSSENet(num_classes=5, num_blocks=5, implementation="fast").train(train)
     x = features(batch=6, frames=12)
     weights = torch.randn(6, 5, generator=torch.Generator().manual_seed(2))
 
     def run(function: type) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        monkeypatch.setattr(fast, "NativeTemporalAwareBlockFunction", function)
+        monkeypatch.setattr(stream, "NativeTemporalAwareBlockFunction", function)
         copied = copy.deepcopy(model)
         inputs = x.clone().requires_grad_()
         torch.manual_seed(1)  # the same dropout masks
@@ -93,7 +93,7 @@ def test_kernels_and_fallback_agree(train: bool, monkeypatch: pytest.MonkeyPatch
         return out.detach(), dict(zip(names, grads, strict=True))
 
     native_out, native_grads = run(NativeTemporalAwareBlockFunction)
-    torch_out, torch_grads = run(_TemporalAwareBlockFunction)
+    torch_out, torch_grads = run(TemporalAwareBlockFunction)
     assert relative_error(native_out, torch_out) <= 1e-5
     for name, expected in torch_grads.items():
         got = native_grads[name]
@@ -111,7 +111,9 @@ def test_kernels_and_fallback_agree(train: bool, monkeypatch: pytest.MonkeyPatch
      {"branch_regularizer": "none", "kernel_sizes": ((3, 3), (5, 1))}],
     ids=["default", "avgpool", "no_se", "other_kernels"],
 )
-def test_whole_model_with_and_without_kernels(overrides: dict) -> None:
+def test_whole_model_with_and_without_kernels(
+    overrides: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The fusion block's kernels (SE sums, contraction, ReLU signs and the backward's
     slope products from them) and the TAB's, against the PyTorch formulation: outputs
     and every gradient, train mode, positions and channels no multiple of 16 or 4."""
@@ -129,14 +131,10 @@ def test_whole_model_with_and_without_kernels(overrides: dict) -> None:
         return out.detach(), dict(zip(names, grads, strict=True))
 
     with_kernels = run()
-    if native.library().tff_has_signs():  # also the path of CPUs without AVX-512
-        lib = native.library()
-        has_signs = lib.tff_has_signs
-        lib.tff_has_signs = lambda: 0
-        try:
+    if native.has_signs():  # also the path of CPUs without AVX-512
+        with monkeypatch.context() as patch:
+            patch.setattr(branches_native, "has_signs", lambda: False)
             without_signs = run()
-        finally:
-            lib.tff_has_signs = has_signs
         assert relative_error(without_signs[0], with_kernels[0]) <= 1e-5
         for name, got in without_signs[1].items():
             expected = with_kernels[1][name]
@@ -163,17 +161,17 @@ def test_whole_model_with_and_without_kernels(overrides: dict) -> None:
 def test_gate_kernel_sigmoid_and_mean() -> None:
     """out = x * sigmoid(relu(A z + S)) and its time mean, over the whole range of the
     polynomial exp (including past its cut-off at 17.5, and negative inputs)."""
-    lib = native.library()
     groups, batch, frames, channels = 1, 2, 500, 7
     z = torch.linspace(-5, 40, groups * batch * frames * channels).reshape(
         groups, batch, frames, channels
     )
     x = torch.randn_like(z)
-    A = torch.ones(groups, batch, channels)
-    S = torch.zeros(groups, batch, channels)
+    coefficients = torch.stack([  # A, S, M: identity BatchNorm, no dropout
+        torch.ones(groups, batch, channels), torch.zeros(groups, batch, channels),
+        torch.ones(groups, batch, channels),
+    ])
     out, mean = torch.empty_like(z), torch.empty(groups, batch, channels)
-    lib.tab_gate(z.data_ptr(), x.data_ptr(), A.data_ptr(), S.data_ptr(), out.data_ptr(),
-                 mean.data_ptr(), groups * batch, frames, channels, 2)
+    ops.tab_gate(z, x, coefficients, out, mean)
     expected = x * torch.sigmoid(z.double().relu()).float()
     assert torch.allclose(out, expected, rtol=3e-7, atol=1e-7)
     assert torch.allclose(mean, expected.mean(2), rtol=1e-5, atol=1e-6)
@@ -181,14 +179,12 @@ def test_gate_kernel_sigmoid_and_mean() -> None:
 
 @needs_kernels
 def test_stats_kernel_sums_in_double() -> None:
-    lib = native.library()
     z = torch.randn(2, 3000, 5) * 10 + 1000  # a large mean: float sums would lose digits
-    total = torch.empty(2, 5, dtype=torch.float64)
-    squares = torch.empty_like(total)
-    lib.tab_stats(z.data_ptr(), 2, 3000, 5, total.data_ptr(), squares.data_ptr(), 2)
+    stats = torch.empty(2, 2, 5, dtype=torch.float64)
+    ops.tab_stats(z, stats)
     exact = z.double()
-    assert torch.allclose(total, exact.sum(1), rtol=1e-12)
-    assert torch.allclose(squares, exact.square().sum(1), rtol=1e-12)
+    assert torch.allclose(stats[0], exact.sum(1), rtol=1e-12)
+    assert torch.allclose(stats[1], exact.square().sum(1), rtol=1e-12)
 
 
 @needs_kernels
@@ -209,10 +205,10 @@ def test_a_missing_compiler_warns_once_and_falls_back(
     native.reset()
     try:
         with pytest.warns(RuntimeWarning, match="no-such-cc"):
-            assert native.library() is None
+            assert not native.available()
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            assert native.library() is None  # said once
+            assert not native.available()  # said once
         reference, fast = pair(mssenet)
         compare_fp32(reference, fast, features(), train=True)
     finally:
@@ -236,12 +232,12 @@ def test_a_failing_compile_names_the_command(monkeypatch, tmp_path) -> None:  # 
 USE_KERNELS = """
 import torch
 from ser.models import native
-lib = native.library()
-assert lib is not None, "the kernels were not loaded"
+from ser.models.native import ops
+assert native.available(), "the kernels were not loaded"
 z = torch.randn(2, 30, 5)
-total, squares = torch.empty(2, 5, dtype=torch.float64), torch.empty(2, 5, dtype=torch.float64)
-lib.tab_stats(z.data_ptr(), 2, 30, 5, total.data_ptr(), squares.data_ptr(), 1)
-assert torch.allclose(total, z.double().sum(1)), "the kernels computed something else"
+stats = torch.empty(2, 2, 5, dtype=torch.float64)
+ops.tab_stats(z, stats)
+assert torch.allclose(stats[0], z.double().sum(1)), "the kernels computed something else"
 """
 
 
@@ -303,3 +299,50 @@ def test_processes_starting_together_compile_once(tmp_path: Path) -> None:
     assert log.read_text().splitlines() == ["compile"]
     (library,) = cache.glob("*.so")
     assert native.verified(library)
+
+
+@needs_kernels
+def test_the_operators_check_every_tensor_before_c_sees_it() -> None:
+    """The typed boundary: a wrong dtype, a non-contiguous tensor, a shape that does not
+    fit the others or a missing gate argument is a ValueError naming the operator and
+    the argument, never an out-of-bounds read in C."""
+    z = torch.randn(2, 3, 10, 5)
+    coefficients = torch.ones(3, 2, 3, 5)
+    coefficients[1] = 0  # A = 1, S = 0: relu(z)
+    out = torch.empty_like(z)
+    ops.tab_norm_relu(z, coefficients, out)
+    assert torch.equal(out, z.relu())
+    cases = {
+        "z must be a contiguous torch.float32": (z.double(), coefficients, out),
+        "not contiguous": (z.transpose(2, 3).contiguous().transpose(2, 3), coefficients, out),
+        r"coefficients must have shape \(3, 2, 3, 5\)": (z, coefficients[:, :, :2].contiguous(), out),
+        r"out must have shape": (z, coefficients, out[:, :, :5].contiguous()),
+    }
+    for message, arguments in cases.items():
+        with pytest.raises(ValueError, match=f"ser_native::tab_norm_relu: .*{message}"):
+            ops.tab_norm_relu(*arguments)
+    with pytest.raises(ValueError, match="stats must be a contiguous torch.float64"):
+        ops.tab_stats(z, torch.empty(2, 2, 5))
+    with pytest.raises(ValueError, match="x and grad_mean go together"):
+        ops.tab_backward_sums(
+            z, coefficients, torch.ones(4, 2, 5), z, z, None, torch.empty(2, 2, 5, dtype=torch.float64)
+        )
+    pre, weights = torch.randn(2, 5, 33), torch.randn(2, 5)
+    with pytest.raises(ValueError, match=r"signs must have shape \(2, 8, 3\)"):
+        ops.tff_contract(pre, weights, torch.empty(2, 33), torch.empty(2, 8, 2, dtype=torch.int16))
+
+
+def test_the_operators_have_schemas_and_fake_implementations() -> None:
+    """Registered whether or not the kernels can be built: the schema says what each
+    writes, and on the meta device (shape analysis, tracing) they run without C."""
+    schema = torch.ops.ser_native.tab_gate.default._schema
+    written = [argument.name for argument in schema.arguments if argument.alias_info is not None
+               and argument.alias_info.is_write]
+    assert written == ["out", "mean"]
+    for name in ops.SCHEMAS:
+        assert hasattr(torch.ops.ser_native, name)
+    with torch.device("meta"):
+        z, x = torch.empty(2, 3, 10, 5), torch.empty(2, 3, 10, 5)
+        out, mean = torch.empty_like(z), torch.empty(2, 3, 5)
+        ops.tab_gate(z, x, torch.empty(3, 2, 3, 5), out, mean)
+    assert out.is_meta and mean.shape == (2, 3, 5)

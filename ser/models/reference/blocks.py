@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ser.models.initialisation import keras_initialise
+from ser.models.reference.initialisation import keras_initialise
 
 
 class TemporalAwareBlock(nn.Module):

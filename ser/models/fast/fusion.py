@@ -1,0 +1,206 @@
+"""The fast time-frequency fusion block: the reference's function, parameters and state dict.
+
+* Every branch conv has ONE input channel, so conv(x) = patches(x)^T @ W^T: one small GEMM
+  per branch over patches of shape (kh*kw + 1, frames*features) per sample (a row of ones
+  carries the bias, so the weight-gradient GEMM yields the bias gradient too; patches.py).
+* BatchNorm's batch statistics of a linear map of the patches follow from the patches'
+  mean and covariance: mean = W mu, var = diag(W Sigma W^T). They cost a (k+1) x (k+1)
+  matrix, autograd differentiates them on tiny tensors, and BatchNorm folds into the conv
+  weights (W' = gamma / sigma * W, ...). The patches are shifted by the input's mean so the
+  covariance loses no digits to cancellation.
+* Spatial dropout is a per-(sample, channel) factor and SE's squeeze a per-(sample, channel)
+  mean of the ReLU output, so SE scale, dropout mask and the 1x1 projection weight fold
+  into per-(sample, channel) weights of one channel contraction (`FusedBranches`).
+* The ReLU output exists a few samples at a time and is reduced while in cache. Every
+  gradient comes from [g * P; q * P] @ relu'(h) per branch and sample, never from a
+  materialised activation gradient. With the C kernels (float32 on the CPU) the forward's
+  SE sums and channel contraction read the pre-activations once each and record one sign
+  bit per value, and the backward takes those products as masked sums from the bits and
+  the patches (branches_native.py); otherwise the backward recomputes h with a GEMM,
+  thresholds it and multiplies (branches.py).
+* MS-SENet's backward stream reads x reversed in time: 'same' convolution commutes with
+  reversal when the kernel is flipped in time, so both streams share x's patches and
+  moments (`shared_patches`, `projected(..., reverse=True)`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ser.models.fast.batchnorm import update_running_stats
+from ser.models.fast.branches import BranchConstants, FusedConfig, reversed_branch
+from ser.models.fast.fused_branches import FusedBranches
+from ser.models.fast.patches import Patches, shared_patches
+from ser.models.reference.fusion import (
+    FusionBranch,
+    SamePaddingAveragePool2d,
+    TimeFrequencyFusion,
+)
+
+# Samples per chunk of `FusedBranches`: three branches of (chunk, 188 * 39, 39) float32
+# activations stay ~14 MB, so they are reduced while still in cache (2 to 4 measured best
+# on 2 cores; 1 pays too much per-operation overhead, 8 spills the cache).
+DEFAULT_CHUNK = 4
+
+
+def use_reference(x: torch.Tensor) -> bool:
+    """Whether to run the reference computation instead: when tracing or exporting (the
+    exporters cannot record Python autograd Functions, and the reference graph has no
+    batch-size dependent chunking), and on the meta device (shape and FLOP analysis,
+    which should see the network's own convolutions)."""
+    return (
+        x.is_meta
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+class FastTimeFrequencyFusion(TimeFrequencyFusion):
+    """The reference TFF block's function, computed by `FusedBranches` (see the module docstring)."""
+
+    def __init__(self, *args: Any, chunk: int = DEFAULT_CHUNK, **kwargs: Any) -> None:
+        # The reference's constructor arguments, so configs and state dicts carry over.
+        super().__init__(*args, **kwargs)
+        self.chunk = chunk
+        self._squeeze_weight_cache: dict[tuple, torch.Tensor] = {}
+
+    def _folded_weights(
+        self, branch: FusionBranch, patch: Patches, reverse: bool
+    ) -> torch.Tensor:
+        """[W', b'] (C, k+1): the conv followed by BatchNorm as one linear map of the patches.
+
+        With `reverse` the patches are those of the input reversed in time, and the kernel
+        is flipped in time to match (see `projected`)."""
+        conv, norm = branch.conv, branch.norm
+        kernel = (conv.weight.flip(2) if reverse else conv.weight).flatten(1)
+        bias = conv.bias + patch.shift * kernel.sum(1)  # the patches are shifted by `shift`
+        weight = torch.cat([kernel, bias[:, None]], dim=1)  # (C, k+1)
+        if norm.training or norm.running_mean is None:  # batch statistics, as BatchNorm
+            mean_p, covariance = patch.moments()
+            mean = weight @ mean_p
+            var = ((weight @ covariance) * weight).sum(1)
+            if norm.training and norm.track_running_stats and norm.running_mean is not None:
+                count = patch.values.shape[0] * patch.values.shape[2]
+                update_running_stats([norm], mean.detach()[None], var.detach()[None], count)
+        else:
+            mean, var = norm.running_mean, norm.running_var
+        inv_std = torch.rsqrt(var + norm.eps)
+        gain = inv_std if norm.weight is None else norm.weight * inv_std
+        shift = -mean * gain if norm.bias is None else norm.bias - mean * gain
+        folded = weight * gain[:, None]
+        # The bias column: b * gain + shift (the ones row of the patches multiplies it).
+        return torch.cat([folded[:, :-1], (folded[:, -1] + shift)[:, None]], dim=1)
+
+    def _branch_constants(
+        self, branch: FusionBranch, batch: int, frames: int, device, dtype  # noqa: ANN001
+    ) -> BranchConstants:
+        reg = branch.regularizer
+        channel_mask = element_mask = squeeze_weights = None
+        element_scale = 1.0
+        channels = branch.conv.out_channels
+        features = self.input_dim
+        if isinstance(reg, nn.Dropout2d):
+            if reg.training and reg.p > 0:
+                channel_mask = torch.empty(batch, channels, device=device, dtype=dtype)
+                if reg.p >= 1:
+                    channel_mask.zero_()
+                else:
+                    channel_mask.bernoulli_(1 - reg.p).div_(1 - reg.p)
+        elif isinstance(reg, nn.Dropout):
+            if reg.training and reg.p > 0:
+                element_mask = torch.empty(
+                    batch, channels, frames * features, device=device, dtype=torch.bool
+                )
+                if reg.p >= 1:
+                    element_mask.zero_()
+                else:
+                    element_mask.bernoulli_(1 - reg.p)
+                    element_scale = 1.0 / (1 - reg.p)
+        elif isinstance(reg, SamePaddingAveragePool2d):
+            squeeze_weights = self._pool_squeeze_weights(frames, features, device, dtype)
+        elif not isinstance(reg, nn.Identity):
+            raise TypeError(f"fast TFF cannot compute regulariser {type(reg).__name__}")
+        return BranchConstants(channel_mask, element_mask, element_scale, squeeze_weights)
+
+    def _pool_squeeze_weights(self, frames: int, features: int, device, dtype) -> torch.Tensor:  # noqa: ANN001
+        """q with sum(pool(r)) = sum(q * r): each position's total weight in the pooled map.
+
+        Pooled (i, j) averages the r x c real entries of x[i:i+2, j:j+2] (r = 1 on the last
+        row, else 2; likewise c), so q factorises into a frame and a feature profile."""
+        key = (frames, features, str(device), dtype)
+        cached = self._squeeze_weight_cache.get(key)
+        if cached is None:
+
+            def profile(n: int) -> torch.Tensor:
+                inverse = torch.full((n,), 0.5, device=device, dtype=dtype)
+                inverse[-1] = 1.0  # the last window holds one real entry along this axis
+                total = inverse.clone()
+                total[1:] += inverse[:-1]  # position t is in windows t - 1 and t
+                return total
+
+            cached = torch.outer(profile(frames), profile(features)).flatten()
+            self._squeeze_weight_cache[key] = cached
+        return cached
+
+    def projected(
+        self,
+        x: torch.Tensor,
+        shared: dict[tuple[int, int], Patches] | None = None,
+        reverse: bool = False,
+    ) -> torch.Tensor:
+        """The fusion output without the appended input: (batch, frames, branches * F).
+
+        `shared` holds the patches of x by kernel shape (`shared_patches`), for blocks that
+        read the same input. With `reverse`, the result is that of x reversed in time,
+        computed from x's own patches: 'same' convolution commutes with reversal when the
+        kernel is flipped in time, and everything after the convolutions acts per position
+        or averages over positions, so only the dropout masks and the pooling's weights are
+        reversed to match, and the output at the end. MS-SENet's backward stream shares
+        its forward stream's patches this way.
+        """
+        batch, frames, features = x.shape
+        if shared is None:
+            shared = shared_patches([self], x)
+        ps = [shared[branch.conv.kernel_size] for branch in self.branches]
+        ws = [
+            self._folded_weights(branch, patch, reverse)
+            for branch, patch in zip(self.branches, ps, strict=True)
+        ]
+        consts = [
+            self._branch_constants(branch, batch, frames, x.device, x.dtype)
+            for branch in self.branches
+        ]
+        if reverse:
+            consts = [reversed_branch(c, frames) for c in consts]
+        se = self.squeeze_excitation
+        config = FusedConfig(
+            branches=consts,
+            squeeze_excitation=se is not None,
+            squeeze_denominator=float(frames * features * len(self.branches)),
+            chunk=self.chunk,
+            features=features,
+            reverse=reverse,
+        )
+        w = self.projection.weight.flatten()
+        out = FusedBranches.apply(
+            config,
+            w,
+            se.squeeze.weight if se is not None else None,
+            se.squeeze.bias if se is not None else None,
+            se.excite.weight if se is not None else None,
+            se.excite.bias if se is not None else None,
+            *(patch.values for patch in ps),
+            *ws,
+        )  # (B, T, nb, F), in the stream's own time order
+        if consts[0].squeeze_weights is not None:  # avgpool: pool each branch's map
+            out = SamePaddingAveragePool2d()(out.transpose(1, 2)).transpose(1, 2)
+        return (out + self.projection.bias).relu_().reshape(batch, frames, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_reference(x):
+            return super().forward(x)
+        return torch.cat([self.projected(x), x], 2)

@@ -1,0 +1,185 @@
+"""The fast directional stream: fusion, pointwise conv and TAB chain, several streams at once.
+
+The TAB chain runs in (groups, batch, frames, channels) layout: a group is one stream with
+its own (stacked) weights, so MS-SENet's two reading directions run as two groups of every
+operation, which halves the number of (small) operations, and MSSENet.embed takes only the
+per-level time means, never the stacked sequences (`bidirectional_level_means`). Each
+block is one autograd Function: with the C kernels for float32 on the CPU (tab_native.py),
+else its PyTorch formulation (tab.py). Dropout masks are drawn as the reference draws
+them, so both implementations compute the same function with the same random numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ser.models.fast.batchnorm import norm_group
+from ser.models.fast.fusion import FastTimeFrequencyFusion, use_reference
+from ser.models.fast.patches import Patches, shared_patches
+from ser.models.fast.tab import TemporalAwareBlockFunction
+from ser.models.fast.tab_native import NativeTemporalAwareBlockFunction
+from ser.models.native import available
+from ser.models.reference import DirectionalStream, TemporalAwareBlock
+
+
+def _channel_mask(dropout: nn.Module, batch: int, channels: int, like: torch.Tensor):  # noqa: ANN202
+    """Dropout1d's per-(sample, channel) factors (B, 1, C), drawn exactly as the reference
+    draws them, or None when dropout is inactive."""
+    p = dropout.p
+    if not dropout.training or p == 0:
+        return None
+    mask = like.new_empty(batch, channels)
+    if p >= 1:
+        return mask.zero_()[:, None, :]
+    return mask.bernoulli_(1 - p).div_(1 - p)[:, None, :]
+
+
+def _stack_masks(masks: Sequence[torch.Tensor | None], like: torch.Tensor):  # noqa: ANN202
+    """(G, B, 1, C) from one mask (or None) per group; None when no group has one."""
+    if all(m is None for m in masks):
+        return None
+    batch, channels = like.shape[1], like.shape[3]
+    ones = like.new_ones(batch, 1, channels)
+    return torch.stack([ones if m is None else m for m in masks])
+
+
+
+def _stack_parameter(modules: Sequence[nn.Module], name: str) -> torch.Tensor | None:
+    values = [getattr(module, name) for module in modules]
+    if values[0] is None:
+        return None
+    if len(values) == 1:
+        return values[0].unsqueeze(0)
+    return torch.stack(values)
+
+
+def draw_block_masks(blocks: Sequence[TemporalAwareBlock], batch: int, like: torch.Tensor):  # noqa: ANN201
+    """Each block's two dropout masks, drawn in the reference's order."""
+    masks = []
+    for block in blocks:
+        channels = block.first_conv.out_channels
+        first = _channel_mask(block.channel_dropout, batch, channels, like)
+        second = _channel_mask(block.channel_dropout, batch, channels, like)
+        masks.append((first, second))
+    return masks
+
+
+def temporal_aware_blocks(
+    blocks: Sequence[TemporalAwareBlock],
+    x: torch.Tensor,
+    masks: Sequence[tuple[torch.Tensor | None, torch.Tensor | None]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One TAB per group applied to x (G, B, T, C), with the groups' dropout masks; returns
+    the outputs (G, B, T, C) and their time means (G, B, C)."""
+    for block in blocks:
+        if block.first_conv.kernel_size != (2,) or block.second_conv.kernel_size != (2,):
+            raise ValueError("the fast TAB computes kernel size 2 only")
+    dilations = {block.first_conv.dilation[0] for block in blocks}
+    if len(dilations) != 1:
+        raise ValueError("grouped TABs need equal dilations")
+    convs_a = [block.first_conv for block in blocks]
+    convs_b = [block.second_conv for block in blocks]
+    norms_a = [block.first_norm for block in blocks]
+    norms_b = [block.second_norm for block in blocks]
+    function = TemporalAwareBlockFunction
+    if x.dtype == torch.float32 and x.device.type == "cpu" and available():
+        function = NativeTemporalAwareBlockFunction
+    return function.apply(
+        x.contiguous(),
+        _stack_parameter(convs_a, "weight"),
+        _stack_parameter(convs_a, "bias"),
+        _stack_parameter(norms_a, "weight"),
+        _stack_parameter(norms_a, "bias"),
+        _stack_parameter(convs_b, "weight"),
+        _stack_parameter(convs_b, "bias"),
+        _stack_parameter(norms_b, "weight"),
+        _stack_parameter(norms_b, "bias"),
+        dilations.pop(),
+        (norm_group(norms_a), norm_group(norms_b)),
+        (_stack_masks([m[0] for m in masks], x), _stack_masks([m[1] for m in masks], x)),
+    )
+
+
+def _pointwise(
+    stream: DirectionalStream,
+    x: torch.Tensor,
+    shared: dict[tuple[int, int], Patches] | None = None,
+    reverse: bool = False,
+) -> torch.Tensor:
+    """The stream's [fusion ->] pointwise conv on x (B, T, F), or on x reversed in time
+    with `reverse`: (B, T, filters) in the stream's own time order.
+
+    With the fast fusion, the conv reads the projected branches and the raw input as two
+    GEMMs instead of their concatenation; `shared` passes patches of x computed once for
+    several streams (see `FastTimeFrequencyFusion.projected`)."""
+    batch, frames, features = x.shape
+    weight = stream.pointwise.weight[:, :, 0]  # (filters, width)
+    bias = stream.pointwise.bias
+    fusion = stream.fusion
+    if isinstance(fusion, FastTimeFrequencyFusion):
+        projected = fusion.projected(x, shared, reverse).reshape(batch * frames, -1)
+        if reverse:
+            x = torch.flip(x, dims=[1])
+        width = projected.shape[1]
+        h = torch.addmm(bias, projected, weight[:, :width].t())
+        h = h.addmm_(x.reshape(batch * frames, features), weight[:, width:].t())
+    else:
+        if reverse:
+            x = torch.flip(x, dims=[1])
+        if fusion is not None:
+            x = fusion(x)
+        h = torch.addmm(bias, x.reshape(batch * frames, -1), weight.t())
+    return h.view(batch, frames, -1)
+
+
+class FastDirectionalStream(DirectionalStream):
+    """DirectionalStream computed in (batch, frames, channels) layout with fused TABs.
+
+    Same parameters and output as the reference: (batch, num_blocks, filters, frames), here
+    a transposed view of a (batch, num_blocks, frames, filters) tensor. For MSSENet.embed it
+    also computes both reading directions at once (`bidirectional_level_means`).
+    """
+
+    @property
+    def summarises_levels(self) -> bool:  # type: ignore[override]
+        return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
+    def _chain(
+        self, streams: Sequence[DirectionalStream], x: torch.Tensor, reverse: Sequence[bool]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Fusion, pointwise conv and TABs of several streams on x (each reading it in
+        time order or reversed), run as groups. Fast fusion blocks share x's patches."""
+        fusions = [s.fusion for s in streams if isinstance(s.fusion, FastTimeFrequencyFusion)]
+        shared = shared_patches(fusions, x) if fusions else None
+        starts, masks = [], []
+        for stream, backwards in zip(streams, reverse, strict=True):
+            # The reference's random-number order: a stream's TFF masks, then its TABs'.
+            starts.append(_pointwise(stream, x, shared, backwards))
+            masks.append(draw_block_masks(stream.blocks, x.shape[0], x))
+        del shared
+        h = torch.stack(starts) if len(starts) > 1 else starts[0].unsqueeze(0)
+        levels, means = [], []
+        for j, blocks in enumerate(zip(*(stream.blocks for stream in streams), strict=True)):
+            h, mean = temporal_aware_blocks(blocks, h, [m[j] for m in masks])
+            levels.append(h)
+            means.append(mean)
+        return levels, means
+
+    def bidirectional_level_means(
+        self, other: DirectionalStream, x: torch.Tensor
+    ) -> torch.Tensor:
+        """Sum of this stream's level means on x and `other`'s on x reversed in time:
+        (batch, num_blocks, filters), both streams computed as two groups."""
+        if use_reference(x):
+            return self(x).mean(dim=3) + other(torch.flip(x, dims=[1])).mean(dim=3)
+        _, means = self._chain([self, other], x, [False, True])
+        return torch.stack([mean.sum(0) for mean in means], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_reference(x):
+            return super().forward(x)
+        levels, _ = self._chain([self], x, [False])
+        return torch.stack([level[0] for level in levels], dim=1).transpose(2, 3)

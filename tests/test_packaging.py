@@ -1,0 +1,115 @@
+"""The package works installed, not only from a checkout: the wheel carries the configs, the
+kernels' C sources and every module; its console scripts name functions that exist; each
+command answers --help.
+
+The full check (a fresh virtual environment, `pip install .`, `ser-train debug=fast` from
+another folder) installs torch and takes minutes; it is done by hand before a release.
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.config import ROOT, cli_environment
+
+# What a wheel is built from (the rest of a checkout is not part of the package).
+SOURCES = ("pyproject.toml", "README.md", "ser", "hydra_plugins")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    """The project's wheel, built from a copy of its sources (the build writes beside them)."""
+    folder = tmp_path_factory.mktemp("wheel")
+    source = folder / "source"
+    source.mkdir()
+    for name in SOURCES:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(path, source / name)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(folder), str(source)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (built,) = folder.glob("ser-*.whl")
+    return zipfile.ZipFile(built)
+
+
+def scripts() -> dict[str, str]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def test_the_wheel_carries_configs_kernel_sources_and_every_module(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+    expected = {
+        path.relative_to(ROOT).as_posix()
+        for pattern in ("ser/**/*.py", "ser/conf/**/*.yaml", "ser/models/native/*.c",
+                        "hydra_plugins/**/*.py")
+        for path in ROOT.glob(pattern)
+        if "__pycache__" not in path.parts
+    }
+    assert "ser/conf/train.yaml" in expected and "ser/models/native/tab.c" in expected
+    assert sorted(expected - names) == []
+    assert not [name for name in names if name.startswith("tests/")]
+
+
+def test_the_console_scripts_are_declared_and_resolve(wheel: zipfile.ZipFile) -> None:
+    (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
+    parser = configparser.ConfigParser()
+    parser.read_string(wheel.read(entry_points).decode())
+    declared = dict(parser["console_scripts"])
+    assert declared == scripts()
+    assert "ser-train" in declared
+    for name, target in declared.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), name
+
+
+# Runs each command's function with --help in one child process (as its console script
+# would), recording the exit status and what it printed.
+HELP = """
+import contextlib, io, json, sys
+import ser.commands as commands
+out = {}
+for name, function in json.loads(sys.argv[1]).items():
+    sys.argv = [name, "--help"]
+    text, code = io.StringIO(), 0
+    with contextlib.redirect_stdout(text):
+        try:
+            getattr(commands, function)()
+        except SystemExit as error:
+            code = error.code or 0
+    out[name] = [code, text.getvalue()]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_every_command_answers_help(tmp_path: Path) -> None:
+    functions = {name: target.split(":")[1] for name, target in scripts().items()}
+    result = subprocess.run(
+        [sys.executable, "-c", HELP, json.dumps(functions)], cwd=tmp_path, capture_output=True,
+        text=True, timeout=600, env=cli_environment(PYTHONPATH=str(ROOT)),  # this checkout's ser
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = json.loads(result.stdout.splitlines()[-1])
+    for name, (code, text) in answers.items():
+        assert code == 0, f"{name} --help exited {code}"
+        assert "=" in text and len(text.splitlines()) > 3, f"{name} --help says too little"
+    # the Hydra commands list the config groups; the small tools each of their keys
+    assert "dataset: " in answers["ser-train"][1] and "dataset: " in answers["ser-data"][1]
+    assert "checkpoint=..." in answers["ser-predict"][1]
+    assert "dir=..." in answers["ser-gather"][1]
+    assert not list(tmp_path.iterdir()), "--help wrote files"
