@@ -32,13 +32,13 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/python -m ser.tools.bench --out bench.json
+	$(BIN)/python -m ser.tools.bench out=bench.json
 
 # One-shot GPU check (ser/tools/gpu_check.py): JSON records in $(GPU_CHECK_OUT)/ within
 # 8 minutes; on a machine without CUDA a dry run at toy sizes on the CPU.
 GPU_CHECK_OUT ?= gpu-check
 gpu-check: install
-	$(BIN)/python -m ser.tools.gpu_check --out $(GPU_CHECK_OUT)
+	$(BIN)/python -m ser.tools.gpu_check out=$(GPU_CHECK_OUT)
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,8 +2,9 @@
 
 Every command takes Hydra-style ``key=value`` arguments and answers ``--help``. The Hydra
 commands (training, the data summary) get both from Hydra; the small tools (predict,
-export, complexity, gather) parse theirs with `parse_key_values` from a dataclass whose
-fields say what each key means. All of them report expected errors through `run_cli`:
+export, complexity, gather, the benchmarks, the GPU check) parse theirs with
+`parse_key_values` from a dataclass whose fields say what each key means (`sweep.py`
+keeps its subcommands: `run` hands its own arguments to Hydra). All of them report expected errors through `run_cli`:
 one line on stderr and exit code 2. ser/commands.py lists the commands.
 """
 
@@ -54,7 +55,11 @@ def describe_arguments(schema: type) -> str:
     lines = ["arguments:"]
     for field in dataclasses.fields(schema):
         default = field.default
-        if default is dataclasses.MISSING or default == "???":
+        if field.default_factory is not dataclasses.MISSING:  # a list's default
+            default = field.default_factory()
+        if isinstance(default, list):  # as it is typed on the command line
+            where = f"default: [{','.join(map(str, default))}]"
+        elif default is dataclasses.MISSING or default == "???":
             where = "required"
         else:
             where = f"default: {OmegaConf.to_yaml({'v': default}).strip()[3:]}"

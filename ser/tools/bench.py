@@ -1,6 +1,6 @@
 """Training and inference speed of MS-SENet and TIM-Net, reference against fast implementation.
 
-    python -m ser.tools.bench --out bench.json
+    python -m ser.tools.bench out=bench.json
 
 In one run, at the paper's input shape by default (batch 64, 188 frames x 39, 10 TABs for
 MS-SENet, 8 for TIM-Net, 7 classes), for each model and implementation:
@@ -17,9 +17,9 @@ MS-SENet, 8 for TIM-Net, 7 classes), for each model and implementation:
 - inference (eval mode, no autograd): latency for one 3-second clip (130 frames at
   22 050 Hz, hop 512) and throughput at the training batch size.
 
-On a GPU (`--device cuda`) the same rows are measured with CUDA synchronisation around
-each step; `--precision bf16` runs forward and loss under bf16 autocast (weights, Adam
-and BatchNorm statistics stay float32, as Lightning's `bf16-mixed`), and `--compile MODE`
+On a GPU (`device=cuda`) the same rows are measured with CUDA synchronisation around
+each step; `precision=bf16` runs forward and loss under bf16 autocast (weights, Adam
+and BatchNorm statistics stay float32, as Lightning's `bf16-mixed`), and `compile=MODE`
 times `torch.compile(model, mode=MODE)` (e.g. reduce-overhead: CUDA graphs) after its
 compilation, which is timed apart. `python -m ser.tools.gpu_check` runs the GPU set.
 
@@ -28,7 +28,6 @@ The figures depend on the machine and on its load: run it on an otherwise idle m
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -38,11 +37,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from ser.cli import parse_key_values, run_cli
 from ser.tools.bench_report import load_average, native_kernels, print_table, processor_name
 from ser.tools.bench_step import (
     IMPLEMENTATIONS,
@@ -54,6 +56,7 @@ from ser.tools.bench_step import (
     matmul_peak,
     synchronise,
 )
+from ser.training.module import COMPILE_MODES
 
 SAMPLE_RATE, HOP_LENGTH = 22_050, 512
 
@@ -110,7 +113,7 @@ def _read_status_kib(field: str) -> int | None:
     return None
 
 
-def _probe_memory(model: str, implementation: str, args: argparse.Namespace) -> float:
+def _probe_memory(model: str, implementation: str, args: Any) -> float:
     """Peak resident growth (MiB) of one training step, measured in this (fresh) process."""
     import resource
 
@@ -133,7 +136,7 @@ def _probe_memory(model: str, implementation: str, args: argparse.Namespace) -> 
 
 
 def peak_memory_mib(
-    model: str, implementation: str, args: argparse.Namespace, device: torch.device
+    model: str, implementation: str, args: Any, device: torch.device
 ) -> float | None:
     if args.compile or not args.memory:
         return None  # not asked for, or a fresh compiled model would compile again
@@ -147,13 +150,13 @@ def peak_memory_mib(
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - start) / 2**20
     command = [
-        sys.executable, "-m", "ser.tools.bench", "--probe-memory", f"{model}:{implementation}",
-        "--batch-size", str(args.batch_size), "--frames", str(args.frames),
+        sys.executable, "-m", "ser.tools.bench", f"probe_memory={model}:{implementation}",
+        f"batch_size={args.batch_size}", f"frames={args.frames}",
     ]
     if args.threads:
-        command += ["--threads", str(args.threads)]
+        command.append(f"threads={args.threads}")
     if args.num_blocks:
-        command += ["--num-blocks", str(args.num_blocks)]
+        command.append(f"num_blocks={args.num_blocks}")
     try:
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         return float(result.stdout.strip().splitlines()[-1])
@@ -161,7 +164,7 @@ def peak_memory_mib(
         return None
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: Any) -> dict:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -262,60 +265,71 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m ser.tools.bench", description=__doc__.split("\n\n")[0]
+USAGE = (
+    "usage: python -m ser.tools.bench [out=bench.json] [device=cpu|cuda] [batch_size=64] "
+    "[frames=188] [precision=32|bf16] [compile=reduce-overhead] [models=[mssenet,timnet]] ..."
+)
+
+
+@dataclass
+class BenchArguments:
+    out: str | None = field(default=None, metadata={"help": "write the results as JSON"})
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N"})
+    batch_size: int = field(default=64, metadata={"help": "samples per training step"})
+    frames: int = field(default=188, metadata={"help": "frames per training sample"})
+    steps: int = field(default=12, metadata={"help": "timed training steps"})
+    reference_steps: int = field(
+        default=3, metadata={"help": "timed steps of the reference MS-SENet on a CPU (slow)"}
     )
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--frames", type=int, default=188, help="frames per training sample")
-    parser.add_argument("--steps", type=int, default=12, help="timed training steps (fast runs)")
-    parser.add_argument(
-        "--reference-steps", type=int, default=3,
-        help="timed training steps of the slow reference MS-SENet",
+    warmup: int = field(default=2, metadata={"help": "untimed steps before timing"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (null: torch's)"})
+    num_blocks: int | None = field(default=None, metadata={"help": "TABs (null: 10 / 8)"})
+    clip_seconds: float = field(default=3.0, metadata={"help": "clip of the latency figure"})
+    inference_runs: int = field(default=20, metadata={"help": "timed inference passes"})
+    models: list[str] = field(default_factory=lambda: list(MODELS), metadata={"help": "networks to time"})
+    implementations: list[str] = field(
+        default_factory=lambda: list(IMPLEMENTATIONS),
+        metadata={"help": "implementations to time (the speedup needs both)"},
     )
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--num-blocks", type=int, default=None, help="TABs (default 10 / 8)")
-    parser.add_argument("--clip-seconds", type=float, default=3.0)
-    parser.add_argument("--inference-runs", type=int, default=20)
-    parser.add_argument(
-        "--models", nargs="+", choices=MODELS, default=list(MODELS), help="networks to time"
+    precision: str = field(
+        default="32", metadata={"help": "32: float32; bf16: forward and loss under bf16 autocast"}
     )
-    parser.add_argument(
-        "--implementations", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS),
-        help="implementations to time (speedup needs both)",
+    compile: str | None = field(
+        default=None, metadata={"help": "time torch.compile(model, mode=...) after compiling it"}
     )
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, default="32",
-        help="32: float32; bf16: forward and loss under bf16 autocast",
+    memory: bool = field(
+        default=True, metadata={"help": "peak-memory figures (on a CPU each is a fresh subprocess)"}
     )
-    parser.add_argument(
-        "--compile", default=None, choices=("default", "reduce-overhead", "max-autotune"),
-        help="time torch.compile(model, mode=...) after compiling it",
+    probe_memory: str | None = field(
+        default=None, metadata={"help": "internal: MODEL:IMPLEMENTATION, one memory probe"}
     )
-    parser.add_argument(
-        "--no-memory", dest="memory", action="store_false",
-        help="skip the peak-memory figures (on a CPU each is a fresh subprocess)",
-    )
-    parser.add_argument("--probe-memory", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+
+
+def check_arguments(args: Any) -> Any:
+    """The arguments, or a ValueError naming the one that cannot be used."""
     for name in ("batch_size", "frames", "steps", "reference_steps", "inference_runs"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+            raise ValueError(f"{name}={getattr(args, name)}: expected a whole number >= 1")
     if args.warmup < 0:
-        parser.error("--warmup must be >= 0")
+        raise ValueError(f"warmup={args.warmup}: expected a whole number >= 0")
+    for name, allowed in (("models", MODELS), ("implementations", IMPLEMENTATIONS)):
+        unknown = [value for value in getattr(args, name) if value not in allowed]
+        if unknown or not getattr(args, name):
+            raise ValueError(f"{name}={list(getattr(args, name))}: expected some of {list(allowed)}")
+    if args.precision not in PRECISIONS:
+        raise ValueError(f"precision={args.precision}: expected one of {list(PRECISIONS)}")
+    if args.compile is not None and args.compile not in COMPILE_MODES:
+        raise ValueError(f"compile={args.compile}: expected null or one of {list(COMPILE_MODES)}")
     if args.precision == "bf16" and "fast" in args.implementations:
-        parser.error("--precision bf16: the fast implementation computes in float32 only; "
-                     "add --implementations reference")
+        raise ValueError("precision=bf16: the fast implementation computes in float32 only; "
+                         "give implementations=[reference]")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: no CUDA device is available")
+        raise ValueError(f"device={args.device}: no CUDA device is available")
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> dict | None:
-    args = parse_args(argv)
+def benchmark(args: Any) -> dict | None:
+    """Run the benchmark the arguments describe, print its table, write `out`."""
     if args.probe_memory:
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -325,9 +339,18 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     results = run(args)
     print_table(results)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def main(argv: Sequence[str] | None = None) -> dict | None:
+    """`python -m ser.tools.bench [key=value ...]`; a bad argument is one line and exit code 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_cli(
+        lambda a: benchmark(check_arguments(parse_key_values(a, BenchArguments, USAGE))), argv
+    )
 
 
 if __name__ == "__main__":

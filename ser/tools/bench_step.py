@@ -7,11 +7,11 @@ around each timed step on a GPU.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import math
 import time
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,7 +48,7 @@ class Trainer:
     """One model, its Adam optimiser (the project's settings) and a fixed random batch."""
 
     def __init__(
-        self, model: str, implementation: str, args: argparse.Namespace, device: torch.device
+        self, model: str, implementation: str, args: Any, device: torch.device
     ) -> None:
         torch.manual_seed(0)
         self.device = device

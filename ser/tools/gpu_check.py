@@ -1,4 +1,4 @@
-"""One-shot GPU check: `make gpu-check`, or `python -m ser.tools.gpu_check --out DIR`.
+"""One-shot GPU check: `make gpu-check`, or `python -m ser.tools.gpu_check out=DIR`.
 
 Within a time budget (default 8 minutes) it measures, one step after another, and writes
 one JSON record per step into DIR (summary.json lists every step, its status and time):
@@ -19,9 +19,9 @@ one JSON record per step into DIR (summary.json lists every step, its status and
 - bench-compile.json: `torch.compile(mode="reduce-overhead")` (CUDA graphs) of the
   reference MS-SENet, last, since its compilation may take minutes.
 
-`--compile MODE` adds `model.compile=MODE` to every fold run; `--full-jobs N` runs only the
-full protocol, N fold jobs at once (e.g. `--full-jobs 4 --compile reduce-overhead
---budget 600`), for a GPU session that has the time for it alone.
+`compile=MODE` adds `model.compile=MODE` to every fold run; `full_jobs=N` runs only the
+full protocol, N fold jobs at once (e.g. `full_jobs=4 compile=reduce-overhead
+budget=600`), for a GPU session that has the time for it alone.
 
 A step that fails or runs out of time is recorded as such and the check goes on; what is
 left when the budget is spent is recorded as skipped. On a machine without CUDA it runs
@@ -31,7 +31,6 @@ CI runs, so the check itself stays working where no GPU is.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import platform
@@ -46,6 +45,7 @@ from typing import Any
 
 import torch
 
+from ser.cli import parse_key_values, run_cli
 from ser.tools.gpu_runs import (
     Sizes,
     compare_folds,
@@ -67,9 +67,9 @@ class Check:
     deadline: float
     dry: bool
     sizes: Sizes
-    # overrides every fold run adds (--compile: model.compile=MODE)
+    # overrides every fold run adds (compile=MODE: model.compile=MODE)
     fold_overrides: tuple[str, ...] = ()
-    # --full-jobs: the full protocol at once with this many fold jobs, nothing else
+    # full_jobs=N: the full protocol at once with this many fold jobs, nothing else
     full_jobs: int | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
     fold_runs: dict[str, Any] = field(default_factory=dict)
@@ -153,16 +153,16 @@ def benchmarks(check: Check, precisions_frames: Sequence[tuple[str, int]]) -> No
     for precision, frames in precisions_frames:
         name = f"bench-{precision}-{frames}"
         command = [
-            sys.executable, "-m", "ser.tools.bench", "--device", sizes.device,
-            "--precision", precision, "--frames", str(frames if not check.dry else 24),
-            "--batch-size", str(sizes.batch_size), "--steps", str(sizes.bench_steps),
-            "--reference-steps", str(sizes.bench_steps), "--warmup", str(sizes.bench_warmup),
-            "--inference-runs", str(sizes.bench_steps), "--out", str(check.out / f"{name}.json"),
+            sys.executable, "-m", "ser.tools.bench", f"device={sizes.device}",
+            f"precision={precision}", f"frames={frames if not check.dry else 24}",
+            f"batch_size={sizes.batch_size}", f"steps={sizes.bench_steps}",
+            f"reference_steps={sizes.bench_steps}", f"warmup={sizes.bench_warmup}",
+            f"inference_runs={sizes.bench_steps}", f"out={check.out / f'{name}.json'}",
         ]
         if precision == "bf16":
-            command += ["--implementations", "reference"]
+            command.append("implementations=[reference]")
         if check.dry:
-            command += ["--num-blocks", "2", "--no-memory"]
+            command += ["num_blocks=2", "memory=false"]
         check.run(name, command, limit=sizes.bench_limit_s)
 
 
@@ -194,7 +194,7 @@ def short_fold_runs(check: Check, root: Path) -> None:
 
 def full_fold_run(check: Check, root: Path) -> None:
     """The full protocol (200 epochs) the way the short runs found fastest, if it fits;
-    or, with --full-jobs, that many fold jobs at once, in whatever time is left."""
+    or, with full_jobs=N, that many fold jobs at once, in whatever time is left."""
     sizes = check.sizes
     if check.full_jobs is not None:
         run_full(check, root, check.full_jobs, check.remaining(), projected=None)
@@ -309,10 +309,10 @@ def compiled(check: Check) -> None:
     sizes = check.sizes
     check.run(
         "bench-compile",
-        [sys.executable, "-m", "ser.tools.bench", "--device", sizes.device, "--models", "mssenet",
-         "--implementations", "reference", "--compile", "reduce-overhead",
-         "--steps", str(sizes.bench_steps), "--warmup", str(sizes.bench_warmup),
-         "--out", str(check.out / "bench-compile.json")],
+        [sys.executable, "-m", "ser.tools.bench", f"device={sizes.device}", "models=[mssenet]",
+         "implementations=[reference]", "compile=reduce-overhead",
+         f"steps={sizes.bench_steps}", f"warmup={sizes.bench_warmup}",
+         f"out={check.out / 'bench-compile.json'}"],
         limit=check.remaining(),
     )
 
@@ -333,34 +333,41 @@ STEPS: tuple[tuple[str, Callable[[Check, Path], None]], ...] = (
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ser.tools.gpu_check", description=__doc__.split("\n\n")[0]
+USAGE = (
+    "usage: python -m ser.tools.gpu_check [out=gpu-check] [budget=480] [dry=false] "
+    "[compile=MODE] [full_jobs=N] [work=DIR]"
+)
+
+
+@dataclass
+class CheckArguments:
+    out: str = field(default="gpu-check", metadata={"help": "folder of the JSON records (empty)"})
+    budget: float = field(default=DEFAULT_BUDGET_S, metadata={"help": "seconds for the whole check"})
+    work: str | None = field(default=None, metadata={"help": "corpus and runs (null: OUT/work)"})
+    dry: bool = field(default=False, metadata={"help": "toy sizes on the CPU (the default without CUDA)"})
+    compile: str | None = field(
+        default=None, metadata={"help": "model.compile mode of every fold run (e.g. reduce-overhead)"}
     )
-    parser.add_argument("--out", type=Path, default=Path("gpu-check"), help="folder of the JSON records")
-    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for the whole check")
-    parser.add_argument("--work", type=Path, default=None, help="corpus and runs (default: OUT/work)")
-    parser.add_argument(
-        "--dry", action="store_true", help="toy sizes on the CPU (the default without CUDA)"
+    full_jobs: int | None = field(
+        default=None,
+        metadata={"help": "only the full protocol (10 folds x 200 epochs), this many fold jobs at once"},
     )
-    parser.add_argument(
-        "--compile", default=None, choices=COMPILE_MODES,
-        help="model.compile mode of every fold run (e.g. reduce-overhead)",
-    )
-    parser.add_argument(
-        "--full-jobs", type=int, default=None,
-        help="only the full protocol (10 folds x 200 epochs), with this many fold jobs at once",
-    )
-    args = parser.parse_args(argv)
-    dry = args.dry or not torch.cuda.is_available()
-    args.out.mkdir(parents=True, exist_ok=True)
-    if any(args.out.glob("*.json")):
-        parser.error(f"--out {args.out}: holds records of an earlier check; give an empty folder")
-    root = (args.work or args.out / "work").resolve()
+
+
+def check_gpu(args: Any) -> int:
+    """Run the check the arguments describe; 1 if a step failed, else 0."""
+    if args.compile is not None and args.compile not in COMPILE_MODES:
+        raise ValueError(f"compile={args.compile}: expected null or one of {list(COMPILE_MODES)}")
     if args.full_jobs is not None and args.full_jobs < 1:
-        parser.error(f"--full-jobs {args.full_jobs}: expected a number of jobs >= 1")
+        raise ValueError(f"full_jobs={args.full_jobs}: expected a number of jobs >= 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.glob("*.json")):
+        raise ValueError(f"out={out}: holds records of an earlier check; give an empty folder")
+    dry = args.dry or not torch.cuda.is_available()
+    root = Path(args.work or out / "work").resolve()
     check = Check(
-        args.out, time.monotonic() + args.budget, dry, Sizes.for_mode(dry),
+        out, time.monotonic() + args.budget, dry, Sizes.for_mode(dry),
         fold_overrides=(f"model.compile={args.compile}",) if args.compile else (),
         full_jobs=args.full_jobs,
     )
@@ -377,8 +384,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as error:  # one broken step must not hide the others' figures
             check.record(name, f"failed ({type(error).__name__}: {error})", time.monotonic() - began)
     failed = [step["step"] for step in check.steps if step["status"] not in ("ok", "skipped")]
-    print(f"[gpu-check] records in {args.out}; failed steps: {failed or 'none'}", flush=True)
+    print(f"[gpu-check] records in {out}; failed steps: {failed or 'none'}", flush=True)
     return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m ser.tools.gpu_check [key=value ...]`; a bad argument is one line, exit code 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_cli(lambda a: check_gpu(parse_key_values(a, CheckArguments, USAGE)), argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ gradient instead.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -224,9 +225,8 @@ def test_benchmark_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     out = tmp_path / "bench.json"
     results = bench.main(
         [
-            "--batch-size", "4", "--frames", "12", "--num-blocks", "2", "--steps", "2",
-            "--reference-steps", "1", "--warmup", "0", "--inference-runs", "2",
-            "--threads", "1", "--out", str(out),
+            "batch_size=4", "frames=12", "num_blocks=2", "steps=2", "reference_steps=1",
+            "warmup=0", "inference_runs=2", "threads=1", f"out={out}",
         ]
     )
     assert results is not None and out.exists()
@@ -238,3 +238,17 @@ def test_benchmark_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         assert row["train_samples_per_s"] > 0 and row["inference_latency_ms"] > 0
         assert row["model_gflop_per_step"] > 0 and row["peak_memory_mib"] == 1.0
     assert bench.clip_frames(3.0) == 130
+
+
+def test_benchmark_arguments_are_checked() -> None:
+    """A bad key=value argument is one line naming it, exit code 2."""
+    from ser.tools import bench
+
+    for argument, message in (
+        ("steps=0", "steps=0: expected a whole number >= 1"),
+        ("models=[nope]", "models=['nope']: expected some of ['mssenet', 'timnet']"),
+        ("precision=bf16", "precision=bf16: the fast implementation computes in float32 only"),
+        ("compile=fastest", "compile=fastest: expected null or one of"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            bench.check_arguments(bench.parse_key_values([argument], bench.BenchArguments, bench.USAGE))

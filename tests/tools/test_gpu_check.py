@@ -81,7 +81,7 @@ def test_dry_mode_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     written, the fold jobs' figures equal to the sequential run's."""
     out = tmp_path / "check"
     completed = subprocess.run(
-        [sys.executable, "-m", "ser.tools.gpu_check", "--dry", "--out", str(out), "--budget", "600"],
+        [sys.executable, "-m", "ser.tools.gpu_check", "dry=true", f"out={out}", "budget=600"],
         cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=900,
     )
     summary = json.loads((out / "summary.json").read_text())
@@ -111,7 +111,7 @@ def test_dry_mode_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     assert set(json.loads((out / "tests.json").read_text())["tests"].values()) == {"skipped"}
     # a second check into the same folder is refused, not mixed with the first
     again = subprocess.run(
-        [sys.executable, "-m", "ser.tools.gpu_check", "--dry", "--out", str(out)],
+        [sys.executable, "-m", "ser.tools.gpu_check", "dry=true", f"out={out}"],
         cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=120,
     )
     assert again.returncode == 2 and "holds records of an earlier check" in again.stderr
@@ -119,11 +119,11 @@ def test_dry_mode_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_full_jobs_runs_only_the_full_protocol(tmp_path: Path) -> None:
-    """`--full-jobs N`: the whole protocol at once as N fold jobs, for a session with the
+    """`full_jobs=N`: the whole protocol at once as N fold jobs, for a session with the
     time for it alone (dry here: two folds, two epochs)."""
     out = tmp_path / "check"
     completed = subprocess.run(
-        [sys.executable, "-m", "ser.tools.gpu_check", "--dry", "--full-jobs", "2", "--out", str(out)],
+        [sys.executable, "-m", "ser.tools.gpu_check", "dry=true", "full_jobs=2", f"out={out}"],
         cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=600,
     )
     assert completed.returncode == 0, completed.stdout[-3000:]
