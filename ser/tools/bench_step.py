@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from ser.models import MSSENet, TIMNet
+from ser.models.implementations import IMPLEMENTATIONS as IMPLEMENTATION_TABLE
 
-IMPLEMENTATIONS = ("reference", "fast")
+IMPLEMENTATIONS = tuple(IMPLEMENTATION_TABLE)
 MODELS = ("mssenet", "timnet")
 PRECISIONS = ("32", "bf16")
 NUM_CLASSES = 7

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from ser.models.implementations import IMPLEMENTATIONS as IMPLEMENTATION_TABLE
 from ser.settings import ConfigError
 
-IMPLEMENTATIONS = ("reference", "fast")
+IMPLEMENTATIONS = tuple(IMPLEMENTATION_TABLE)  # the networks' own table decides the names
 # Device type -> the implementation measured fastest there (docs/bench/README.md).
 FASTEST_ON_DEVICE = {"cpu": "fast", "cuda": "reference"}
 # Devices without a measurement (Apple's MPS, ...) get the plain PyTorch computation.
