@@ -87,6 +87,10 @@ class Check:
     def write(self, name: str, data: Any) -> None:
         atomic_write_json(data, self.out / name)
 
+    def fold_command(self, root: Path, run_dir: Path, epochs: int, jobs: int) -> list[str]:
+        """The cross-validation run of the check's sizes, with `fold_overrides` added."""
+        return fold_run_command(self.sizes, root, run_dir, epochs, jobs) + list(self.fold_overrides)
+
     def run(self, name: str, command: Sequence[str], limit: float, **env: str) -> dict[str, Any]:
         """Run `command` as step `name` within `limit` seconds (and the budget); log it."""
         timeout = min(limit, self.remaining())
@@ -173,7 +177,7 @@ def short_fold_runs(check: Check, root: Path) -> None:
     for jobs in sizes.parallel_jobs:
         name = "sequential" if jobs == 1 else f"jobs{jobs}"
         run_dir = root / f"short-{name}"
-        command = fold_run_command(sizes, root, run_dir, sizes.short_epochs, jobs) + list(check.fold_overrides)
+        command = check.fold_command(root, run_dir, sizes.short_epochs, jobs)
         # dry: one thread in every process, as in each parallel job, so that the runs do
         # the same arithmetic and their fold figures must agree exactly
         threads = {"OMP_NUM_THREADS": "1"} if check.dry else {}
@@ -220,16 +224,14 @@ def full_fold_run(check: Check, root: Path) -> None:
 
 
 def run_full(check: Check, root: Path, jobs: int, limit: float, projected: float | None) -> None:
-    sizes = check.sizes
-    run_dir = root / "full"
-    command = fold_run_command(sizes, root, run_dir, sizes.full_epochs, jobs) + list(check.fold_overrides)
-    entry = check.run("folds-full", command, limit=limit)
+    epochs, run_dir = check.sizes.full_epochs, root / "full"
+    entry = check.run("folds-full", check.fold_command(root, run_dir, epochs, jobs), limit=limit)
     check.fold_runs["full"] = {
-        "jobs": jobs, "epochs": sizes.full_epochs, "status": entry["status"],
+        "jobs": jobs, "epochs": epochs, "status": entry["status"],
         "wall_s": entry["seconds"], "projected_s": projected, "overrides": list(check.fold_overrides),
         "folds": read_fold_metrics(run_dir),
     }
-    check.write("folds.json", {"sizes": sizes.describe(), "runs": check.fold_runs})
+    check.write("folds.json", {"sizes": check.sizes.describe(), "runs": check.fold_runs})
 
 
 def ddp(check: Check, root: Path) -> None:
