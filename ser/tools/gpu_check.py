@@ -16,6 +16,9 @@ one JSON record per step into DIR (summary.json lists every step, its status and
 - ddp.json: `trainer=ddp trainer.devices=1` on the GPU (NCCL), two folds;
 - features.json: MFCC extraction of the corpus's signals on the CPU and on the GPU;
 - tests.json: the GPU-marked tests (`pytest -m gpu`);
+- folds.json again, `deterministic-*`: one fold after another and 4 fold jobs sharing the
+  GPU, 2 epochs, with `trainer.deterministic=true`: their fold figures must be identical
+  (`identical`), which the default non-deterministic CUDA kernels do not promise;
 - bench-compile.json: `torch.compile(mode="reduce-overhead")` (CUDA graphs) of the
   reference MS-SENet, last, since its compilation may take minutes.
 
@@ -31,10 +34,8 @@ CI runs, so the check itself stays working where no GPU is.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -47,79 +48,16 @@ import torch
 
 from ser.cli import parse_key_values, run_cli
 from ser.tools.gpu_runs import (
+    Check,
     Sizes,
-    compare_folds,
-    fold_run_command,
-    projected_full_seconds,
-    read_fold_metrics,
+    ddp,
+    deterministic_fold_runs,
+    full_fold_run,
+    short_fold_runs,
 )
-from ser.tracking.atomic import atomic_write_json
 from ser.training.module import COMPILE_MODES
 
 DEFAULT_BUDGET_S = 480  # the issue's 8 minutes
-
-
-@dataclass
-class Check:
-    """The check's folder, its deadline and the record of every step so far."""
-
-    out: Path
-    deadline: float
-    dry: bool
-    sizes: Sizes
-    # overrides every fold run adds (compile=MODE: model.compile=MODE)
-    fold_overrides: tuple[str, ...] = ()
-    # full_jobs=N: the full protocol at once with this many fold jobs, nothing else
-    full_jobs: int | None = None
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    fold_runs: dict[str, Any] = field(default_factory=dict)
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def record(self, name: str, status: str, seconds: float, **details: Any) -> dict[str, Any]:
-        entry = {"step": name, "status": status, "seconds": round(seconds, 2), **details}
-        self.steps.append(entry)
-        self.write("summary.json", {"dry": self.dry, "steps": self.steps})
-        print(f"[gpu-check] {name}: {status} ({seconds:.1f} s)", flush=True)
-        return entry
-
-    def write(self, name: str, data: Any) -> None:
-        atomic_write_json(data, self.out / name)
-
-    def fold_command(self, root: Path, run_dir: Path, epochs: int, jobs: int) -> list[str]:
-        """The cross-validation run of the check's sizes, with `fold_overrides` added."""
-        return fold_run_command(self.sizes, root, run_dir, epochs, jobs) + list(self.fold_overrides)
-
-    def run(self, name: str, command: Sequence[str], limit: float, **env: str) -> dict[str, Any]:
-        """Run `command` as step `name` within `limit` seconds (and the budget); log it."""
-        timeout = min(limit, self.remaining())
-        if timeout < 5:
-            return self.record(name, "skipped", 0.0, reason="time budget spent")
-        log_path = self.out / "logs" / f"{name}.log"
-        log_path.parent.mkdir(exist_ok=True)
-        start = time.monotonic()
-        with log_path.open("w") as log:
-            log.write("$ " + " ".join(command) + "\n")
-            log.flush()
-            # A session of its own: on a timeout the step's whole process group goes (a
-            # multirun's job processes too), so nothing keeps the GPU busy afterwards.
-            process = subprocess.Popen(
-                list(command), stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, **env}, start_new_session=True,
-            )
-            try:
-                returncode = process.wait(timeout=timeout)
-                status = "ok" if returncode == 0 else f"failed (exit {returncode})"
-            except subprocess.TimeoutExpired:
-                status = f"timeout after {timeout:.0f} s"
-            finally:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        seconds = time.monotonic() - start
-        tail = log_path.read_text(errors="replace").splitlines()[-15:]
-        return self.record(name, status, seconds, command=" ".join(command), log_tail=tail)
 
 
 def environment(check: Check) -> None:
@@ -168,81 +106,6 @@ def benchmarks(check: Check, precisions_frames: Sequence[tuple[str, int]]) -> No
         if check.dry:
             command += ["num_blocks=2", "memory=false"]
         check.run(name, command, limit=sizes.bench_limit_s)
-
-
-def short_fold_runs(check: Check, root: Path) -> None:
-    """folds.json: the 10-fold protocol one fold at a time and with jobs sharing the GPU."""
-    sizes = check.sizes
-    reference_metrics = None
-    for jobs in sizes.parallel_jobs:
-        name = "sequential" if jobs == 1 else f"jobs{jobs}"
-        run_dir = root / f"short-{name}"
-        command = check.fold_command(root, run_dir, sizes.short_epochs, jobs)
-        # dry: one thread in every process, as in each parallel job, so that the runs do
-        # the same arithmetic and their fold figures must agree exactly
-        threads = {"OMP_NUM_THREADS": "1"} if check.dry else {}
-        entry = check.run(f"folds-{name}", command, limit=sizes.fold_limit_s, **threads)
-        metrics = read_fold_metrics(run_dir)
-        run = check.fold_runs[name] = {
-            "jobs": jobs, "epochs": sizes.short_epochs, "status": entry["status"],
-            "wall_s": entry["seconds"], "folds": metrics,
-        }
-        if metrics and entry["status"] == "ok":
-            run["projected_full_s"] = projected_full_seconds(run, sizes.full_epochs)
-        if metrics and reference_metrics is None:
-            reference_metrics = metrics
-        elif metrics:
-            run["differences_from_first"] = compare_folds(reference_metrics, metrics)
-        check.write("folds.json", {"sizes": sizes.describe(), "runs": check.fold_runs})
-
-
-def full_fold_run(check: Check, root: Path) -> None:
-    """The full protocol (200 epochs) the way the short runs found fastest, if it fits;
-    or, with full_jobs=N, that many fold jobs at once, in whatever time is left."""
-    sizes = check.sizes
-    if check.full_jobs is not None:
-        run_full(check, root, check.full_jobs, check.remaining(), projected=None)
-        return
-    projected = {
-        name: run["projected_full_s"] for name, run in check.fold_runs.items()
-        if "projected_full_s" in run
-    }
-    if not projected:
-        check.record("folds-full", "skipped", 0.0, reason="no short run finished")
-        return
-    best = min(projected, key=projected.__getitem__)
-    available = check.remaining() - sizes.reserve_s
-    # The projection scales each fold's set-up and test with the epochs too: an upper
-    # bound, so only a run clearly out of reach is skipped; a timeout is recorded as such.
-    if projected[best] > 1.5 * available:
-        check.record(
-            "folds-full", "skipped", 0.0,
-            reason=f"{best}: projected {projected[best]:.0f} s, {available:.0f} s left",
-        )
-        return
-    run_full(check, root, check.fold_runs[best]["jobs"], available, projected[best])
-
-
-def run_full(check: Check, root: Path, jobs: int, limit: float, projected: float | None) -> None:
-    epochs, run_dir = check.sizes.full_epochs, root / "full"
-    entry = check.run("folds-full", check.fold_command(root, run_dir, epochs, jobs), limit=limit)
-    check.fold_runs["full"] = {
-        "jobs": jobs, "epochs": epochs, "status": entry["status"],
-        "wall_s": entry["seconds"], "projected_s": projected, "overrides": list(check.fold_overrides),
-        "folds": read_fold_metrics(run_dir),
-    }
-    check.write("folds.json", {"sizes": check.sizes.describe(), "runs": check.fold_runs})
-
-
-def ddp(check: Check, root: Path) -> None:
-    """ddp.json: the DDP path (NCCL on a GPU, gloo on a CPU) through the CLI, one device."""
-    sizes = check.sizes
-    run_dir = root / "ddp"
-    command = fold_run_command(sizes, root, run_dir, 2, 1, folds=2) + [
-        "trainer=ddp", "trainer.devices=1",
-    ]
-    entry = check.run("ddp", command, limit=sizes.fold_limit_s)
-    check.write("ddp.json", {**entry, "folds": read_fold_metrics(run_dir)})
 
 
 def features(check: Check) -> None:
@@ -331,6 +194,7 @@ STEPS: tuple[tuple[str, Callable[[Check, Path], None]], ...] = (
     ("ddp", ddp),
     ("features", lambda check, root: features(check)),
     ("tests", lambda check, root: gpu_tests(check)),
+    ("folds-deterministic", deterministic_fold_runs),
     ("compile", lambda check, root: compiled(check)),
 )
 

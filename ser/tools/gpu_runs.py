@@ -1,4 +1,5 @@
-"""The training runs of the GPU check (ser.tools.gpu_check): sizes, commands, fold figures.
+"""The GPU check's steps as processes (Check), and its training runs: sizes, commands,
+fold figures and the fold-run steps of ser.tools.gpu_check.
 
 The runs are the user's own command, `python -m ser.training` (= `python train.py`), on
 the generated synthetic corpus made EMODB-sized: 10 speakers x 7 classes x 8 utterances
@@ -7,15 +8,27 @@ the generated synthetic corpus made EMODB-sized: 10 speakers x 7 classes x 8 utt
 (`+parallel=folds hydra/launcher=parallel hydra.launcher.n_jobs=N`), whose GPU-slot
 callback (ser.sweeps.callbacks.GpuSlots) puts all N on the one GPU. W&B is off
 (`logger=none`) and so are progress bars: the check times training, not logging.
+
+Identical fold figures from fold jobs and from one fold after another need deterministic
+kernels: the default CUDA ones are not (an atomic-add reduction's order varies from run to
+run), so the check compares the two ways once more with `trainer.deterministic=true`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import sys
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ser.tracking.atomic import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,7 @@ class Sizes:
     signal_length: int
     parallel_jobs: tuple[int, ...]
     short_epochs: int
+    deterministic_epochs: int
     full_epochs: int
     bench_steps: int
     bench_warmup: int
@@ -46,19 +60,82 @@ class Sizes:
             return cls(
                 device="cpu", batch_size=8, folds=2, speakers=2, utterances_per_class_per_speaker=2,
                 seconds=0.5, signal_length=11025, parallel_jobs=(1, 2), short_epochs=1,
-                full_epochs=2, bench_steps=1, bench_warmup=0, bench_limit_s=120,
+                deterministic_epochs=1, full_epochs=2, bench_steps=1, bench_warmup=0, bench_limit_s=120,
                 fold_limit_s=150, reserve_s=10, tests_limit_s=60, feature_signals=8,
             )
         return cls(
             device="cuda", batch_size=64, folds=10, speakers=10, utterances_per_class_per_speaker=8,
             seconds=4.0, signal_length=96000, parallel_jobs=(1, 4, 10), short_epochs=20,
-            full_epochs=200, bench_steps=30, bench_warmup=5, bench_limit_s=100,
+            deterministic_epochs=2, full_epochs=200, bench_steps=30, bench_warmup=5, bench_limit_s=100,
             fold_limit_s=200, reserve_s=100, tests_limit_s=120, feature_signals=560,
         )
 
     def describe(self) -> dict[str, Any]:
         utterances = self.speakers * 7 * self.utterances_per_class_per_speaker
         return {**asdict(self), "utterances": utterances, "classes": 7}
+
+
+@dataclass
+class Check:
+    """The check's folder, its deadline and the record of every step so far."""
+
+    out: Path
+    deadline: float
+    dry: bool
+    sizes: Sizes
+    # overrides every fold run adds (compile=MODE: model.compile=MODE)
+    fold_overrides: tuple[str, ...] = ()
+    # full_jobs=N: the full protocol at once with this many fold jobs, nothing else
+    full_jobs: int | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    fold_runs: dict[str, Any] = field(default_factory=dict)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def record(self, name: str, status: str, seconds: float, **details: Any) -> dict[str, Any]:
+        entry = {"step": name, "status": status, "seconds": round(seconds, 2), **details}
+        self.steps.append(entry)
+        self.write("summary.json", {"dry": self.dry, "steps": self.steps})
+        print(f"[gpu-check] {name}: {status} ({seconds:.1f} s)", flush=True)
+        return entry
+
+    def write(self, name: str, data: Any) -> None:
+        atomic_write_json(data, self.out / name)
+
+    def fold_command(self, root: Path, run_dir: Path, epochs: int, jobs: int) -> list[str]:
+        """The cross-validation run of the check's sizes, with `fold_overrides` added."""
+        return fold_run_command(self.sizes, root, run_dir, epochs, jobs) + list(self.fold_overrides)
+
+    def run(self, name: str, command: Sequence[str], limit: float, **env: str) -> dict[str, Any]:
+        """Run `command` as step `name` within `limit` seconds (and the budget); log it."""
+        timeout = min(limit, self.remaining())
+        if timeout < 5:
+            return self.record(name, "skipped", 0.0, reason="time budget spent")
+        log_path = self.out / "logs" / f"{name}.log"
+        log_path.parent.mkdir(exist_ok=True)
+        start = time.monotonic()
+        with log_path.open("w") as log:
+            log.write("$ " + " ".join(command) + "\n")
+            log.flush()
+            # A session of its own: on a timeout the step's whole process group goes (a
+            # multirun's job processes too), so nothing keeps the GPU busy afterwards.
+            process = subprocess.Popen(
+                list(command), stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **env}, start_new_session=True,
+            )
+            try:
+                returncode = process.wait(timeout=timeout)
+                status = "ok" if returncode == 0 else f"failed (exit {returncode})"
+            except subprocess.TimeoutExpired:
+                status = f"timeout after {timeout:.0f} s"
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        seconds = time.monotonic() - start
+        tail = log_path.read_text(errors="replace").splitlines()[-15:]
+        return self.record(name, status, seconds, command=" ".join(command), log_tail=tail)
 
 
 def fold_run_command(
@@ -136,3 +213,109 @@ def projected_full_seconds(run: dict[str, Any], full_epochs: int) -> float:
     training = fold_seconds / concurrent
     fixed = max(0.0, run["wall_s"] - training)
     return fixed + training * full_epochs / run["epochs"]
+
+
+def short_fold_runs(check: Check, root: Path) -> None:
+    """folds.json: the 10-fold protocol one fold at a time and with jobs sharing the GPU."""
+    sizes = check.sizes
+    runs = compared_fold_runs(check, root, "", sizes.parallel_jobs, sizes.short_epochs)
+    for run in runs:
+        if run["folds"] and run["status"] == "ok":
+            run["projected_full_s"] = projected_full_seconds(run, sizes.full_epochs)
+    check.write("folds.json", {"sizes": sizes.describe(), "runs": check.fold_runs})
+
+
+def deterministic_fold_runs(check: Check, root: Path) -> None:
+    """folds.json, `deterministic-*`: one fold after another against fold jobs sharing the
+    GPU, both with `trainer.deterministic=true`, whose fold figures must be identical."""
+    sizes = check.sizes
+    jobs = (1, sizes.parallel_jobs[1])
+    runs = compared_fold_runs(
+        check, root, "deterministic-", jobs, sizes.deterministic_epochs, ("trainer.deterministic=true",)
+    )
+    if all(run["status"] == "ok" for run in runs):
+        difference = runs[-1].get("differences_from_first", {})
+        runs[-1]["identical"] = bool(difference) and difference["folds_compared"] == sizes.folds and (
+            difference["max_abs_uar_difference"] == difference["max_abs_war_difference"] == 0.0
+        )
+    check.write("folds.json", {"sizes": sizes.describe(), "runs": check.fold_runs})
+
+
+def compared_fold_runs(
+    check: Check, root: Path, label: str, jobs_ways: Sequence[int], epochs: int,
+    overrides: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Cross-validate once per number of fold jobs (1: one fold after another) as steps
+    `folds-{label}{way}`; each run's fold figures are compared with the first run's."""
+    reference_metrics = None
+    runs = []
+    for jobs in jobs_ways:
+        name = label + ("sequential" if jobs == 1 else f"jobs{jobs}")
+        run_dir = root / f"short-{name}"
+        command = check.fold_command(root, run_dir, epochs, jobs) + list(overrides)
+        # dry: one thread in every process, as in each parallel job, so that the runs do
+        # the same arithmetic and their fold figures must agree exactly
+        threads = {"OMP_NUM_THREADS": "1"} if check.dry else {}
+        entry = check.run(f"folds-{name}", command, limit=check.sizes.fold_limit_s, **threads)
+        metrics = read_fold_metrics(run_dir)
+        run = check.fold_runs[name] = {
+            "jobs": jobs, "epochs": epochs, "status": entry["status"],
+            "wall_s": entry["seconds"], "folds": metrics,
+        }
+        if overrides:
+            run["overrides"] = list(overrides)
+        if metrics and reference_metrics is None:
+            reference_metrics = metrics
+        elif metrics:
+            run["differences_from_first"] = compare_folds(reference_metrics, metrics)
+        runs.append(run)
+    return runs
+
+
+def full_fold_run(check: Check, root: Path) -> None:
+    """The full protocol (200 epochs) the way the short runs found fastest, if it fits;
+    or, with full_jobs=N, that many fold jobs at once, in whatever time is left."""
+    sizes = check.sizes
+    if check.full_jobs is not None:
+        run_full(check, root, check.full_jobs, check.remaining(), projected=None)
+        return
+    projected = {
+        name: run["projected_full_s"] for name, run in check.fold_runs.items()
+        if "projected_full_s" in run
+    }
+    if not projected:
+        check.record("folds-full", "skipped", 0.0, reason="no short run finished")
+        return
+    best = min(projected, key=projected.__getitem__)
+    available = check.remaining() - sizes.reserve_s
+    # The projection scales each fold's set-up and test with the epochs too: an upper
+    # bound, so only a run clearly out of reach is skipped; a timeout is recorded as such.
+    if projected[best] > 1.5 * available:
+        check.record(
+            "folds-full", "skipped", 0.0,
+            reason=f"{best}: projected {projected[best]:.0f} s, {available:.0f} s left",
+        )
+        return
+    run_full(check, root, check.fold_runs[best]["jobs"], available, projected[best])
+
+
+def run_full(check: Check, root: Path, jobs: int, limit: float, projected: float | None) -> None:
+    epochs, run_dir = check.sizes.full_epochs, root / "full"
+    entry = check.run("folds-full", check.fold_command(root, run_dir, epochs, jobs), limit=limit)
+    check.fold_runs["full"] = {
+        "jobs": jobs, "epochs": epochs, "status": entry["status"],
+        "wall_s": entry["seconds"], "projected_s": projected, "overrides": list(check.fold_overrides),
+        "folds": read_fold_metrics(run_dir),
+    }
+    check.write("folds.json", {"sizes": check.sizes.describe(), "runs": check.fold_runs})
+
+
+def ddp(check: Check, root: Path) -> None:
+    """ddp.json: the DDP path (NCCL on a GPU, gloo on a CPU) through the CLI, one device."""
+    sizes = check.sizes
+    run_dir = root / "ddp"
+    command = fold_run_command(sizes, root, run_dir, 2, 1, folds=2) + [
+        "trainer=ddp", "trainer.devices=1",
+    ]
+    entry = check.run("ddp", command, limit=sizes.fold_limit_s)
+    check.write("ddp.json", {**entry, "folds": read_fold_metrics(run_dir)})

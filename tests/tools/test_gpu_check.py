@@ -78,7 +78,8 @@ def test_junit_outcomes_leave_out_modules_that_did_not_collect(tmp_path: Path) -
 @pytest.mark.slow
 def test_dry_mode_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     """`python -m ser.tools.gpu_check` without CUDA: each step at toy size, every record
-    written, the fold jobs' figures equal to the sequential run's."""
+    written, the fold jobs' figures equal to the sequential run's, with deterministic
+    kernels too."""
     out = tmp_path / "check"
     completed = subprocess.run(
         [sys.executable, "-m", "ser.tools.gpu_check", "dry=true", f"out={out}", "budget=600"],
@@ -91,6 +92,7 @@ def test_dry_mode_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     assert statuses == {
         "environment": "ok", "bench-32-188": "ok", "folds-sequential": "ok", "folds-jobs2": "ok",
         "folds-full": "ok", "bench-bf16-188": "ok", "ddp": "ok", "features": "ok", "tests": "ok",
+        "folds-deterministic-sequential": "ok", "folds-deterministic-jobs2": "ok",
         "bench-compile": "skipped",
     }
     bench = json.loads((out / "bench-32-188.json").read_text())
@@ -98,12 +100,17 @@ def test_dry_mode_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     bf16 = json.loads((out / "bench-bf16-188.json").read_text())
     assert bf16["config"]["precision"] == "bf16" and set(bf16["models"]) == {"mssenet/reference", "timnet/reference"}
     runs = json.loads((out / "folds.json").read_text())["runs"]
-    assert set(runs) == {"sequential", "jobs2", "full"}
+    assert set(runs) == {"sequential", "jobs2", "full", "deterministic-sequential", "deterministic-jobs2"}
     assert all(len(run["folds"]) == 2 for run in runs.values())
     assert runs["full"]["epochs"] == 2 and runs["jobs2"]["jobs"] == 2
-    assert runs["jobs2"]["differences_from_first"] == {
-        "folds_compared": 2, "max_abs_uar_difference": 0.0, "max_abs_war_difference": 0.0,
-    }
+    identical = {"folds_compared": 2, "max_abs_uar_difference": 0.0, "max_abs_war_difference": 0.0}
+    assert runs["jobs2"]["differences_from_first"] == identical
+    deterministic = runs["deterministic-jobs2"]
+    assert deterministic["differences_from_first"] == identical and deterministic["identical"] is True
+    assert deterministic["overrides"] == ["trainer.deterministic=true"]
+    assert "projected_full_s" not in deterministic and "projected_full_s" in runs["jobs2"]
+    log = (out / "logs" / "folds-deterministic-jobs2.log").read_text()
+    assert "trainer.deterministic=true" in log.splitlines()[0]
     assert json.loads((out / "ddp.json").read_text())["status"] == "ok"
     rates = json.loads((out / "features.json").read_text())["utterances_per_s"]
     assert set(rates) == {"cpu"} and rates["cpu"] > 0
