@@ -52,3 +52,8 @@ def feature_settings(
             raise ValueError("a signal length or a duration is needed")
         signal_length = max(1, round(seconds * cls.rate_of(values)))
     return cls(**{**values, "signal_length": int(signal_length)})
+
+
+def feature_weights_sha256(settings: AnyFeatureSettings) -> str | None:
+    """sha256 of the model weights the features come from (`ssl`); None for MFCC/log-mel."""
+    return settings.weights_sha256() if isinstance(settings, SSLFeatureSettings) else None

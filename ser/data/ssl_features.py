@@ -127,11 +127,15 @@ class SSLFeatureSettings:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def weights_sha256(self) -> str:
+        """sha256 of the weights file these settings load (see `weights_file`)."""
+        return file_digest(weights_file(self))
+
     def key(self) -> str:
         """A hash of what the features depend on: model, layer, length, the weights' bytes."""
         defining = {
             "kind": self.kind, "model": self.model, "layer": self.layer,
-            "signal_length": self.signal_length, "weights_sha256": file_digest(weights_file(self)),
+            "signal_length": self.signal_length, "weights_sha256": self.weights_sha256(),
         }
         text = json.dumps(defining, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

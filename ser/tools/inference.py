@@ -10,6 +10,7 @@ ser.training.checkpoint's: nothing in the file can run code or name a class to b
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from torch import nn
 
 from ser.data.feature_kinds import AnyFeatureSettings, feature_settings
 from ser.data.features import fix_length
+from ser.data.ssl_features import SSLFeatureSettings, SSLWeightsError, weights_file
 from ser.training.checkpoint import (
     EXPECTED,
     METADATA_KEY,
@@ -60,11 +62,15 @@ class Prediction:
         return class_names[int(np.argmax(self.probabilities))]
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", feature_weights: str | Path | None = None
+) -> LoadedCheckpoint:
     """Rebuild the network of a train.py checkpoint and load its weights (eval mode).
 
     Read and built by ser.training.checkpoint: nothing in the file can run code, and the network
-    comes from this project's registry, never from a class path in the file.
+    comes from this project's registry, never from a class path in the file. For features of
+    a self-supervised model, `feature_weights` replaces the weights file training used, and
+    the file found must hold the bytes training used (the checkpoint's sha256).
     """
     path = Path(path)
     checkpoint = read_checkpoint(path)
@@ -77,6 +83,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         settings = feature_settings(metadata["feature_settings"])
     except (TypeError, ValueError, AttributeError) as error:
         raise CheckpointError(f"{path}: unusable feature settings ({error})") from error
+    if isinstance(settings, SSLFeatureSettings):
+        settings = trained_feature_model(path, settings, metadata.get("feature_weights_sha256"), feature_weights)
     net = build_network(path, checkpoint)
     num_classes = net.classifier.out_features
     if num_classes != len(class_names):
@@ -90,6 +98,26 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         )
     net.to(torch.device(device)).eval()
     return LoadedCheckpoint(path, net, class_names, settings, dict(metadata))
+
+
+def trained_feature_model(
+    path: Path, settings: SSLFeatureSettings, recorded: str | None, weights: str | Path | None
+) -> SSLFeatureSettings:
+    """`settings` loading the self-supervised weights the network was trained on: the
+    checkpoint's own file, or `weights`; refused when its bytes differ from training's."""
+    if weights is not None:
+        settings = dataclasses.replace(settings, weights=str(weights))
+    hint = "give the weights training used with feature_weights=PATH"
+    try:
+        found = settings.weights_sha256()
+    except SSLWeightsError as error:
+        raise CheckpointError(f"{path}: trained on {settings.model} features, but {error}; {hint}") from error
+    if recorded is not None and found != recorded:
+        raise CheckpointError(
+            f"{path}: trained on {settings.model} features from weights with sha256 {recorded[:16]}, "
+            f"but {weights_file(settings)} has sha256 {found[:16]}; {hint}"
+        )
+    return settings
 
 
 def natural_key(path: Path) -> list[Any]:

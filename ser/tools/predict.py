@@ -2,6 +2,10 @@
 
     python -m ser.tools.predict checkpoint=CKPT audio=FILE_OR_DIR [output=CSV] [device=cpu] [batch_size=16]
 
+A checkpoint trained on features of a self-supervised model (`features=ssl`) names the
+weights file it was trained with and records its sha256: prediction loads that file, or
+`feature_weights=PATH` (on another machine), and refuses weights with other bytes.
+
 Prints each file's class probabilities as a table and, with ``output=``, writes a CSV with
 the columns ``path, predicted, <one column per class name>``. A directory is searched
 recursively for .wav/.flac/.ogg files (natural order). Bad input (a missing file, a file
@@ -32,7 +36,7 @@ from ser.tools.inference import (
 
 USAGE = (
     "usage: ser-predict (or python -m ser.tools.predict) checkpoint=CKPT audio=FILE_OR_DIR "
-    "[output=CSV] [device=cpu|cuda|auto] [batch_size=16]"
+    "[output=CSV] [device=cpu|cuda|auto] [batch_size=16] [feature_weights=PATH]"
 )
 
 
@@ -43,6 +47,10 @@ class PredictArguments:
     output: str | None = field(default=None, metadata={"help": "also write the table as CSV"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
     batch_size: int = field(default=16, metadata={"help": "files per forward pass"})
+    feature_weights: str | None = field(
+        default=None,
+        metadata={"help": "features=ssl checkpoints: the self-supervised model's weights, if not where training read them"},
+    )
 
 
 def write_csv(predictions: Sequence[Prediction], class_names: Sequence[str], path: Path) -> Path:
@@ -95,7 +103,7 @@ def predict(args: DictConfig) -> list[Prediction]:
     """Run the CLI's work on parsed arguments; returns the predictions."""
     device = resolve_device(str(args.device))
     files = find_audio_files(args.audio)  # before loading the model: fail fast on a typo
-    loaded = load_checkpoint(args.checkpoint, device=device)
+    loaded = load_checkpoint(args.checkpoint, device=device, feature_weights=args.feature_weights)
     predictions = predict_files(loaded, files, batch_size=int(args.batch_size))
     audio = Path(args.audio)
     print_table(predictions, loaded.class_names, f"{loaded.path}", audio if audio.is_dir() else None)

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import FoldDataModule
+from ser.data.feature_kinds import feature_weights_sha256
 from ser.models import registry
 from ser.training.config import config_hash
 from ser.training.implementation import resolve_for_run
@@ -57,6 +58,9 @@ def build_module(cfg: DictConfig, datamodule: FoldDataModule) -> EmotionClassifi
             OmegaConf.to_container(cfg.model.net, resolve=True) | sizes  # a name, no class path
         ),
         "corpus": datamodule.corpus.name,
+        # Features of a self-supervised model are only as good as its weights: prediction
+        # checks that it loads the same bytes (ser.tools.inference).
+        "feature_weights_sha256": feature_weights_sha256(datamodule.feature_settings),
         # Lets a restarted run check that a fold's last.ckpt belongs to this config.
         "config_hash": config_hash(cfg),
     }

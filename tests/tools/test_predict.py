@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +13,21 @@ import pytest
 import torch
 from omegaconf import open_dict
 
+from ser.data.feature_kinds import feature_weights_sha256
+from ser.data.features import FeatureSettings
+from ser.data.ssl_features import SSLFeatureSettings
 from ser.tools.inference import (
     CheckpointError,
     find_audio_files,
     load_checkpoint,
     predict_files,
     read_checkpoint,
+    trained_feature_model,
 )
 from ser.tools.predict import main
 from tests.helpers.audio_files import write_noise
 from tests.helpers.config import ROOT, TINY, compose_config
+from tests.helpers.ssl_models import save_random_weights, use_shrunk_bundles
 
 CLASS_NAMES = ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
 
@@ -165,3 +171,27 @@ def test_unknown_and_missing_arguments_are_reported(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         main(["checkpoint=a", "audio=b", "colour=red"])
     assert "colour" in capsys.readouterr().err
+
+
+def test_ssl_features_come_from_the_weights_training_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A `features=ssl` checkpoint records its feature model's sha256: prediction loads the
+    file training read, or `feature_weights=PATH`, and refuses other bytes by name."""
+    use_shrunk_bundles(monkeypatch)
+    checkpoint = tmp_path / "run.ckpt"
+    weights = save_random_weights("WAVLM_BASE_PLUS", tmp_path / "wavlm.pt", seed=1)
+    settings = SSLFeatureSettings(weights=str(weights), signal_length=8000)
+    recorded = feature_weights_sha256(settings)
+    assert recorded == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert feature_weights_sha256(FeatureSettings()) is None  # MFCCs need no weights
+    assert trained_feature_model(checkpoint, settings, recorded, None) == settings
+    # Moved to another machine: the recorded path is gone; feature_weights= finds them.
+    moved = tmp_path / "elsewhere" / "wavlm.pt"
+    moved.parent.mkdir()
+    weights.rename(moved)
+    with pytest.raises(CheckpointError, match=r"run.ckpt: .*file not found.*feature_weights=PATH"):
+        trained_feature_model(checkpoint, settings, recorded, None)
+    assert trained_feature_model(checkpoint, settings, recorded, moved).weights == str(moved)
+    # Other weights under the recorded name would give other features: refused.
+    save_random_weights("WAVLM_BASE_PLUS", weights, seed=2)
+    with pytest.raises(CheckpointError, match=rf"sha256 {recorded[:16]}, but {weights} has sha256"):
+        trained_feature_model(checkpoint, settings, recorded, None)
