@@ -40,10 +40,10 @@ def read_records(path: Path) -> list[Any]:
 
 
 def run_info(path: Path) -> dict[str, Any]:
-    """Group, job type, name and final summary values (JSON-decoded) of one run file."""
+    """Group, job type, name, final summary values (JSON-decoded) and logged artifacts of one run file."""
     import json
 
-    info: dict[str, Any] = {"summary": {}, "history_keys": set(), "finished": False}
+    info: dict[str, Any] = {"summary": {}, "history_keys": set(), "finished": False, "artifacts": []}
     for record in read_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -56,6 +56,13 @@ def run_info(path: Path) -> dict[str, Any]:
                 info["summary"][key] = json.loads(item.value_json)
         elif kind == "exit":
             info["finished"] = True
+        elif kind == "artifact":
+            artifact = record.artifact
+            info["artifacts"].append({
+                "type": artifact.type, "aliases": list(artifact.aliases),
+                "metadata": json.loads(artifact.metadata or "{}"),
+                "files": {entry.path: entry.size for entry in artifact.manifest.contents},
+            })
         elif kind == "history":
             for item in record.history.item:
                 info["history_keys"].add(item.key or "/".join(item.nested_key))

@@ -31,8 +31,9 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
     from tests.helpers.config import TINY, compose_config
 
     output = tmp_path_factory.mktemp("e2e") / "run"
-    # Two loggers at once, and two epochs so that the curves have a course.
-    cfg = compose_config(TINY + ["logger=[wandb,csv]", "trainer.max_epochs=2"])
+    # Two loggers at once, and two epochs so that the curves have a course; checkpoints
+    # as W&B artifacts.
+    cfg = compose_config(TINY + ["logger=[wandb,csv]", "trainer.max_epochs=2", "logger.wandb.log_model=true"])
     with open_dict(cfg):
         cfg.paths.data_dir = str(data_dir)
         cfg.paths.output_dir = str(output)
@@ -103,6 +104,12 @@ def test_one_offline_wandb_run_per_fold_and_a_summary(finished_run) -> None:
         assert run["summary"]["test/war"] == pytest.approx(fold["test/war"])
         assert "train/loss" in run["history_keys"]
         assert "test/confusion_matrix/_type" in run["summary"]
+        # logger.wandb.log_model=true: the fold's checkpoint, as written, is its model artifact.
+        models = [a for a in run["artifacts"] if a["type"] == "model"]
+        checkpoint = output / "checkpoints" / f"fold_{fold['fold']:02d}" / "last.ckpt"
+        assert len(models) == 1 and models[0]["metadata"]["original_filename"] == "last.ckpt"
+        assert models[0]["files"] == {"model.ckpt": checkpoint.stat().st_size}
+    assert not [a for a in summaries[0]["artifacts"] if a["type"] == "model"]
     assert summaries[0]["summary"]["test/uar_mean"] == pytest.approx(record["summary"]["test/uar_mean"])
 
 
