@@ -170,7 +170,7 @@ def fold_run_command(
 
 
 def read_fold_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
-    """{fold: {test/uar, test/war, seconds}} from a run's results.json ({} if none)."""
+    """{fold: {test/uar, test/war, seconds, fit_seconds}} from a run's results.json ({} if none)."""
     path = run_dir / "results.json"
     if not path.exists():
         return {}
@@ -180,7 +180,7 @@ def read_fold_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
         return {}
     return {
         str(fold["fold"]): {
-            key: fold[key] for key in ("test/uar", "test/war", "seconds") if key in fold
+            key: fold[key] for key in ("test/uar", "test/war", "seconds", "fit_seconds") if key in fold
         }
         for fold in record.get("folds", [])
     }
@@ -205,14 +205,18 @@ def compare_folds(
 def projected_full_seconds(run: dict[str, Any], full_epochs: int) -> float:
     """The full protocol's wall time projected from a short run of the same jobs.
 
-    The per-fold seconds scale with the epochs and run `jobs` at a time; what is left of
-    the wall time (process start, corpus and features, gathering) is paid once.
+    Each fold's training (`fit_seconds`; its whole time in records without it, an upper
+    bound) scales with the epochs; the rest of the fold (building, testing) does not, and
+    the folds run `jobs` at a time; what is left of the wall time (process start, corpus
+    and features, gathering) is paid once.
     """
-    fold_seconds = sum(fold.get("seconds", 0.0) for fold in run["folds"].values())
+    folds = run["folds"].values()
+    fold_seconds = sum(fold.get("seconds", 0.0) for fold in folds)
+    fit_seconds = sum(fold.get("fit_seconds", fold.get("seconds", 0.0)) for fold in folds)
     concurrent = min(run["jobs"], max(1, len(run["folds"])))
-    training = fold_seconds / concurrent
-    fixed = max(0.0, run["wall_s"] - training)
-    return fixed + training * full_epochs / run["epochs"]
+    fixed = max(0.0, run["wall_s"] - fold_seconds / concurrent)
+    scaled = fold_seconds - fit_seconds + fit_seconds * full_epochs / run["epochs"]
+    return fixed + scaled / concurrent
 
 
 def short_fold_runs(check: Check, root: Path) -> None:

@@ -82,6 +82,7 @@ def run_fold(
         if resume_from is not None:
             print(f"[ser] {experiment}: fold {fold} resumes from {resume_from}", flush=True)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        fit_seconds = time.time() - started  # the part that grows with the epochs
         history.stop()
         selected, selection = select_checkpoint(cfg, trainer, module, datamodule)
         trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected, weights_only=True)
@@ -107,6 +108,7 @@ def run_fold(
             "training_seed": fold_seed,
             "epochs": int(trainer.current_epoch),
             "seconds": round(time.time() - started, 2),
+            "fit_seconds": round(fit_seconds, 2),
         }
         result.update(selection, **resumed, test_speakers=fold_test_speakers(datamodule, test_rows))
         if trainer.is_global_zero:

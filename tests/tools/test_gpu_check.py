@@ -48,6 +48,10 @@ def test_projection_scales_the_training_and_pays_the_rest_once() -> None:
            "folds": {"0": {"seconds": 20.0}, "1": {"seconds": 20.0}}}
     # 20 s of training (two folds at once), 30 s paid once; x10 epochs
     assert gpu_runs.projected_full_seconds(run, 200) == pytest.approx(30.0 + 200.0)
+    # Folds that record their training time: only it grows (16 of each fold's 20 s).
+    for fold in run["folds"].values():
+        fold["fit_seconds"] = 16.0
+    assert gpu_runs.projected_full_seconds(run, 200) == pytest.approx(30.0 + (8.0 + 320.0) / 2)
 
 
 def test_fold_comparison(tmp_path: Path) -> None:

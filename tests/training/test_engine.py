@@ -72,6 +72,7 @@ def test_results_json_holds_every_fold(finished_run) -> None:
         assert fold["test/war"] == pytest.approx(float(matrix.diagonal().sum() / matrix.sum()), abs=1e-6)
         assert fold["num_train"] + fold["num_test"] == num
         assert fold["epochs"] == 2
+        assert 0 < fold["fit_seconds"] <= fold["seconds"]
     # Per-class totals over the folds equal the corpus's class counts.
     totals = torch.stack([torch.tensor(f["confusion_matrix"]).sum(dim=1) for f in folds]).sum(0)
     assert totals.tolist() == list(record["class_counts"].values())
