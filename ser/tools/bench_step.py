@@ -18,6 +18,7 @@ from torch import nn
 
 from ser.models import MSSENet, TIMNet
 from ser.models.implementations import IMPLEMENTATIONS as IMPLEMENTATION_TABLE
+from ser.training.compile_cache import use_private_compile_cache
 
 IMPLEMENTATIONS = tuple(IMPLEMENTATION_TABLE)
 MODELS = ("mssenet", "timnet")
@@ -61,6 +62,7 @@ class Trainer:
         self.forward: nn.Module = self.model
         self.compile_seconds: float | None = None
         if args.compile:
+            use_private_compile_cache()
             self.forward = torch.compile(self.model, mode=args.compile)
         generator = torch.Generator().manual_seed(1)
         x = torch.randn(args.batch_size, args.frames, 39, generator=generator)

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from ser.models.implementations import IMPLEMENTATIONS as IMPLEMENTATION_TABLE
 from ser.settings import ConfigError
+from ser.training.compile_cache import use_private_compile_cache
 
 IMPLEMENTATIONS = tuple(IMPLEMENTATION_TABLE)  # the networks' own table decides the names
 # Device type -> the implementation measured fastest there (docs/bench/README.md).
@@ -106,13 +107,16 @@ def resolve_for_run(cfg: Any) -> str | None:
 
 def check_implementation(cfg: Any) -> str | None:
     """`model.compile` and the implementation the run's network will use, checked before
-    anything is built (ConfigError: one line, exit code 2)."""
+    anything is built (ConfigError: one line, exit code 2); a compiled run's kernel cache
+    is made private here (ser.training.compile_cache)."""
     from ser.training.module import check_compile_mode
 
     try:
-        check_compile_mode(OmegaConf.select(cfg, "model.compile", default=None))
+        mode = check_compile_mode(OmegaConf.select(cfg, "model.compile", default=None))
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if mode is not None:
+        use_private_compile_cache()
     return resolve_for_run(cfg)
 
 

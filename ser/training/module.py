@@ -12,6 +12,7 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MeanMetric
 
+from ser.training.compile_cache import use_private_compile_cache
 from ser.training.metrics import (
     UtterancePredictions,
     confusion_matrix,
@@ -110,6 +111,7 @@ class EmotionClassifier(pl.LightningModule):
         if self.compile_mode is None:
             return self.net(x)
         if "net" not in self._compiled:
+            use_private_compile_cache()  # not /tmp, where others could plant kernels
             self._compiled["net"] = torch.compile(self.net, mode=self.compile_mode)
         # One graph for every batch size (the full batches and the epoch's last, smaller
         # one), compiled once, instead of a second compilation at the second size.

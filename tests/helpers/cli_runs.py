@@ -18,17 +18,17 @@ from tests.helpers.config import ROOT, cli_environment
 RUN_TIMEOUT = 240
 
 
-def environment() -> dict[str, str]:
+def environment(**extra: str) -> dict[str, str]:
     """One thread per process (two cores, up to two processes), W&B offline."""
-    return cli_environment(OMP_NUM_THREADS="1")
+    return cli_environment(OMP_NUM_THREADS="1", **extra)
 
 
-def start_train_py(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+def start_train_py(args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`python train.py ARGS`, output into `log`, in a session of its own so that the DDP
-    workers it starts can be ended with it."""
+    workers it starts can be ended with it; `env` replaces the test environment."""
     with log.open("w") as stream:
         return subprocess.Popen(
-            [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=environment(),
+            [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env or environment(),
             stdout=stream, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -40,10 +40,12 @@ def end_session(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def run_train_py(args: list[str], cwd: Path, timeout: int = RUN_TIMEOUT) -> str:
+def run_train_py(
+    args: list[str], cwd: Path, timeout: int = RUN_TIMEOUT, env: dict[str, str] | None = None
+) -> str:
     """Run `python train.py ARGS` to the end and return its output; fail if it fails or hangs."""
     log = cwd / f"train-{time.monotonic_ns()}.log"
-    process = start_train_py(args, cwd, log)
+    process = start_train_py(args, cwd, log, env)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
