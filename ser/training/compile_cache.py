@@ -14,11 +14,11 @@ belongs to someone else or that others may write to (ConfigError: one line, exit
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
+from ser.private_folder import private_folder_problem
 from ser.settings import ConfigError
 
 VARIABLE = "TORCHINDUCTOR_CACHE_DIR"  # torch._inductor's own setting of the folder
@@ -39,24 +39,12 @@ def use_private_compile_cache() -> Path:
         # folder (importing Lightning is enough), so this value says nothing but /tmp.
         explicit = None
     path = Path(explicit).expanduser() if explicit else default_compile_cache()
-    named = f"{VARIABLE}={explicit}" if explicit else f"the compile cache {path}"
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        status = path.lstat()
-    except OSError as error:
-        raise ConfigError(f"{named}: cannot create it ({error.strerror}); set {VARIABLE} to a folder of yours") from None
-    if stat.S_ISLNK(status.st_mode) or not stat.S_ISDIR(status.st_mode):
-        raise ConfigError(f"{named}: expected a folder, found a link or a file; set {VARIABLE} to a folder of yours")
-    if status.st_uid != os.getuid():
+    problem = private_folder_problem(path)
+    if problem is not None:
+        named = f"{VARIABLE}={explicit}" if explicit else f"the compile cache {path}"
         raise ConfigError(
-            f"{named}: belongs to another user (uid {status.st_uid}), whose files torch.compile "
-            f"would import and run; set {VARIABLE} to a folder of yours"
-        )
-    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ConfigError(
-            f"{named}: other users may write to it (mode {stat.S_IMODE(status.st_mode):o}), and "
-            f"torch.compile imports and runs what it finds there; chmod 700 it or set {VARIABLE} "
-            f"to a folder of yours"
+            f"{named}: {problem}, and torch.compile imports and runs the files it finds there; "
+            f"make it yours alone (chmod 700) or set {VARIABLE} to such a folder"
         )
     os.environ[VARIABLE] = str(path)
     return path

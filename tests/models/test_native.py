@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import stat
 import subprocess
 import sys
 import warnings
@@ -213,6 +214,39 @@ def test_a_missing_compiler_warns_once_and_falls_back(
         compare_fp32(reference, fast, features(), train=True)
     finally:
         native.reset()
+
+
+def test_a_cache_folder_others_may_write_is_not_loaded_from(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Whoever can write to the cache folder could put a library there that the next run
+    loads: such a folder is refused (a warning names it) and the PyTorch formulation runs."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    compiler = tmp_path / "cc"  # would record a compile; none may happen
+    compiler.write_text(
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo fake; exit 0; fi\n"
+        f"touch {tmp_path / 'compiled'}; exit 1\n"
+    )
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CC", str(compiler))
+    with pytest.raises(RuntimeError, match=rf"kernel cache folder {shared} may be written by other users \(mode 777\); .* \(chmod 700\) or set SER_NATIVE_CACHE"):
+        native.build(shared)
+    monkeypatch.setenv("SER_NATIVE", "1")
+    monkeypatch.setenv("SER_NATIVE_CACHE", str(shared))
+    native.reset()
+    try:
+        with pytest.warns(RuntimeWarning, match=rf"{shared} may be written by other users"):
+            assert not native.available()
+    finally:
+        native.reset()
+    assert not any(shared.iterdir()) and not (tmp_path / "compiled").exists()
+    # A new folder is made the user's alone (then the fake compiler fails).
+    fresh = tmp_path / "fresh" / "ser-native"
+    with pytest.raises(RuntimeError, match="compiling the fused kernels failed"):
+        native.build(fresh)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700 and (tmp_path / "compiled").exists()
 
 
 def test_a_failing_compile_names_the_command(monkeypatch, tmp_path) -> None:  # noqa: ANN001

@@ -42,7 +42,7 @@ def test_a_folder_others_may_write_is_refused(user_cache: Path, monkeypatch: pyt
     shared.mkdir()
     shared.chmod(0o777)
     monkeypatch.setenv(VARIABLE, str(shared))
-    with pytest.raises(ConfigError, match=rf"^{VARIABLE}={shared}: other users may write to it \(mode 777\)"):
+    with pytest.raises(ConfigError, match=rf"^{VARIABLE}={shared}: may be written by other users \(mode 777\), and torch.compile imports"):
         use_private_compile_cache()
     shared.chmod(0o700)  # the user's own folder: used as set
     assert use_private_compile_cache() == shared and os.environ[VARIABLE] == str(shared)
@@ -61,7 +61,7 @@ def test_a_folder_of_another_user_or_a_link_is_refused(user_cache: Path, monkeyp
     monkeypatch.setenv("XDG_CACHE_HOME", str(user_cache))
     planted.rmdir()
     planted.symlink_to(user_cache.parent)
-    with pytest.raises(ConfigError, match="expected a folder, found a link or a file"):
+    with pytest.raises(ConfigError, match=rf"the compile cache {planted}: is a link or a file, not a folder"):
         use_private_compile_cache()
 
 

@@ -10,8 +10,10 @@ Each build is stored with its sha256 beside it (``<name>.so.sha256``) and is han
 only if its bytes still match: a truncated or altered library (the dynamic loader would
 map it and fault, SIGBUS) is rebuilt instead. Builds happen under a lock on the cache
 folder and are written under temporary names and renamed, so concurrent processes
-neither compile twice nor see a half-written file. Loading the library is the business
-of ops.py, the one place that calls it.
+neither compile twice nor see a half-written file. The folder must be a folder only its
+user can write to (ser.private_folder), or nothing in it is loaded and the PyTorch
+formulation runs (loader.py warns why). Loading the library is the business of ops.py,
+the one place that calls it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from ser.private_folder import private_folder_problem
 
 SOURCES = (Path(__file__).with_name("tab.c"), Path(__file__).with_name("tff.c"))
 FLAGS = (
@@ -88,7 +92,8 @@ def verified(path: Path) -> bool:
 
     A truncated file (which the dynamic loader maps and then faults on, SIGBUS), altered
     bytes, or any file that merely has the expected name fail this check. It guards
-    against damage, not against someone who can write to the cache folder.
+    against damage; against someone else writing to the cache folder, `build` accepts
+    only a folder that its user alone can write to (ser.private_folder).
     """
     try:
         stored = digest_path(path).read_text(encoding="ascii").strip()
@@ -146,10 +151,15 @@ def build(directory: Path | None = None) -> Path:
         raise RuntimeError(f"no working C compiler {compiler!r} ({error})") from None
     directory = Path(directory) if directory is not None else cache_dir()
     target = directory / f"ser_kernels_{_build_key(version)}.so"
+    problem = private_folder_problem(directory)
+    if problem is not None:  # its libraries are loaded as code: refused, not trusted
+        raise RuntimeError(
+            f"the kernel cache folder {directory} {problem}; its libraries would be loaded as "
+            f"code: make it yours alone (chmod 700) or set SER_NATIVE_CACHE to such a folder"
+        )
     if verified(target):
         return target
     try:
-        directory.mkdir(parents=True, exist_ok=True)
         with _build_lock(directory):
             if verified(target):  # another process built it while this one waited
                 return target
