@@ -103,6 +103,10 @@ class Check:
     def write(self, name: str, data: Any) -> None:
         atomic_write_json(data, self.out / name)
 
+    def write_fold_runs(self) -> None:
+        """folds.json: the sizes and every fold run so far."""
+        self.write("folds.json", {"sizes": self.sizes.describe(), "runs": self.fold_runs})
+
     def fold_command(self, root: Path, run_dir: Path, epochs: int, jobs: int) -> list[str]:
         """The cross-validation run of the check's sizes, with `fold_overrides` added."""
         return fold_run_command(self.sizes, root, run_dir, epochs, jobs) + list(self.fold_overrides)
@@ -222,11 +226,9 @@ def projected_full_seconds(run: dict[str, Any], full_epochs: int) -> float:
 def short_fold_runs(check: Check, root: Path) -> None:
     """folds.json: the 10-fold protocol one fold at a time and with jobs sharing the GPU."""
     sizes = check.sizes
-    runs = compared_fold_runs(check, root, "", sizes.parallel_jobs, sizes.short_epochs)
-    for run in runs:
-        if run["folds"] and run["status"] == "ok":
-            run["projected_full_s"] = projected_full_seconds(run, sizes.full_epochs)
-    check.write("folds.json", {"sizes": sizes.describe(), "runs": check.fold_runs})
+    compared_fold_runs(
+        check, root, "", sizes.parallel_jobs, sizes.short_epochs, project_to=sizes.full_epochs
+    )
 
 
 def deterministic_fold_runs(check: Check, root: Path) -> None:
@@ -238,19 +240,19 @@ def deterministic_fold_runs(check: Check, root: Path) -> None:
         check, root, "deterministic-", jobs, sizes.deterministic_epochs, ("trainer.deterministic=true",)
     )
     if all(run["status"] == "ok" for run in runs):
-        difference = runs[-1].get("differences_from_first", {})
-        runs[-1]["identical"] = bool(difference) and difference["folds_compared"] == sizes.folds and (
-            difference["max_abs_uar_difference"] == difference["max_abs_war_difference"] == 0.0
-        )
-    check.write("folds.json", {"sizes": sizes.describe(), "runs": check.fold_runs})
+        runs[-1]["identical"] = runs[-1].get("differences_from_first") == {
+            "folds_compared": sizes.folds, "max_abs_uar_difference": 0.0, "max_abs_war_difference": 0.0,
+        }
+        check.write_fold_runs()
 
 
 def compared_fold_runs(
     check: Check, root: Path, label: str, jobs_ways: Sequence[int], epochs: int,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str] = (), project_to: int | None = None,
 ) -> list[dict[str, Any]]:
     """Cross-validate once per number of fold jobs (1: one fold after another) as steps
-    `folds-{label}{way}`; each run's fold figures are compared with the first run's."""
+    `folds-{label}{way}`; each run's fold figures are compared with the first run's, its
+    wall time projected to `project_to` epochs if given, and folds.json rewritten."""
     reference_metrics = None
     runs = []
     for jobs in jobs_ways:
@@ -268,11 +270,14 @@ def compared_fold_runs(
         }
         if overrides:
             run["overrides"] = list(overrides)
+        if project_to is not None and metrics and entry["status"] == "ok":
+            run["projected_full_s"] = projected_full_seconds(run, project_to)
         if metrics and reference_metrics is None:
             reference_metrics = metrics
         elif metrics:
             run["differences_from_first"] = compare_folds(reference_metrics, metrics)
         runs.append(run)
+        check.write_fold_runs()  # after each run: a check cut short keeps what it measured
     return runs
 
 
@@ -292,8 +297,9 @@ def full_fold_run(check: Check, root: Path) -> None:
         return
     best = min(projected, key=projected.__getitem__)
     available = check.remaining() - sizes.reserve_s
-    # The projection scales each fold's set-up and test with the epochs too: an upper
-    # bound, so only a run clearly out of reach is skipped; a timeout is recorded as such.
+    # The projection scales each fold's whole training, its first, slower epoch included
+    # (and its set-up and test too in records without fit_seconds): an upper bound, so
+    # only a run clearly out of reach is skipped; a timeout is recorded as such.
     if projected[best] > 1.5 * available:
         check.record(
             "folds-full", "skipped", 0.0,
@@ -311,7 +317,7 @@ def run_full(check: Check, root: Path, jobs: int, limit: float, projected: float
         "wall_s": entry["seconds"], "projected_s": projected, "overrides": list(check.fold_overrides),
         "folds": read_fold_metrics(run_dir),
     }
-    check.write("folds.json", {"sizes": check.sizes.describe(), "runs": check.fold_runs})
+    check.write_fold_runs()
 
 
 def ddp(check: Check, root: Path) -> None:
