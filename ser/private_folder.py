@@ -13,6 +13,11 @@ import stat
 from pathlib import Path
 
 
+def user_cache_folder(name: str) -> Path:
+    """`$XDG_CACHE_HOME/<name>`, or `~/.cache/<name>`: a cache in the user's own home."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / name
+
+
 def private_folder_problem(path: Path) -> str | None:
     """Create `path` (mode 0700) if missing; None if only this user can write to it, else
     what is wrong with it, in words that follow "the folder ...: "."""

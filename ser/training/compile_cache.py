@@ -18,16 +18,10 @@ from pathlib import Path
 
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-from ser.private_folder import private_folder_problem
+from ser.private_folder import private_folder_problem, user_cache_folder
 from ser.settings import ConfigError
 
 VARIABLE = "TORCHINDUCTOR_CACHE_DIR"  # torch._inductor's own setting of the folder
-
-
-def default_compile_cache() -> Path:
-    """`$XDG_CACHE_HOME/ser-inductor`, or `~/.cache/ser-inductor`."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ser-inductor"
 
 
 def use_private_compile_cache() -> Path:
@@ -38,7 +32,7 @@ def use_private_compile_cache() -> Path:
         # Not the user's choice: torch puts its default there when it first needs the
         # folder (importing Lightning is enough), so this value says nothing but /tmp.
         explicit = None
-    path = Path(explicit).expanduser() if explicit else default_compile_cache()
+    path = Path(explicit).expanduser() if explicit else user_cache_folder("ser-inductor")
     problem = private_folder_problem(path)
     if problem is not None:
         named = f"{VARIABLE}={explicit}" if explicit else f"the compile cache {path}"

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ser.private_folder import private_folder_problem
+from ser.private_folder import private_folder_problem, user_cache_folder
 
 SOURCES = (Path(__file__).with_name("tab.c"), Path(__file__).with_name("tff.c"))
 FLAGS = (
@@ -44,8 +44,7 @@ def cache_dir() -> Path:
     explicit = os.environ.get("SER_NATIVE_CACHE")
     if explicit:
         return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ser-native"
+    return user_cache_folder("ser-native")
 
 
 def _cpu_flags() -> str:
