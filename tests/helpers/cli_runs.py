@@ -55,3 +55,11 @@ def run_train_py(
     output = log.read_text()
     assert process.returncode == 0, output[-8000:]
     return output
+
+
+def run_predict(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """`python -m ser.tools.predict ARGUMENTS` as a user runs it, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "ser.tools.predict", *arguments],
+        cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300,
+    )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,8 @@ from ser.tools.inference import (
 )
 from ser.tools.predict import main
 from tests.helpers.audio_files import write_noise
-from tests.helpers.config import ROOT, TINY, compose_config
+from tests.helpers.cli_runs import run_predict
+from tests.helpers.config import TINY, compose_config
 from tests.helpers.ssl_models import save_random_weights, use_shrunk_bundles
 
 CLASS_NAMES = ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
@@ -81,13 +80,6 @@ def test_predictions_equal_the_networks_output_on_the_training_features(
     np.testing.assert_allclose(predicted, expected, atol=1e-5)
     assert loaded.class_names == CLASS_NAMES
     assert loaded.feature_settings.signal_length == 11025
-
-
-def run_predict(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ser.tools.predict", *arguments],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
 
 
 def bad_case(kind: str, tmp_path: Path, checkpoint: Path) -> tuple[Path, Path, Path]:

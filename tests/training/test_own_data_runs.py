@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,17 +15,9 @@ import torch
 from ser.data.corpora import get_corpus
 from ser.training.checkpoint import read_checkpoint
 from tests.helpers.audio_files import write_noise
-from tests.helpers.cli_runs import run_train_py
-from tests.helpers.config import ROOT, TINY_DATA, cli_environment
+from tests.helpers.cli_runs import run_predict, run_train_py
+from tests.helpers.config import TINY_DATA
 from tests.helpers.ssl_models import save_random_weights
-
-
-def predict(*arguments: str) -> subprocess.CompletedProcess[str]:
-    """`python -m ser.tools.predict ARGUMENTS` as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "ser.tools.predict", *arguments],
-        cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300,
-    )
 
 
 def results(output: Path) -> dict:
@@ -95,14 +85,14 @@ def test_ssl_features_with_local_weights_train_end_to_end(tmp_path: Path) -> Non
     assert metadata["feature_weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     audio = write_noise(tmp_path / "new.wav", seconds=0.5)
     checkpoint_file = output / "checkpoints" / "fold_00" / "last.ckpt"
-    assert predict(f"checkpoint={checkpoint_file}", f"audio={audio}").returncode == 0
+    assert run_predict(f"checkpoint={checkpoint_file}", f"audio={audio}").returncode == 0
     moved = tmp_path / "elsewhere.pt"
     weights.rename(moved)
     save_random_weights("WAVLM_BASE_PLUS", weights, seed=1)  # other bytes under the trained name
-    refused = predict(f"checkpoint={checkpoint_file}", f"audio={audio}")
+    refused = run_predict(f"checkpoint={checkpoint_file}", f"audio={audio}")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert f"but {weights} has sha256" in refused.stderr and "feature_weights=PATH" in refused.stderr
-    assert predict(f"checkpoint={checkpoint_file}", f"audio={audio}", f"feature_weights={moved}").returncode == 0
+    assert run_predict(f"checkpoint={checkpoint_file}", f"audio={audio}", f"feature_weights={moved}").returncode == 0
 
 
 @pytest.mark.slow
