@@ -138,31 +138,40 @@ class FoldDataModule(pl.LightningDataModule):
             return TensorDataset(self.features[index], self.targets[index], index.clone())
         return TensorDataset(self.features[index], self.targets[index])
 
-    def train_dataloader(self) -> DataLoader:
-        dataset = self._subset(self.train_indices)
-        seed = torch.initial_seed() if self.shuffle_seed is None else self.shuffle_seed
-        sampler = EpochSeededSampler(len(dataset), seed)
+    def training_loader(self, rows: np.ndarray | None, seed: int, first_epoch: int = 0) -> DataLoader:
+        """Batches of `rows` (x, y), in each epoch's order drawn from (seed, epoch) alone.
+
+        The fold's own loader (`train_dataloader`), and each fold's in a stacked run
+        (ser.training.stacked), which trains several folds' loaders at once.
+        """
+        dataset = self._subset(rows)
+        sampler = EpochSeededSampler(len(dataset), seed, first_epoch)
         return DataLoader(
             dataset, batch_size=self.batch_size, sampler=sampler,
             num_workers=self.num_workers, drop_last=False,
         )
+
+    def evaluation_loader(self, rows: np.ndarray | None) -> DataLoader:
+        """Batches of `rows` in order, with their manifest rows (x, y, rows), so that
+        evaluation metrics count each utterance once."""
+        return DataLoader(
+            self._subset(rows, with_rows=True), batch_size=self.batch_size, shuffle=False,
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        seed = torch.initial_seed() if self.shuffle_seed is None else self.shuffle_seed
+        return self.training_loader(self.train_indices, seed)
 
     def val_dataloader(self) -> DataLoader | list:
         # No validation split (the paper protocol): an empty list makes Lightning skip the
         # validation loop.
         if self.validation_indices is None:
             return []
-        # With rows, as the test loader: validation metrics count each utterance once.
-        return DataLoader(
-            self._subset(self.validation_indices, with_rows=True), batch_size=self.batch_size,
-            shuffle=False, num_workers=self.num_workers,
-        )
+        return self.evaluation_loader(self.validation_indices)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self._subset(self.test_indices, with_rows=True), batch_size=self.batch_size, shuffle=False,
-            num_workers=self.num_workers,
-        )
+        return self.evaluation_loader(self.test_indices)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

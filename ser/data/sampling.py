@@ -32,15 +32,19 @@ class EpochSeededSampler(Sampler[int]):
 
     Lightning calls `set_epoch(e)` before each training epoch (resumed runs included).
     Without it (a plain loop), each new iteration moves on to the next epoch.
+    `first_epoch`: the epoch of the loader's first iteration, which Lightning counts as
+    its epoch 0 (a stacked run, ser.training.stacked, that resumes its folds at epoch k
+    starts a Trainer whose epoch 0 is the folds' epoch k).
     """
 
-    def __init__(self, num_rows: int, seed: int) -> None:
+    def __init__(self, num_rows: int, seed: int, first_epoch: int = 0) -> None:
         self.num_rows = int(num_rows)
         self.seed = int(seed)
-        self.epoch = 0
+        self.first_epoch = int(first_epoch)
+        self.epoch = self.first_epoch
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.epoch = self.first_epoch + int(epoch)
 
     def __len__(self) -> int:
         return self.num_rows

@@ -17,11 +17,14 @@ the fold alone would draw them after `torch.manual_seed(seed)`.
 
 This version runs the folds one after another: it is the specification that the
 computation of all folds at once must match.
+
+`compiled(mode)`: the same computation under torch.compile (`model.compile`), for the
+training steps; here each fold's network compiled as a fold alone compiles it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -49,6 +52,17 @@ class StackedNetworks(nn.Module):
     def embed(self, x: torch.Tensor, folds: Sequence[int]) -> torch.Tensor:
         """The fused vectors z (len(folds), batch, filters) of each fold's network."""
         return self._each(x, folds, None, lambda net, rows: net.embed(rows))
+
+    def compiled(self, mode: str) -> Callable[..., torch.Tensor]:
+        """`forward` compiled with torch.compile's `mode`, for training (the same arguments)."""
+        networks = {id(net): torch.compile(net, mode=mode) for net in self.nets}
+
+        def compute(net: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+            # One graph for every batch size (full batches and an epoch's last, smaller one).
+            torch._dynamo.maybe_mark_dynamic(rows, 0)
+            return networks[id(net)](rows)
+
+        return lambda x, folds, seeds=None: self._each(x, folds, seeds, compute)
 
     def _each(self, x, folds, seeds, compute) -> torch.Tensor:
         if x.ndim != 4 or x.shape[0] != len(folds):

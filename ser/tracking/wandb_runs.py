@@ -86,12 +86,15 @@ def run_tags(cfg: DictConfig) -> list[str]:
 
 def fold_loggers(
     logger_cfg: Any, experiment: str, fold: int, run_config: dict[str, Any],
-    tags: Sequence[str] = (), run_id: str | None = None,
+    tags: Sequence[str] = (), run_id: str | None = None, concurrent: bool = False,
 ) -> list[Any]:
     """The Lightning loggers of one fold, one per configured logger.
 
     W&B: the fold's run is `<experiment>-foldKK` with id `run_id`; a resumed fold passes
-    the id its first attempt used and continues that run (resume="allow").
+    the id its first attempt used and continues that run (resume="allow"). `concurrent`:
+    the run is one of several folds' open at once in this process (a stacked run), so it
+    is created beside the others (reinit="create_new") rather than taking over W&B's
+    global run, which Lightning's logger would otherwise reuse for every fold.
     """
     loggers = []
     for entry in logger_configs(logger_cfg).values():
@@ -105,7 +108,7 @@ def fold_loggers(
         factory = instantiate(
             OmegaConf.create(settings), _partial_=True, name=f"{experiment}-fold{fold:02d}",
             group=experiment, job_type=entry.get("job_type", "fold"), tags=list(tags),
-            id=run_id, resume="allow",
+            id=run_id, resume="allow", **({"reinit": "create_new"} if concurrent else {}),
         )
         loggers.append(factory(config={"fold": fold, **run_config}))
     return loggers

@@ -12,9 +12,10 @@ training are (ser.training.protocols.base); this engine alone:
 - writes the record's header (and, for protocols whose units may run as separate jobs,
   `folds/experiment.json`);
 - skips the units already finished with this config hash, trains the others one at a
-  time (ser.training.fold.run_fold) and writes each unit's file atomically as it ends,
-  rewriting results.json after every unit, so an interrupted run loses at most the unit
-  in progress;
+  time (ser.training.fold.run_fold), or together in one Trainer (`cv.stack`,
+  ser.training.stacked), and writes each unit's file atomically as it ends, rewriting
+  results.json after every unit, so an interrupted run loses at most the units in
+  progress;
 - writes the complete results.json, prints the table, logs the summary W&B run and
   returns the objective to sweepers.
 
@@ -42,8 +43,10 @@ from ser.training import distributed, gather
 from ser.training.config import config_hash, defining_config, output_directory
 from ser.training.fold import run_fold
 from ser.training.implementation import check_implementation
-from ser.training.protocols.base import Protocol
+from ser.training.protocols.base import Protocol, Unit
 from ser.training.selection import check_selection
+from ser.training.stacked.policy import resolve_stacking
+from ser.training.stacked.run import run_stacked
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +102,13 @@ def train(cfg: DictConfig) -> float:
     implementation = check_implementation(cfg)
     wandb_runs.logger_configs(cfg.get("logger"))  # a malformed `logger` fails before any work
     distributed.check_launch(cfg)
+    stacked = resolve_stacking(cfg)
     protocol = build_protocol(cfg)
     output_dir = output_directory(cfg)
     # Refused, or locked for this run's units, before anything is written.
     writer = distributed.is_global_zero()
     with claim_output_dir(cfg, output_dir, config_hash(cfg), protocol.only_units, writer=writer):
-        return run_experiment(cfg, protocol, output_dir, implementation)
+        return run_experiment(cfg, protocol, output_dir, implementation, stacked)
 
 
 def finished_result(path: Path, this_hash: str) -> dict[str, Any] | None:
@@ -116,11 +120,13 @@ def finished_result(path: Path, this_hash: str) -> dict[str, Any] | None:
 
 
 def run_experiment(
-    cfg: DictConfig, protocol: Protocol, output_dir: Path, implementation: str | None = None
+    cfg: DictConfig, protocol: Protocol, output_dir: Path, implementation: str | None = None,
+    stacked: bool = False,
 ) -> float:
     """The units of `protocol`, in the output directory `train` holds; returns the objective.
 
-    `implementation`: what `model.net.implementation` resolved to on this run's device.
+    `implementation`: what `model.net.implementation` resolved to on this run's device;
+    `stacked`: whether the units train together (`cv.stack`, ser.training.stacked).
     """
     torch.set_float32_matmul_precision("high")
     # Under DDP every process runs this function; rank zero alone writes files.
@@ -145,6 +151,7 @@ def run_experiment(
         **protocol.record(),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "implementation": implementation,
+        "stacked": stacked,
         "versions": provenance.package_versions(),
         "git": provenance.git_commit(),
         "machine": provenance.machine(),
@@ -153,39 +160,56 @@ def run_experiment(
     }
     if writer and protocol.gatherable:
         gather.write_header(output_dir, record)
-    finished: list[dict[str, Any]] = []
     saved_results = {
         unit.index: finished_result(protocol.unit_path(output_dir, unit.index), this_hash)
         for unit in units if unit.index in selected
     }
-    # The run-level line (`progress`): which unit of how many, and the time left.
-    progress = RunProgress(sum(saved is None for saved in saved_results.values())) if cfg.progress else None
+    finished: list[dict[str, Any]] = []
+    pending: list[Unit] = []
     for unit in units:
         if unit.index not in selected:
             continue
-        path = protocol.unit_path(output_dir, unit.index)
         saved = saved_results[unit.index]
-        if saved is not None:
-            log.info("%s %d already finished in %s; skipping", protocol.index_key, unit.index, path)
-            finished.append(saved)
+        if saved is None:
+            pending.append(unit)
             continue
+        log.info(
+            "%s %d already finished in %s; skipping", protocol.index_key, unit.index,
+            protocol.unit_path(output_dir, unit.index),
+        )
+        finished.append(saved)
+
+    def keep(result: dict[str, Any]) -> None:
+        """A unit's result: into `finished` (in unit order), its file and results.json."""
+        relabelled = protocol.relabel(result)
+        finished.append(relabelled)
+        finished.sort(key=lambda unit_result: unit_result[protocol.index_key])
+        if writer:
+            unit_file = protocol.unit_path(output_dir, relabelled[protocol.index_key])
+            results.atomic_write_json({"config_hash": this_hash, "result": relabelled}, unit_file)
+            if not parallel:  # fold-parallel jobs leave results.json to the gather
+                record[units_key] = finished
+                results.atomic_write_json(record, results_path)
+
+    # The run-level line (`progress`): which unit of how many, and the time left.
+    progress = RunProgress(len(pending)) if cfg.progress else None
+    if stacked and pending:  # every pending unit in one Trainer (cv.stack)
+        if progress is not None and writer:
+            print(f"[ser] {experiment}: {progress.line(protocol.announce_together(pending, len(units)))}", flush=True)
+        run_stacked(cfg, datamodule, pending, output_dir, experiment, run_config, keep)
+        pending = []
+    for unit in pending:  # one unit after another
         log.info(
             "%s %d/%d: %d train, %d test", protocol.index_key, unit.index + 1, len(units),
             len(unit.train_rows), len(unit.test_rows),
         )
         if progress is not None and writer:
             print(f"[ser] {experiment}: {progress.line(protocol.announce(unit, len(units)))}", flush=True)
-        result = run_fold(
+        keep(run_fold(
             cfg, datamodule, unit.index, unit.train_rows, unit.test_rows, output_dir, experiment, run_config
-        )
+        ))
         if progress is not None:
             progress.done()
-        finished.append(protocol.relabel(result))
-        if writer:
-            results.atomic_write_json({"config_hash": this_hash, "result": finished[-1]}, path)
-            if not parallel:  # fold-parallel jobs leave results.json to the gather
-                record[units_key] = finished
-                results.atomic_write_json(record, results_path)
 
     if not writer:
         return objective_value(cfg, results.summarise(finished))

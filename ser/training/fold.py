@@ -2,15 +2,20 @@
 
 `run_fold` is all one fold does, whichever protocol it belongs to (a cross-validation
 fold, a cross-corpus repeat): seed, fit (resuming from `last.ckpt`), choose the weights
-(`cv.select`), test, and report the fold's result and its W&B run.
+(`cv.select`), test, and report the fold's result and its W&B run. Its two ends,
+`prepare_fold` (everything before the fit) and `finish_fold` (everything after), are
+also those of each fold of a stacked run (ser.training.stacked), which fits several
+folds in one Trainer.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +26,13 @@ from ser.tracking.history import EpochHistory, read_history
 from ser.training import distributed, resume
 from ser.training.build import build_callbacks, build_module
 from ser.training.config import config_hash
-from ser.training.selection import protocol_callbacks, select_checkpoint, split_validation
+from ser.training.module import EmotionClassifier
+from ser.training.selection import (
+    best_checkpoint,
+    protocol_callbacks,
+    select_checkpoint,
+    split_validation,
+)
 
 
 def fold_test_speakers(datamodule: Any, test_rows: Any) -> list[str]:
@@ -43,6 +54,115 @@ def fold_history(cfg: DictConfig, output_dir: Path, fold: int, resumed_epoch: in
     return history
 
 
+@dataclass
+class FoldRun:
+    """One unit set up to train: its seed, rows, fresh module, checkpoint folder, the
+    checkpoint it resumes from (if any), its epoch history and its loggers."""
+
+    fold: int
+    seed: int
+    train_rows: np.ndarray
+    validation_rows: np.ndarray | None
+    test_rows: Any
+    output_dir: Path
+    fold_dir: Path
+    module: EmotionClassifier
+    resume_from: Path | None
+    history: EpochHistory
+    loggers: list[Any]
+
+    @property
+    def resumed(self) -> dict[str, int]:
+        """`resumed_from_epoch` of the fold's result, for a fold that continues a checkpoint."""
+        return {} if self.resume_from is None else {"resumed_from_epoch": resume.checkpoint_epoch(self.resume_from)}
+
+    def select_rows(self, datamodule: FoldDataModule) -> None:
+        """Make the DataModule serve this fold's rows."""
+        datamodule.set_fold(self.train_rows, self.test_rows, self.validation_rows, shuffle_seed=self.seed)
+
+
+def prepare_fold(
+    cfg: DictConfig,
+    datamodule: FoldDataModule,
+    fold: int,
+    train_rows: Any,
+    test_rows: Any,
+    output_dir: Path,
+    experiment: str,
+    run_config: dict[str, Any],
+    concurrent: bool = False,
+) -> FoldRun:
+    """Seed the fold, carve its validation split, build its fresh module, find the
+    checkpoint it resumes from and open its history and loggers.
+
+    The module is built right after `seed_everything(seed + fold)`, so a fold's initial
+    weights are the same whether it trains alone or stacked with others. `concurrent`:
+    the fold's W&B run stays open beside other folds' (a stacked run).
+    """
+    fold_seed = int(cfg.seed) + fold
+    pl.seed_everything(fold_seed, workers=True, verbose=False)
+    train_rows, validation_rows = split_validation(cfg, datamodule, train_rows)
+    datamodule.set_fold(train_rows, test_rows, validation_rows, shuffle_seed=fold_seed)
+    fold_dir = output_dir / "checkpoints" / f"fold_{fold:02d}"
+    module = build_module(cfg, datamodule)
+    resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg))
+    resumed_epoch = None if resume_from is None else resume.checkpoint_epoch(resume_from)
+    history = fold_history(cfg, output_dir, fold, resumed_epoch)
+    loggers = wandb_runs.fold_loggers(
+        cfg.get("logger"), experiment, fold, run_config, wandb_runs.run_tags(cfg), history.wandb_id,
+        concurrent=concurrent,
+    )
+    return FoldRun(
+        fold, fold_seed, train_rows, validation_rows, test_rows, output_dir, fold_dir, module, resume_from,
+        history, loggers,
+    )
+
+
+def finish_fold(
+    cfg: DictConfig,
+    run: FoldRun,
+    trainer: pl.Trainer,
+    datamodule: FoldDataModule,
+    best: str | None,
+    epochs: int,
+    started: float,
+    fit_seconds: float,
+) -> dict[str, Any]:
+    """Test the weights `cv.select` picks (`best`: the fold's best checkpoint, if kept;
+    `epochs`: how many it trained) with `trainer`, and report the fold's result and its W&B run."""
+    module, fold, test_rows = run.module, run.fold, run.test_rows
+    selected, selection = select_checkpoint(cfg, trainer, module, datamodule, best, epochs)
+    trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected, weights_only=True)
+    if trainer.is_global_zero and OmegaConf.select(cfg, "plots.embeddings", default=False):
+        embeddings.save_fold_embeddings(module, datamodule, fold, run.output_dir)
+    confusion = module.test_confusion_matrix()
+    evaluated = module.test_rows().tolist()
+    if evaluated != sorted(int(i) for i in test_rows):  # each test utterance exactly once
+        raise RuntimeError(
+            f"fold {fold}: the test evaluated {len(evaluated)} distinct utterances, "
+            f"not the fold's {len(test_rows)}"
+        )
+    metrics = trainer.callback_metrics
+    result = {
+        "fold": fold,
+        "test/uar": float(metrics["test/uar"]),
+        "test/war": float(metrics["test/war"]),
+        "test/loss": float(metrics["test/loss"]),
+        "confusion_matrix": confusion.tolist(),
+        "num_test": int(confusion.sum()),
+        "num_train": len(run.train_rows),
+        "test_rows": [int(i) for i in test_rows],
+        "training_seed": run.seed,
+        "epochs": int(epochs),
+        "seconds": round(time.time() - started, 2),
+        "fit_seconds": round(fit_seconds, 2),
+    }
+    result.update(selection, **run.resumed, test_speakers=fold_test_speakers(datamodule, test_rows))
+    if trainer.is_global_zero:
+        wandb_runs.log_fold_result(run.loggers, result, datamodule.class_names)
+    return result
+
+
 def run_fold(
     cfg: DictConfig,
     datamodule: FoldDataModule,
@@ -59,60 +179,23 @@ def run_fold(
     `cv.select=best_val_uar`, the epoch best on the fold's validation split. An
     interrupted fold continues from its `last.ckpt` (ser.training.resume).
     """
-    fold_seed = int(cfg.seed) + fold
-    pl.seed_everything(fold_seed, workers=True, verbose=False)
-    train_rows, validation_rows = split_validation(cfg, datamodule, train_rows)
-    datamodule.set_fold(train_rows, test_rows, validation_rows, shuffle_seed=fold_seed)
-    fold_dir = output_dir / "checkpoints" / f"fold_{fold:02d}"
-    module = build_module(cfg, datamodule)
-    resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg))
-    resumed = {} if resume_from is None else {"resumed_from_epoch": resume.checkpoint_epoch(resume_from)}
-    history = fold_history(cfg, output_dir, fold, resumed.get("resumed_from_epoch"))
-    loggers = wandb_runs.fold_loggers(
-        cfg.get("logger"), experiment, fold, run_config, wandb_runs.run_tags(cfg), history.wandb_id
-    )
+    run = prepare_fold(cfg, datamodule, fold, train_rows, test_rows, output_dir, experiment, run_config)
     started = time.time()
     try:
         trainer: pl.Trainer = instantiate(
             cfg.trainer,
-            logger=[*loggers, history],  # the history always: the figures are drawn from it
-            callbacks=protocol_callbacks(cfg, fold_seed, fold_dir) + build_callbacks(cfg, fold_dir),
+            logger=[*run.loggers, run.history],  # the history always: the figures are drawn from it
+            callbacks=protocol_callbacks(cfg, run.seed, run.fold_dir) + build_callbacks(cfg, run.fold_dir),
             enable_progress_bar=bool(cfg.progress),
         )
-        if resume_from is not None:
-            print(f"[ser] {experiment}: fold {fold} resumes from {resume_from}", flush=True)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        if run.resume_from is not None:
+            print(f"[ser] {experiment}: fold {fold} resumes from {run.resume_from}", flush=True)
+        trainer.fit(run.module, datamodule=datamodule, ckpt_path=run.resume_from, weights_only=True)
         fit_seconds = time.time() - started  # the part that grows with the epochs
-        history.stop()
-        selected, selection = select_checkpoint(cfg, trainer, module, datamodule)
-        trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected, weights_only=True)
-        if trainer.is_global_zero and OmegaConf.select(cfg, "plots.embeddings", default=False):
-            embeddings.save_fold_embeddings(module, datamodule, fold, output_dir)
-        confusion = module.test_confusion_matrix()
-        evaluated = module.test_rows().tolist()
-        if evaluated != sorted(int(i) for i in test_rows):  # each test utterance exactly once
-            raise RuntimeError(
-                f"fold {fold}: the test evaluated {len(evaluated)} distinct utterances, "
-                f"not the fold's {len(test_rows)}"
-            )
-        metrics = trainer.callback_metrics
-        result = {
-            "fold": fold,
-            "test/uar": float(metrics["test/uar"]),
-            "test/war": float(metrics["test/war"]),
-            "test/loss": float(metrics["test/loss"]),
-            "confusion_matrix": confusion.tolist(),
-            "num_test": int(confusion.sum()),
-            "num_train": len(train_rows),
-            "test_rows": [int(i) for i in test_rows],
-            "training_seed": fold_seed,
-            "epochs": int(trainer.current_epoch),
-            "seconds": round(time.time() - started, 2),
-            "fit_seconds": round(fit_seconds, 2),
-        }
-        result.update(selection, **resumed, test_speakers=fold_test_speakers(datamodule, test_rows))
-        if trainer.is_global_zero:
-            wandb_runs.log_fold_result(loggers, result, datamodule.class_names)
-        return result
+        run.history.stop()
+        return finish_fold(
+            cfg, run, trainer, datamodule, best_checkpoint(trainer), int(trainer.current_epoch),
+            started, fit_seconds,
+        )
     finally:
-        wandb_runs.finish_loggers(loggers)
+        wandb_runs.finish_loggers(run.loggers)

@@ -120,20 +120,27 @@ class EmotionClassifier(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        logits = self.training_forward(x)
+        return self.training_loss(self.training_forward(x), y)
+
+    def training_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss of a training batch's logits, counted in the epoch's training figures."""
         loss = self.train_loss(logits, y)
         self.train_mean_loss.update(loss.detach(), weight=len(y))
         self.train_confusion.update(logits.detach().argmax(dim=1), y)
         return loss
 
-    def on_train_epoch_end(self) -> None:
+    def training_values(self) -> dict[str, torch.Tensor]:
+        """The epoch's training loss, UAR and WAR; the counts start again."""
         # Two reductions over the ranks, in this order on every rank.
         loss = self.train_mean_loss.compute()
         matrix = self.train_confusion.compute()
         values = {"train/loss": loss, **_prefixed(recall_metrics(matrix), "train/")}
-        self.log_dict(values, prog_bar=True, sync_dist=False)
         self.train_mean_loss.reset()
         self.train_confusion.reset()
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict(self.training_values(), prog_bar=True, sync_dist=False)
 
     def _keyed(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x, y, manifest rows); (x, y) batches are numbered in order (one device only)."""
@@ -173,10 +180,14 @@ class EmotionClassifier(pl.LightningModule):
         """Batches are (x, y, manifest rows); (x, y) is accepted on a single device."""
         self._evaluate(batch, self.val_predictions)
 
-    def on_validation_epoch_end(self) -> None:
+    def validation_values(self) -> dict[str, torch.Tensor]:
+        """The validation split's loss, UAR and WAR, each utterance once; the counts start again."""
         values, _, _ = self._fold_metrics(self.val_predictions, "val/")
-        self.log_dict(values, prog_bar=True, sync_dist=False)
         self.val_predictions.reset()
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.validation_values(), prog_bar=True, sync_dist=False)
 
     def on_test_epoch_start(self) -> None:
         self.test_predictions.reset()

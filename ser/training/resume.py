@@ -97,13 +97,21 @@ class EpochSeeding(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        keys = [trainer.current_epoch, batch_idx, DROPOUT_STREAM]
-        if trainer.global_rank:  # identical masks on every rank would correlate their noise
-            keys.append(trainer.global_rank)
-        seed = derived_seed(self.seed, *keys)
+        seed = batch_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed % 2**32)
+
+
+def batch_seed(seed: int, epoch: int, batch: int, rank: int = 0) -> int:
+    """The dropout seed of training batch `batch` of epoch `epoch` of a fold seeded `seed`.
+
+    What `EpochSeeding` sets before the batch, and what a stacked run (cv.stack) hands the
+    fold's network for it. Ranks beyond zero get their own: identical masks on every rank
+    would correlate their noise.
+    """
+    keys = [epoch, batch, DROPOUT_STREAM, *([rank] if rank else [])]
+    return derived_seed(seed, *keys)
 
 
 def resumable_checkpoint(checkpoint_dir: Path, config_hash: str) -> Path | None:

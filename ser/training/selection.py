@@ -99,19 +99,27 @@ def protocol_callbacks(cfg: DictConfig, fold_seed: int, fold_dir: Path) -> list[
     return callbacks
 
 
+def best_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The best checkpoint `protocol_callbacks` saved in a fold's fit (None: none watches val/uar)."""
+    best = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == "val/uar"]
+    return (best[0].best_model_path or None) if best else None
+
+
 def select_checkpoint(
-    cfg: DictConfig, trainer: pl.Trainer, module: EmotionClassifier, datamodule: Any
+    cfg: DictConfig, trainer: pl.Trainer, module: EmotionClassifier, datamodule: Any,
+    best: str | None, epochs: int,
 ) -> tuple[str | None, dict[str, Any]]:
     """The checkpoint to test (None: the last epoch's weights) and what chose it.
 
-    With a validation split the chosen weights are also scored on it, and its size,
-    rows and metrics go into the fold's result. The test fold plays no part.
+    `best`: the fold's best checkpoint on its validation split, if it kept one; `epochs`:
+    how many epochs the fold trained. With a validation split the chosen weights are also
+    scored on it (by `trainer`), and its size, rows and metrics go into the fold's result.
+    The test fold plays no part.
     """
     select = str(cfg.cv.get("select") or "last")
     selected: str | None = None
     if select == "best_val_uar":
-        best = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == "val/uar"]
-        selected = (best[0].best_model_path or None) if best else None
+        selected = best
         if selected is None:
             raise RuntimeError("cv.select=best_val_uar, but no best checkpoint was saved")
     record: dict[str, Any] = {"select": select}
@@ -122,9 +130,7 @@ def select_checkpoint(
         module, datamodule=datamodule, ckpt_path=selected, verbose=False, weights_only=True
     )[0]
     record.update({
-        "selected_epoch": (
-            resume.checkpoint_epoch(Path(selected)) if selected else int(trainer.current_epoch) - 1
-        ),
+        "selected_epoch": resume.checkpoint_epoch(Path(selected)) if selected else epochs - 1,
         "num_validation": len(rows),
         "validation_rows": [int(i) for i in rows],
         **{key: float(scores[key]) for key in ("val/uar", "val/war", "val/loss") if key in scores},

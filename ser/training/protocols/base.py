@@ -85,6 +85,11 @@ class Protocol(ABC):
         """The progress line printed before a unit trains."""
         return f"{self.index_key} {unit.index + 1}/{total}"
 
+    def announce_together(self, units: list[Unit], total: int) -> str:
+        """The progress line printed before units train together (`cv.stack`)."""
+        numbers = ", ".join(str(unit.index + 1) for unit in units)
+        return f"{self.index_key}s {numbers} of {total} together"
+
     def relabel(self, result: dict[str, Any]) -> dict[str, Any]:
         """A unit's result (as ser.training.fold.run_fold reports it) as it is recorded."""
         return result

@@ -1,0 +1,99 @@
+"""`cv.stack`: whether the folds a job runs train together, in one Trainer (ser.training.stacked).
+
+- `false`: one fold after another, each in a Trainer of its own (ser.training.fold);
+- `true`: every unfinished fold of the job together; refused (exit code 2) with settings
+  whose meaning is per fold and that one Trainer of several folds cannot keep;
+- `auto` (the default): together where stacking was measured faster on the run's device
+  (`STACKED_FASTER_ON`), and where no such setting is given; else one after another.
+
+Each fold computes the same thing either way, up to floating-point order (the folds'
+networks run as one program, ser.models.stacked), which is why `cv.stack` is part of the
+config hash like any setting that changes results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ser.settings import ConfigError
+from ser.training.distributed import uses_several_processes
+from ser.training.implementation import device_type
+
+CHOICES = (False, True, "auto")
+# Device type -> whether stacked folds train faster there than one fold after another,
+# as measured by `python -m ser.tools.bench_folds` (docs/bench/README.md). No GPU has
+# been measured yet: on CUDA `auto` stays off until one is.
+STACKED_FASTER_ON = {"cpu": False, "cuda": False}
+
+# Trainer settings counted per fold (steps, batches, time, gradient handling) whose
+# meaning one Trainer of several folds does not keep, with the values that leave them
+# unused (Lightning's defaults).
+NEUTRAL_TRAINER_SETTINGS: dict[str, tuple[Any, ...]] = {
+    "gradient_clip_val": (None, 0, 0.0),
+    "accumulate_grad_batches": (1,),
+    "max_steps": (-1, None),
+    "min_steps": (None,),
+    "max_time": (None,),
+    "limit_train_batches": (None, 1, 1.0),
+    "limit_val_batches": (None, 1, 1.0),
+    "val_check_interval": (None, 1, 1.0),
+    "check_val_every_n_epoch": (None, 1),
+    "overfit_batches": (0, 0.0),
+    "fast_dev_run": (False, 0),
+    "reload_dataloaders_every_n_epochs": (0,),
+}
+# float16 training scales the loss, and Lightning updates the scale after each
+# optimiser's step: with one optimiser per fold, the folds would share a scale.
+SCALED_PRECISIONS = ("16", "16-mixed")
+# The callbacks a stacked run keeps per fold (ser.training.stacked.records).
+PER_FOLD_CALLBACKS = ("checkpoint", "early_stopping")
+
+
+def requested(cfg: DictConfig) -> bool | str:
+    """`cv.stack` as given: true, false or auto (ConfigError naming anything else)."""
+    value = OmegaConf.select(cfg, "cv.stack", default=False)
+    if value not in CHOICES or (value != "auto" and not isinstance(value, bool)):
+        raise ConfigError(f"cv.stack={value}: expected true, false or auto")
+    return value
+
+
+def unsupported_settings(cfg: DictConfig) -> list[str]:
+    """The settings of `cfg` that stacked folds cannot honour, as `key=value`."""
+    found = []
+    trainer = cfg.get("trainer") or {}
+    if uses_several_processes(trainer):
+        found.append(f"trainer.devices={trainer.get('devices')} (several processes)")
+    for key, neutral in NEUTRAL_TRAINER_SETTINGS.items():
+        value = trainer.get(key, neutral[0])
+        if value not in neutral:
+            found.append(f"trainer.{key}={value}")
+    if str(trainer.get("precision", "32-true")) in SCALED_PRECISIONS:
+        found.append(f"trainer.precision={trainer.get('precision')}")
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        if callback is not None and name not in PER_FOLD_CALLBACKS:
+            found.append(f"callbacks.{name}")
+    if OmegaConf.select(cfg, "model.scheduler", default=None) is not None:
+        found.append("model.scheduler")
+    return found
+
+
+def resolve_stacking(cfg: DictConfig) -> bool:
+    """Whether this run trains its folds together: `cv.stack`, with `auto` decided by
+    the trainer's device; ConfigError for `true` with a setting it cannot honour."""
+    choice = requested(cfg)
+    if choice is False:
+        return False
+    blocking = unsupported_settings(cfg)
+    if choice is True:
+        if blocking:
+            raise ConfigError(
+                f"cv.stack=true trains the folds in one Trainer, which cannot honour "
+                f"{blocking[0]} per fold; use cv.stack=false"
+            )
+        return True
+    if blocking:
+        return False
+    accelerator = (cfg.get("trainer") or {}).get("accelerator", "auto")
+    return STACKED_FASTER_ON.get(device_type(accelerator), False)
