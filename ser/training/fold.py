@@ -68,13 +68,14 @@ class FoldRun:
     fold_dir: Path
     module: EmotionClassifier
     resume_from: Path | None
+    resumed_epoch: int | None  # the epoch `resume_from` was saved in
     history: EpochHistory
     loggers: list[Any]
 
     @property
     def resumed(self) -> dict[str, int]:
         """`resumed_from_epoch` of the fold's result, for a fold that continues a checkpoint."""
-        return {} if self.resume_from is None else {"resumed_from_epoch": resume.checkpoint_epoch(self.resume_from)}
+        return {} if self.resumed_epoch is None else {"resumed_from_epoch": self.resumed_epoch}
 
     def select_rows(self, datamodule: FoldDataModule) -> None:
         """Make the DataModule serve this fold's rows."""
@@ -114,7 +115,7 @@ def prepare_fold(
     )
     return FoldRun(
         fold, fold_seed, train_rows, validation_rows, test_rows, output_dir, fold_dir, module, resume_from,
-        history, loggers,
+        resumed_epoch, history, loggers,
     )
 
 

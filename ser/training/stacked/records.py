@@ -103,17 +103,16 @@ class FoldTrack:
             logger.save()
 
     def validated(self, values: dict[str, torch.Tensor], epoch: int) -> None:
-        """The validation figures of epoch `epoch`: logged (at the step Lightning logs
-        them, after the epoch's batches) and kept for the epoch's end."""
+        """The validation figures of epoch `epoch`: logged and kept for the epoch's end."""
         self.validation = values
-        self.log(values, epoch, self.steps)
+        # Lightning logs an epoch's validation and training figures at its last batch's step.
+        self.log(values, epoch, self.steps - 1)
 
     def end_epoch(
         self, epoch: int, training: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer
     ) -> None:
         """Epoch `epoch` trained: log its training figures, keep the best checkpoint,
         ask early stopping, and write `last.ckpt`."""
-        # Lightning logs the epoch's training figures at the step of its last batch.
         self.log(training, epoch, self.steps - 1)
         self.next_epoch = epoch + 1
         figures = {**self.validation, **training}
