@@ -23,6 +23,10 @@ and BatchNorm statistics stay float32, as Lightning's `bf16-mixed`), and `compil
 times `torch.compile(model, mode=MODE)` (e.g. reduce-overhead: CUDA graphs) after its
 compilation, which is timed apart. `python -m ser.tools.gpu_check` runs the GPU set.
 
+`folds=true` times something else: the default demo's 10-fold training, its folds
+stacked in one Trainer (`cv.stack=true`) against one fold after another, for `epochs`
+epochs (ser.tools.bench_folds).
+
 The figures depend on the machine and on its load: run it on an otherwise idle machine.
 """
 
@@ -45,6 +49,7 @@ import torch
 from torch import nn
 
 from ser.cli import parse_key_values, run_cli
+from ser.tools.bench_folds import fold_benchmark, print_fold_table
 from ser.tools.bench_report import load_average, native_kernels, print_table, processor_name
 from ser.tools.bench_step import (
     IMPLEMENTATIONS,
@@ -267,7 +272,8 @@ def run(args: Any) -> dict:
 
 USAGE = (
     "usage: python -m ser.tools.bench [out=bench.json] [device=cpu|cuda] [batch_size=64] "
-    "[frames=188] [precision=32|bf16] [compile=reduce-overhead] [models=[mssenet,timnet]] ..."
+    "[frames=188] [precision=32|bf16] [compile=reduce-overhead] [models=[mssenet,timnet]] ... | "
+    "folds=true [epochs=3] [device=cpu|cuda] [out=bench-folds.json]"
 )
 
 
@@ -303,11 +309,20 @@ class BenchArguments:
     probe_memory: str | None = field(
         default=None, metadata={"help": "internal: MODEL:IMPLEMENTATION, one memory probe"}
     )
+    folds: bool = field(
+        default=False,
+        metadata={"help": "time the default demo's 10-fold training, stacked against one fold after another"},
+    )
+    epochs: int = field(default=3, metadata={"help": "folds=true: epochs of each cross-validation"})
+    rounds: int = field(default=1, metadata={"help": "folds=true: runs of each way, alternating"})
+    overrides: list[str] = field(
+        default_factory=list, metadata={"help": "folds=true: train.py settings added to both ways"}
+    )
 
 
 def check_arguments(args: Any) -> Any:
     """The arguments, or a ValueError naming the one that cannot be used."""
-    for name in ("batch_size", "frames", "steps", "reference_steps", "inference_runs"):
+    for name in ("batch_size", "frames", "steps", "reference_steps", "inference_runs", "epochs", "rounds"):
         if getattr(args, name) < 1:
             raise ValueError(f"{name}={getattr(args, name)}: expected a whole number >= 1")
     if args.warmup < 0:
@@ -336,8 +351,12 @@ def benchmark(args: Any) -> dict | None:
         model, implementation = args.probe_memory.split(":")
         print(_probe_memory(model, implementation, args))
         return None
-    results = run(args)
-    print_table(results)
+    if args.folds:
+        results = fold_benchmark(args)
+        print_fold_table(results)
+    else:
+        results = run(args)
+        print_table(results)
     if args.out is not None:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,20 +8,22 @@ one JSON record per step into DIR (summary.json lists every step, its status and
   `ser.tools.bench` on CUDA at batch 64 and 188 or 606 frames (EMODB's and IEMOCAP's
   lengths), reference against fast in float32, the reference under bf16 autocast;
 - folds.json: 10-fold cross-validation of MS-SENet on a generated EMODB-sized corpus
-  (560 utterances of 188 frames, 7 classes, batch 64) three ways, for a few epochs: one
-  fold after another, 4 fold jobs sharing the GPU and 10 fold jobs sharing it
-  (`+parallel=folds hydra/launcher=parallel hydra.launcher.n_jobs=N`); each run's fold
-  metrics are compared with the first's; then the full protocol (200 epochs) the fastest
-  way, when the budget still allows it;
+  (560 utterances of 188 frames, 7 classes, batch 64) four ways, for a few epochs: one
+  fold after another, all folds stacked in one Trainer (`cv.stack=true`), 4 fold jobs
+  sharing the GPU and 10 fold jobs sharing it (`+parallel=folds hydra/launcher=parallel
+  hydra.launcher.n_jobs=N`); each run's fold metrics are compared with the first's and
+  its full-protocol time projected; then the full protocol (200 epochs) the fastest way,
+  when the budget still allows it;
 - ddp.json: `trainer=ddp trainer.devices=1` on the GPU (NCCL), two folds;
 - features.json: MFCC extraction of the corpus's signals on the CPU and on the GPU;
 - tests.json: the GPU-marked tests (`pytest -m gpu`);
 - bench-compile.json: `torch.compile(mode="reduce-overhead")` (CUDA graphs) of the
   reference MS-SENet, late, since its compilation may take minutes;
-- folds.json again, `deterministic-*`: one fold after another and 4 fold jobs sharing the
-  GPU, 2 epochs, with `trainer.deterministic=true`: their fold figures must be identical
-  (`identical`), which the default non-deterministic CUDA kernels do not promise; last,
-  as the default budget may not reach it (`budget=600` leaves it time).
+- folds.json again, `deterministic-*`: one fold after another, stacked folds and 4 fold
+  jobs sharing the GPU, 2 epochs, with `trainer.deterministic=true`: whether each one's
+  fold figures are identical to the first's (`identical`), which the default
+  non-deterministic CUDA kernels do not promise; last, as the default budget may not
+  reach it (`budget=600` leaves it time).
 
 `compile=MODE` adds `model.compile=MODE` to every fold run; `full_jobs=N` runs only the
 full protocol, N fold jobs at once (e.g. `full_jobs=4 compile=reduce-overhead

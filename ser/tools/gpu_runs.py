@@ -6,8 +6,10 @@ the generated synthetic corpus made EMODB-sized: 10 speakers x 7 classes x 8 utt
 = 560 clips (EMODB has 535) of 96 000 samples at 22 050 Hz, i.e. 188 frames, batch 64,
 10 folds. Several fold jobs share the GPU through the joblib launcher
 (`+parallel=folds hydra/launcher=parallel hydra.launcher.n_jobs=N`), whose GPU-slot
-callback (ser.sweeps.callbacks.GpuSlots) puts all N on the one GPU. W&B is off
-(`logger=none`) and so are progress bars: the check times training, not logging.
+callback (ser.sweeps.callbacks.GpuSlots) puts all N on the one GPU; or all folds train
+stacked in one Trainer (`cv.stack=true`, ser.training.stacked). Every other way sets
+`cv.stack=false`. W&B is off (`logger=none`) and so are progress bars: the check times
+training, not logging.
 
 Identical fold figures from fold jobs and from one fold after another need deterministic
 kernels: the default CUDA ones are not (an atomic-add reduction's order varies from run to
@@ -75,6 +77,23 @@ class Sizes:
         return {**asdict(self), "utterances": utterances, "classes": 7}
 
 
+@dataclass(frozen=True)
+class Way:
+    """How a run trains its folds: `jobs` fold jobs at once (1: one after another), or
+    all of them stacked in one Trainer."""
+
+    name: str
+    jobs: int = 1
+    stacked: bool = False
+
+
+def fold_ways(sizes: Sizes) -> list[Way]:
+    """One fold after another, stacked, and each number of fold jobs sharing the GPU."""
+    return [Way("sequential"), Way("stacked", stacked=True)] + [
+        Way(f"jobs{jobs}", jobs) for jobs in sizes.parallel_jobs if jobs > 1
+    ]
+
+
 @dataclass
 class Check:
     """The check's folder, its deadline and the record of every step so far."""
@@ -107,9 +126,11 @@ class Check:
         """folds.json: the sizes and every fold run so far."""
         self.write("folds.json", {"sizes": self.sizes.describe(), "runs": self.fold_runs})
 
-    def fold_command(self, root: Path, run_dir: Path, epochs: int, jobs: int) -> list[str]:
+    def fold_command(self, root: Path, run_dir: Path, epochs: int, way: Way) -> list[str]:
         """The cross-validation run of the check's sizes, with `fold_overrides` added."""
-        return fold_run_command(self.sizes, root, run_dir, epochs, jobs) + list(self.fold_overrides)
+        return fold_run_command(self.sizes, root, run_dir, epochs, way.jobs, stacked=way.stacked) + list(
+            self.fold_overrides
+        )
 
     def run(self, name: str, command: Sequence[str], limit: float, **env: str) -> dict[str, Any]:
         """Run `command` as step `name` within `limit` seconds (and the budget); log it."""
@@ -143,12 +164,14 @@ class Check:
 
 
 def fold_run_command(
-    sizes: Sizes, root: Path, run_dir: Path, epochs: int, jobs: int, folds: int | None = None
+    sizes: Sizes, root: Path, run_dir: Path, epochs: int, jobs: int, folds: int | None = None,
+    stacked: bool = False,
 ) -> list[str]:
     """`python -m ser.training ...` for one cross-validation of the EMODB-sized corpus.
 
-    jobs = 1: one fold after another in one process; jobs > 1: a multirun of one job per
-    fold (`+parallel=folds`), `jobs` of them at once, all sharing the output directory.
+    jobs = 1: one fold after another in one process, or with `stacked` all folds in one
+    Trainer; jobs > 1: a multirun of one job per fold (`+parallel=folds`), `jobs` of them
+    at once, all sharing the output directory.
     """
     folds = folds or sizes.folds
     command = [
@@ -162,6 +185,7 @@ def fold_run_command(
         f"dataset.batch_size={sizes.batch_size}",
         f"cv.folds={folds}",
         f"trainer.max_epochs={epochs}",
+        f"cv.stack={str(stacked).lower()}",
     ]
     if sizes.device == "cpu":
         command.append("trainer.accelerator=cpu")
@@ -215,6 +239,11 @@ def projected_full_seconds(run: dict[str, Any], full_epochs: int) -> float:
     and features, gathering) is paid once.
     """
     folds = run["folds"].values()
+    if run.get("stacked"):
+        # One fit for every fold (each record reports it): only it grows; the rest of the
+        # wall time (set-up, the folds' tests) is paid once.
+        fit = max((fold.get("fit_seconds", 0.0) for fold in folds), default=0.0)
+        return run["wall_s"] + fit * (full_epochs / run["epochs"] - 1)
     fold_seconds = sum(fold.get("seconds", 0.0) for fold in folds)
     fit_seconds = sum(fold.get("fit_seconds", fold.get("seconds", 0.0)) for fold in folds)
     concurrent = min(run["jobs"], max(1, len(run["folds"])))
@@ -224,48 +253,51 @@ def projected_full_seconds(run: dict[str, Any], full_epochs: int) -> float:
 
 
 def short_fold_runs(check: Check, root: Path) -> None:
-    """folds.json: the 10-fold protocol one fold at a time and with jobs sharing the GPU."""
+    """folds.json: the 10-fold protocol one fold at a time, stacked, and with jobs sharing the GPU."""
     sizes = check.sizes
     compared_fold_runs(
-        check, root, "", sizes.parallel_jobs, sizes.short_epochs, project_to=sizes.full_epochs
+        check, root, "", fold_ways(sizes), sizes.short_epochs, project_to=sizes.full_epochs
     )
 
 
 def deterministic_fold_runs(check: Check, root: Path) -> None:
-    """folds.json, `deterministic-*`: one fold after another against fold jobs sharing the
-    GPU, both with `trainer.deterministic=true`, whose fold figures must be identical."""
+    """folds.json, `deterministic-*`: one fold after another against stacked folds and fold
+    jobs sharing the GPU, all with `trainer.deterministic=true`: `identical` says whether
+    each one's fold figures equal the first's (fold jobs: they must; stacked folds: equal
+    up to floating-point order, identical where the folds' networks run one by one)."""
     sizes = check.sizes
-    jobs = (1, sizes.parallel_jobs[1])
+    ways = [way for way in fold_ways(sizes) if way.jobs in (1, sizes.parallel_jobs[1])]
     runs = compared_fold_runs(
-        check, root, "deterministic-", jobs, sizes.deterministic_epochs, ("trainer.deterministic=true",)
+        check, root, "deterministic-", ways, sizes.deterministic_epochs, ("trainer.deterministic=true",)
     )
     if all(run["status"] == "ok" for run in runs):
-        runs[-1]["identical"] = runs[-1].get("differences_from_first") == {
-            "folds_compared": sizes.folds, "max_abs_uar_difference": 0.0, "max_abs_war_difference": 0.0,
-        }
+        for run in runs[1:]:
+            run["identical"] = run.get("differences_from_first") == {
+                "folds_compared": sizes.folds, "max_abs_uar_difference": 0.0, "max_abs_war_difference": 0.0,
+            }
         check.write_fold_runs()
 
 
 def compared_fold_runs(
-    check: Check, root: Path, label: str, jobs_ways: Sequence[int], epochs: int,
+    check: Check, root: Path, label: str, ways: Sequence[Way], epochs: int,
     overrides: Sequence[str] = (), project_to: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Cross-validate once per number of fold jobs (1: one fold after another) as steps
-    `folds-{label}{way}`; each run's fold figures are compared with the first run's, its
-    wall time projected to `project_to` epochs if given, and folds.json rewritten."""
+    """Cross-validate once per way as steps `folds-{label}{way}`; each run's fold figures
+    are compared with the first run's, its wall time projected to `project_to` epochs if
+    given, and folds.json rewritten."""
     reference_metrics = None
     runs = []
-    for jobs in jobs_ways:
-        name = label + ("sequential" if jobs == 1 else f"jobs{jobs}")
+    for way in ways:
+        name = label + way.name
         run_dir = root / f"short-{name}"
-        command = check.fold_command(root, run_dir, epochs, jobs) + list(overrides)
+        command = check.fold_command(root, run_dir, epochs, way) + list(overrides)
         # dry: one thread in every process, as in each parallel job, so that the runs do
         # the same arithmetic and their fold figures must agree exactly
         threads = {"OMP_NUM_THREADS": "1"} if check.dry else {}
         entry = check.run(f"folds-{name}", command, limit=check.sizes.fold_limit_s, **threads)
         metrics = read_fold_metrics(run_dir)
         run = check.fold_runs[name] = {
-            "jobs": jobs, "epochs": epochs, "status": entry["status"],
+            "jobs": way.jobs, "stacked": way.stacked, "epochs": epochs, "status": entry["status"],
             "wall_s": entry["seconds"], "folds": metrics,
         }
         if overrides:
@@ -286,7 +318,7 @@ def full_fold_run(check: Check, root: Path) -> None:
     or, with full_jobs=N, that many fold jobs at once, in whatever time is left."""
     sizes = check.sizes
     if check.full_jobs is not None:
-        run_full(check, root, check.full_jobs, check.remaining(), projected=None)
+        run_full(check, root, Way(f"jobs{check.full_jobs}", check.full_jobs), check.remaining(), projected=None)
         return
     projected = {
         name: run["projected_full_s"] for name, run in check.fold_runs.items()
@@ -306,14 +338,15 @@ def full_fold_run(check: Check, root: Path) -> None:
             reason=f"{best}: projected {projected[best]:.0f} s, {available:.0f} s left",
         )
         return
-    run_full(check, root, check.fold_runs[best]["jobs"], available, projected[best])
+    fastest = check.fold_runs[best]
+    run_full(check, root, Way(best, fastest["jobs"], fastest["stacked"]), available, projected[best])
 
 
-def run_full(check: Check, root: Path, jobs: int, limit: float, projected: float | None) -> None:
+def run_full(check: Check, root: Path, way: Way, limit: float, projected: float | None) -> None:
     epochs, run_dir = check.sizes.full_epochs, root / "full"
-    entry = check.run("folds-full", check.fold_command(root, run_dir, epochs, jobs), limit=limit)
+    entry = check.run("folds-full", check.fold_command(root, run_dir, epochs, way), limit=limit)
     check.fold_runs["full"] = {
-        "jobs": jobs, "epochs": epochs, "status": entry["status"],
+        "jobs": way.jobs, "stacked": way.stacked, "epochs": epochs, "status": entry["status"],
         "wall_s": entry["seconds"], "projected_s": projected, "overrides": list(check.fold_overrides),
         "folds": read_fold_metrics(run_dir),
     }

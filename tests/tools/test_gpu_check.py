@@ -54,6 +54,25 @@ def test_projection_scales_the_training_and_pays_the_rest_once() -> None:
     assert gpu_runs.projected_full_seconds(run, 200) == pytest.approx(30.0 + (8.0 + 320.0) / 2)
 
 
+def test_a_stacked_run_projects_its_one_shared_fit() -> None:
+    # Each fold reports the 12 s fit all folds shared: it alone grows, x10 epochs.
+    run = {"jobs": 1, "stacked": True, "epochs": 20, "wall_s": 30.0,
+           "folds": {"0": {"seconds": 14.0, "fit_seconds": 12.0}, "1": {"seconds": 16.0, "fit_seconds": 12.0}}}
+    assert gpu_runs.projected_full_seconds(run, 200) == pytest.approx(30.0 + 12.0 * 9)
+
+
+def test_the_ways_of_the_short_runs() -> None:
+    ways = gpu_runs.fold_ways(gpu_runs.Sizes.for_mode(dry=False))
+    assert [(way.name, way.jobs, way.stacked) for way in ways] == [
+        ("sequential", 1, False), ("stacked", 1, True), ("jobs4", 4, False), ("jobs10", 10, False),
+    ]
+    sizes = gpu_runs.Sizes.for_mode(dry=False)
+    stacked = gpu_runs.fold_run_command(sizes, Path("/w"), Path("/w/run"), epochs=20, jobs=1, stacked=True)
+    assert compose_config(overrides_of(stacked)).cv.stack is True
+    alone = gpu_runs.fold_run_command(sizes, Path("/w"), Path("/w/run"), epochs=20, jobs=4)
+    assert "cv.stack=false" in alone
+
+
 def test_fold_comparison(tmp_path: Path) -> None:
     record = {"folds": [{"fold": 0, "test/uar": 0.5, "test/war": 0.6, "seconds": 3.0},
                         {"fold": 1, "test/uar": 0.7, "test/war": 0.7, "seconds": 3.0}]}
@@ -94,21 +113,27 @@ def test_dry_mode_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     assert completed.returncode == 0, (statuses, completed.stdout[-3000:])
     assert summary["dry"] is True
     assert statuses == {
-        "environment": "ok", "bench-32-188": "ok", "folds-sequential": "ok", "folds-jobs2": "ok",
-        "folds-full": "ok", "bench-bf16-188": "ok", "ddp": "ok", "features": "ok", "tests": "ok",
-        "folds-deterministic-sequential": "ok", "folds-deterministic-jobs2": "ok",
-        "bench-compile": "skipped",
+        "environment": "ok", "bench-32-188": "ok", "folds-sequential": "ok", "folds-stacked": "ok",
+        "folds-jobs2": "ok", "folds-full": "ok", "bench-bf16-188": "ok", "ddp": "ok", "features": "ok",
+        "tests": "ok", "folds-deterministic-sequential": "ok", "folds-deterministic-stacked": "ok",
+        "folds-deterministic-jobs2": "ok", "bench-compile": "skipped",
     }
     bench = json.loads((out / "bench-32-188.json").read_text())
     assert set(bench["models"]) == {"mssenet/reference", "mssenet/fast", "timnet/reference", "timnet/fast"}
     bf16 = json.loads((out / "bench-bf16-188.json").read_text())
     assert bf16["config"]["precision"] == "bf16" and set(bf16["models"]) == {"mssenet/reference", "timnet/reference"}
     runs = json.loads((out / "folds.json").read_text())["runs"]
-    assert set(runs) == {"sequential", "jobs2", "full", "deterministic-sequential", "deterministic-jobs2"}
+    assert set(runs) == {
+        "sequential", "stacked", "jobs2", "full", "deterministic-sequential", "deterministic-stacked",
+        "deterministic-jobs2",
+    }
     assert all(len(run["folds"]) == 2 for run in runs.values())
     assert runs["full"]["epochs"] == 2 and runs["jobs2"]["jobs"] == 2
+    assert runs["stacked"]["stacked"] is True and not runs["jobs2"]["stacked"]
     identical = {"folds_compared": 2, "max_abs_uar_difference": 0.0, "max_abs_war_difference": 0.0}
     assert runs["jobs2"]["differences_from_first"] == identical
+    assert runs["deterministic-stacked"]["identical"] is True  # the folds' networks run one by one
+    assert "cv.stack=true" in (out / "logs" / "folds-stacked.log").read_text().splitlines()[0]
     deterministic = runs["deterministic-jobs2"]
     assert deterministic["differences_from_first"] == identical and deterministic["identical"] is True
     assert deterministic["overrides"] == ["trainer.deterministic=true"]

@@ -69,7 +69,8 @@ def test_a_folder_of_another_user_or_a_link_is_refused(user_cache: Path, monkeyp
 def test_a_compiled_run_trains_as_the_eager_one(tmp_path: Path) -> None:
     """`python train.py model.compile=default` with the defaults (progress bar, W&B
     offline), against the eager reference: the same losses in both folds (the second fold
-    compiles its own network's weights, not the first's), kernels in the user's cache."""
+    compiles its own network's weights, not the first's), kernels in the user's cache; and
+    the compiled run with its folds stacked."""
     user_cache = tmp_path / "cache"
     env = {k: v for k, v in environment(XDG_CACHE_HOME=str(user_cache)).items() if k != VARIABLE}
     env["SER_NATIVE_CACHE"] = str(native.cache_dir())  # the built fused kernels, not a rebuild
@@ -89,3 +90,14 @@ def test_a_compiled_run_trains_as_the_eager_one(tmp_path: Path) -> None:
         ]
         assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     assert any((user_cache / "ser-inductor").rglob("*.py"))  # TorchInductor's generated code
+    # Stacked folds (cv.stack=true) compile each fold's network as a fold alone does (the
+    # same kernels, from the cache) and get the compiled run's figures.
+    run_train_py(
+        [*common, "model.compile=default", "cv.stack=true", f"hydra.run.dir={tmp_path / 'stacked'}"], tmp_path,
+        env=env,
+    )
+    stacked = json.loads((tmp_path / "stacked" / "results.json").read_text())
+    assert stacked["stacked"] is True
+    for ours, alone in zip(stacked["folds"], compiled["folds"], strict=True):
+        assert ours["test/loss"] == pytest.approx(alone["test/loss"], rel=1e-5)
+        assert ours["confusion_matrix"] == alone["confusion_matrix"]
