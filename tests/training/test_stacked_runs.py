@@ -158,6 +158,8 @@ def test_command_line_stacked_run_with_the_defaults_and_its_checkpoints(tmp_path
         (["cv.stack=true", "trainer=ddp", "trainer.devices=2"], "cv.stack=true .* trainer.devices=2"),
         (["cv.stack=true", "+trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches=2 per fold"),
         (["cv.stack=true", "trainer.precision=16-mixed"], "trainer.precision=16-mixed"),
+        (["cv.stack=true", "logger.wandb.log_model=true"], "logger.wandb.log_model=True"),
+        (["cv.stack=true", "+callbacks.swa={_target_: x}"], "cannot honour callbacks.swa per fold"),
     ],
 )
 def test_settings_stacking_cannot_honour_are_refused(overrides, message) -> None:
@@ -179,3 +181,32 @@ def test_stacking_is_part_of_the_config_hash(tiny_config) -> None:
     hashes = {config_hash(tiny_config(f"cv.stack={value}")) for value in ("true", "false", "auto")}
     assert len(hashes) == 3
 
+
+
+@pytest.mark.slow
+def test_a_fold_parallel_job_stacks_the_folds_it_runs(tiny_config, tmp_path, capsys) -> None:
+    output = tmp_path / "run"
+    with one_torch_thread():
+        train(tiny_config(*STACKED, "cv.folds=3", "cv.only_folds=[0,2]", "trainer.max_epochs=1", output_dir=output))
+    assert fold_path(output, 0).exists() and fold_path(output, 2).exists() and not fold_path(output, 1).exists()
+    assert not (output / "results.json").exists()  # the job that runs fold 1 gathers it
+    assert "folds [0, 2] finished" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cross_corpus_repeats_stack_as_folds_do(tiny_config, tmp_path) -> None:
+    target = [
+        "task=cross_corpus", "+dataset@test_dataset=synthetic", f"test_dataset.root={tmp_path / 'target'}",
+        "test_dataset.generator.num_speakers=2", "test_dataset.generator.utterances_per_class_per_speaker=1",
+        "test_dataset.generator.seed=1", "cross_corpus.repeats=2", "trainer.max_epochs=2",
+        "trainer.deterministic=true",
+    ]
+    records = {}
+    for stack in ("false", "true"):
+        with one_torch_thread():
+            train(tiny_config(*target, f"cv.stack={stack}", output_dir=tmp_path / stack))
+        records[stack] = read_json(tmp_path / stack / "results.json")
+    assert records["true"]["stacked"] is True
+    for ours, theirs in zip(records["true"]["runs"], records["false"]["runs"], strict=True):
+        for key in ("repeat", "test/uar", "test/war", "test/loss", "confusion_matrix", "test_rows", "training_seed"):
+            assert ours[key] == theirs[key], key

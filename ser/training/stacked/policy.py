@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ser.settings import ConfigError
+from ser.tracking.wandb_runs import wandb_config
 from ser.training.distributed import uses_several_processes
 from ser.training.implementation import device_type
 
@@ -76,6 +77,11 @@ def unsupported_settings(cfg: DictConfig) -> list[str]:
             found.append(f"callbacks.{name}")
     if OmegaConf.select(cfg, "model.scheduler", default=None) is not None:
         found.append("model.scheduler")
+    # W&B's checkpoint artifacts come from each fold's ModelCheckpoint, which a stacked
+    # fold does not have (its FoldTrack writes last.ckpt).
+    wandb = wandb_config(cfg.get("logger"))
+    if wandb is not None and wandb.get("log_model"):
+        found.append(f"logger.wandb.log_model={wandb.get('log_model')}")
     return found
 
 

@@ -7,7 +7,8 @@ each fold's `FoldTrack` keeps, from the figures its own module computes:
 - its loggers (`history/fold_KK.json`, its W&B run, CSV): the hyperparameters when the
   fit starts, then each epoch's validation and training figures with the epoch and the
   step Lightning gives them;
-- `checkpoints/fold_KK/last.ckpt` after each epoch it trains: a Lightning checkpoint of
+- `checkpoints/fold_KK/last.ckpt` after each epoch it trains (with `callbacks.checkpoint`,
+  as alone): a Lightning checkpoint of
   the fold's module (state dict, optimiser state, epoch, step, callback states and
   `ser_metadata`), which `ser-predict`, `ser-export` and a resumed stacked run read.
   Lightning writes checkpoints only of the one module its Trainer fits (here, all folds
@@ -49,7 +50,10 @@ class FoldTrack:
         self.loggers = [*run.loggers, run.history]  # the history always, as a fold alone
         self.max_epochs = int(cfg.trainer.max_epochs)
         self.min_epochs = int(cfg.trainer.get("min_epochs") or 0)
-        stopping = (cfg.get("callbacks") or {}).get("early_stopping")
+        callbacks = cfg.get("callbacks") or {}
+        # `callbacks.checkpoint` writes a fold's last.ckpt alone; without it (callbacks=none) none is kept.
+        self.keeps_last = callbacks.get("checkpoint") is not None
+        stopping = callbacks.get("early_stopping")
         self.stopper = instantiate(stopping) if stopping is not None else None
         self.keeps_best = str(cfg.cv.get("select") or "last") == "best_val_uar"
         self.best_score: float | None = None
@@ -122,7 +126,8 @@ class FoldTrack:
             self._save(Path(self.best_path), epoch, optimizer)
         if self.stopper is not None:
             self._ask_stopper(figures, epoch)
-        self._save(self.run.fold_dir / LAST_CHECKPOINT, epoch, optimizer)
+        if self.keeps_last:
+            self._save(self.run.fold_dir / LAST_CHECKPOINT, epoch, optimizer)
 
     def _improves(self, score: torch.Tensor | None) -> bool:
         """ModelCheckpoint's rule (mode max, top 1): the first score, then a strictly
