@@ -43,18 +43,10 @@ from tests.helpers.implementations import (
     compare_fp64,
     features,
     mssenet,
+    one_thread,  # noqa: F401 (an autouse fixture)
     pair,
     relative_error,
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is fastest, and immune to a busy machine's scheduling."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_fast_is_registered() -> None:

@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -39,6 +40,7 @@ from ser.models.reference.fusion import (
     SamePaddingAveragePool2d,
     TimeFrequencyFusion,
 )
+from ser.models.reference.masks import draw_fusion_masks
 
 # Samples per chunk of `FusedBranches`: three branches of (chunk, 188 * 39, 39) float32
 # activations stay ~14 MB, so they are reduced while still in cache (2 to 4 measured best
@@ -96,32 +98,23 @@ class FastTimeFrequencyFusion(TimeFrequencyFusion):
         return torch.cat([folded[:, :-1], (folded[:, -1] + shift)[:, None]], dim=1)
 
     def _branch_constants(
-        self, branch: FusionBranch, batch: int, frames: int, device, dtype  # noqa: ANN001
+        self, branch: FusionBranch, mask: torch.Tensor | None, frames: int, like: torch.Tensor
     ) -> BranchConstants:
+        """The branch's regulariser as constants of `FusedBranches`, with its dropout
+        factors `mask` drawn beforehand (ser/models/reference/masks.py)."""
         reg = branch.regularizer
         channel_mask = element_mask = squeeze_weights = None
         element_scale = 1.0
-        channels = branch.conv.out_channels
-        features = self.input_dim
         if isinstance(reg, nn.Dropout2d):
-            if reg.training and reg.p > 0:
-                channel_mask = torch.empty(batch, channels, device=device, dtype=dtype)
-                if reg.p >= 1:
-                    channel_mask.zero_()
-                else:
-                    channel_mask.bernoulli_(1 - reg.p).div_(1 - reg.p)
+            if mask is not None:
+                channel_mask = mask.view(mask.shape[0], mask.shape[1])
         elif isinstance(reg, nn.Dropout):
-            if reg.training and reg.p > 0:
-                element_mask = torch.empty(
-                    batch, channels, frames * features, device=device, dtype=torch.bool
-                )
-                if reg.p >= 1:
-                    element_mask.zero_()
-                else:
-                    element_mask.bernoulli_(1 - reg.p)
-                    element_scale = 1.0 / (1 - reg.p)
+            if mask is not None:
+                # one byte per element instead of four; the factor is applied as a scalar
+                element_mask = mask.flatten(2) != 0
+                element_scale = 1.0 / (1 - reg.p) if reg.p < 1 else 1.0
         elif isinstance(reg, SamePaddingAveragePool2d):
-            squeeze_weights = self._pool_squeeze_weights(frames, features, device, dtype)
+            squeeze_weights = self._pool_squeeze_weights(frames, self.input_dim, like.device, like.dtype)
         elif not isinstance(reg, nn.Identity):
             raise TypeError(f"fast TFF cannot compute regulariser {type(reg).__name__}")
         return BranchConstants(channel_mask, element_mask, element_scale, squeeze_weights)
@@ -151,8 +144,12 @@ class FastTimeFrequencyFusion(TimeFrequencyFusion):
         x: torch.Tensor,
         shared: dict[tuple[int, int], Patches] | None = None,
         reverse: bool = False,
+        masks: Sequence[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """The fusion output without the appended input: (batch, frames, branches * F).
+
+        `masks`: the branches' dropout factors drawn beforehand (as `draw_fusion_masks`
+        draws them, in the stream's own time order); None draws them here.
 
         `shared` holds the patches of x by kernel shape (`shared_patches`), for blocks that
         read the same input. With `reverse`, the result is that of x reversed in time,
@@ -170,9 +167,11 @@ class FastTimeFrequencyFusion(TimeFrequencyFusion):
             self._folded_weights(branch, patch, reverse)
             for branch, patch in zip(self.branches, ps, strict=True)
         ]
+        if masks is None:
+            masks = draw_fusion_masks(self, batch, frames, x)
         consts = [
-            self._branch_constants(branch, batch, frames, x.device, x.dtype)
-            for branch in self.branches
+            self._branch_constants(branch, mask, frames, x)
+            for branch, mask in zip(self.branches, masks, strict=True)
         ]
         if reverse:
             consts = [reversed_branch(c, frames) for c in consts]
