@@ -100,7 +100,8 @@ def test_chunking_does_not_change_the_result() -> None:
 
 
 def test_patches_and_their_moments() -> None:
-    x = features(batch=3, frames=9).double()
+    """Patches are the unfolded image; moments are taken per segment of samples (folds)."""
+    x = features(batch=4, frames=9).double()
     shift = x.mean()
     for kernel in ((11, 1), (1, 9), (3, 3)):
         p = patches(x, kernel, shift)
@@ -109,10 +110,13 @@ def test_patches_and_their_moments() -> None:
         )
         assert torch.allclose(p[:, :-1] + shift, unfolded, rtol=1e-12, atol=1e-10)
         assert torch.all(p[:, -1] == 1)
-        mean, covariance = patch_moments(p)
-        flat = unfolded.transpose(1, 2).reshape(-1, unfolded.shape[1])
-        assert torch.allclose(covariance[:-1, :-1], flat.T.cov(correction=0), rtol=1e-9)
-        assert torch.allclose(mean[:-1] + shift, flat.mean(0), rtol=1e-9)
+        for segments in (1, 2):
+            mean, covariance = patch_moments(p, segments)
+            assert mean.shape[0] == covariance.shape[0] == segments
+            for segment, part in enumerate(unfolded.chunk(segments)):
+                flat = part.transpose(1, 2).reshape(-1, part.shape[1])
+                assert torch.allclose(covariance[segment, :-1, :-1], flat.T.cov(correction=0), rtol=1e-9)
+                assert torch.allclose(mean[segment, :-1] + shift, flat.mean(0), rtol=1e-9)
 
 
 def test_state_dicts_load_across_implementations() -> None:

@@ -15,15 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from ser.models.fast.batchnorm import norm_group
-from ser.models.fast.fusion import FastTimeFrequencyFusion, use_reference
+from ser.models.fast.fusion import FastTimeFrequencyFusion, project, use_reference
 from ser.models.fast.patches import Patches, shared_patches
 from ser.models.fast.tab import TemporalAwareBlockFunction
 from ser.models.fast.tab_native import NativeTemporalAwareBlockFunction
 from ser.models.native import available
 from ser.models.reference import DirectionalStream, TemporalAwareBlock
+from ser.models.reference.grouped import stack_attribute
 from ser.models.reference.masks import StreamMasks, draw_stream_masks
 
 
@@ -35,15 +35,6 @@ def _stack_masks(masks: Sequence[torch.Tensor | None], like: torch.Tensor):  # n
     batch, channels = like.shape[1], like.shape[3]
     ones = like.new_ones(batch, 1, channels)
     return torch.stack([ones if m is None else m.view(batch, 1, channels) for m in masks])
-
-
-def _stack_parameter(modules: Sequence[nn.Module], name: str) -> torch.Tensor | None:
-    values = [getattr(module, name) for module in modules]
-    if values[0] is None:
-        return None
-    if len(values) == 1:
-        return values[0].unsqueeze(0)
-    return torch.stack(values)
 
 
 def temporal_aware_blocks(
@@ -68,14 +59,14 @@ def temporal_aware_blocks(
         function = NativeTemporalAwareBlockFunction
     return function.apply(
         x.contiguous(),
-        _stack_parameter(convs_a, "weight"),
-        _stack_parameter(convs_a, "bias"),
-        _stack_parameter(norms_a, "weight"),
-        _stack_parameter(norms_a, "bias"),
-        _stack_parameter(convs_b, "weight"),
-        _stack_parameter(convs_b, "bias"),
-        _stack_parameter(norms_b, "weight"),
-        _stack_parameter(norms_b, "bias"),
+        stack_attribute(convs_a, "weight"),
+        stack_attribute(convs_a, "bias"),
+        stack_attribute(norms_a, "weight"),
+        stack_attribute(norms_a, "bias"),
+        stack_attribute(convs_b, "weight"),
+        stack_attribute(convs_b, "bias"),
+        stack_attribute(norms_b, "weight"),
+        stack_attribute(norms_b, "bias"),
         dilations.pop(),
         (norm_group(norms_a), norm_group(norms_b)),
         (_stack_masks([m[0] for m in masks], x), _stack_masks([m[1] for m in masks], x)),
@@ -83,56 +74,60 @@ def temporal_aware_blocks(
 
 
 def _pointwise(
-    stream: DirectionalStream,
+    streams: Sequence[DirectionalStream],
     x: torch.Tensor,
     shared: dict[tuple[int, int], Patches] | None,
     reverse: bool,
-    masks: StreamMasks,
+    masks: Sequence[StreamMasks],
 ) -> torch.Tensor:
-    """The stream's [fusion ->] pointwise conv on x (B, T, F), or on x reversed in time
-    with `reverse`: (B, T, filters) in the stream's own time order.
+    """The streams' [fusion ->] pointwise conv on x (S * B, T, F), stream s reading the
+    s-th of S equal segments of the samples, or on x reversed in time with `reverse`:
+    (S, B, T, filters) in the streams' own time order.
 
     With the fast fusion, the conv reads the projected branches and the raw input as two
     GEMMs instead of their concatenation; `shared` passes patches of x computed once for
-    several streams (see `FastTimeFrequencyFusion.projected`), `masks` the stream's
-    dropout masks."""
+    several streams (see `project` in fusion.py), `masks` the streams' dropout masks."""
+    segments = len(streams)
     batch, frames, features = x.shape
-    weight = stream.pointwise.weight[:, :, 0]  # (filters, width)
-    bias = stream.pointwise.bias
-    fusion = stream.fusion
-    if isinstance(fusion, FastTimeFrequencyFusion):
-        projected = fusion.projected(x, shared, reverse, masks.branches).reshape(batch * frames, -1)
+    weight = stack_attribute([s.pointwise for s in streams], "weight")[..., 0].transpose(1, 2)
+    bias = stack_attribute([s.pointwise for s in streams], "bias")[:, None]
+    fusions = [stream.fusion for stream in streams]
+    if isinstance(fusions[0], FastTimeFrequencyFusion):
+        projected = project(fusions, x, shared, reverse, [m.branches for m in masks])
         if reverse:
             x = torch.flip(x, dims=[1])
-        width = projected.shape[1]
-        h = torch.addmm(bias, projected, weight[:, :width].t())
-        h = h.addmm_(x.reshape(batch * frames, features), weight[:, width:].t())
+        width = projected.shape[2]
+        h = torch.baddbmm(bias, projected.view(segments, -1, width), weight[:, :width])
+        h = h.baddbmm_(x.view(segments, -1, features), weight[:, width:])
     else:
         if reverse:
             x = torch.flip(x, dims=[1])
-        if fusion is not None:
-            x = fusion(x)
-        h = torch.addmm(bias, x.reshape(batch * frames, -1), weight.t())
-    return h.view(batch, frames, -1)
+        if fusions[0] is not None:  # another implementation's block draws its own masks
+            x = torch.cat([f(part) for f, part in zip(fusions, x.chunk(segments), strict=True)])
+        h = torch.baddbmm(bias, x.reshape(segments, -1, x.shape[2]), weight)
+    return h.view(segments, batch // segments, frames, -1)
 
 
 def chain(
-    inputs: Sequence[torch.Tensor],
+    x: torch.Tensor,
     streams: Sequence[Sequence[DirectionalStream]],
     masks: Sequence[Sequence[StreamMasks]],
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Fusion, pointwise conv and TABs of the streams, run as groups: streams[i][d] reads
-    inputs[i] (B, T, F), in time order for d = 0 and reversed for d = 1, with masks[i][d].
-    Returns per TAB level the outputs (G, B, T, C) and their time means (G, B, C), groups
-    in the order of `streams` flattened. Fast fusion blocks of one input share its patches."""
-    starts = []
-    for x, own, own_masks in zip(inputs, streams, masks, strict=True):
-        fusions = [s.fusion for s in own if isinstance(s.fusion, FastTimeFrequencyFusion)]
-        shared = shared_patches(fusions, x) if fusions else None
-        for direction, (stream, stream_masks) in enumerate(zip(own, own_masks, strict=True)):
-            starts.append(_pointwise(stream, x, shared, direction == 1, stream_masks))
-        del shared
-    h = torch.stack(starts) if len(starts) > 1 else starts[0].unsqueeze(0)
+    """Fusion, pointwise conv and TABs of the streams, run as groups: streams[d][s] reads
+    x[s] (x: (S, B, T, F)), in time order for d = 0 and reversed for d = 1, with
+    masks[d][s]. Returns per TAB level the outputs (G, B, T, C) and their time means
+    (G, B, C), group g = d * S + s. The fast fusion blocks share x's patches and run as
+    one computation per direction."""
+    segments = x.shape[0]
+    rows = x.reshape(-1, *x.shape[2:])
+    fusions = [s.fusion for own in streams for s in own if isinstance(s.fusion, FastTimeFrequencyFusion)]
+    shared = shared_patches(fusions, rows, segments) if fusions else None
+    starts = [
+        _pointwise(own, rows, shared, direction == 1, own_masks)
+        for direction, (own, own_masks) in enumerate(zip(streams, masks, strict=True))
+    ]
+    del shared
+    h = torch.cat(starts) if len(starts) > 1 else starts[0]
     flat = [stream for own in streams for stream in own]
     flat_masks = [m for own in masks for m in own]
     levels, means = [], []
@@ -164,13 +159,13 @@ class FastDirectionalStream(DirectionalStream):
         if use_reference(x):
             return self(x).mean(dim=3) + other(torch.flip(x, dims=[1])).mean(dim=3)
         batch, frames = x.shape[0], x.shape[1]
-        masks = [draw_stream_masks(s, batch, frames, x) for s in (self, other)]
-        _, means = chain([x], [[self, other]], [masks])
+        masks = [[draw_stream_masks(s, batch, frames, x)] for s in (self, other)]
+        _, means = chain(x[None], [[self], [other]], masks)
         return torch.stack([mean.sum(0) for mean in means], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_reference(x):
             return super().forward(x)
         masks = draw_stream_masks(self, x.shape[0], x.shape[1], x)
-        levels, _ = chain([x], [[self]], [[masks]])
+        levels, _ = chain(x[None], [[self]], [[masks]])
         return torch.stack([level[0] for level in levels], dim=1).transpose(2, 3)

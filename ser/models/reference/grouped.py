@@ -29,9 +29,13 @@ def _cat(modules: Sequence[nn.Module], name: str) -> torch.Tensor | None:
     return None if values[0] is None else torch.cat(values)
 
 
-def _stack(modules: Sequence[nn.Module], name: str) -> torch.Tensor | None:
+def stack_attribute(modules: Sequence[nn.Module], name: str) -> torch.Tensor | None:
+    """The modules' tensors `name` stacked along a new first axis (None if they have none):
+    inside the computation, so gradients reach each module's own parameter."""
     values = [getattr(module, name) for module in modules]
-    return None if values[0] is None else torch.stack(values)
+    if values[0] is None:
+        return None
+    return values[0].unsqueeze(0) if len(values) == 1 else torch.stack(values)
 
 
 def _factors(masks: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
@@ -69,10 +73,10 @@ def squeeze_excitation(layers: Sequence[nn.Module], x: torch.Tensor) -> torch.Te
     squeezes = [layer.squeeze for layer in layers]
     excites = [layer.excite for layer in layers]
     hidden = torch.baddbmm(
-        _stack(squeezes, "bias")[:, None], summary, _stack(squeezes, "weight").transpose(1, 2)
+        stack_attribute(squeezes, "bias")[:, None], summary, stack_attribute(squeezes, "weight").transpose(1, 2)
     ).relu()
     scale = torch.sigmoid(
-        torch.baddbmm(_stack(excites, "bias")[:, None], hidden, _stack(excites, "weight").transpose(1, 2))
+        torch.baddbmm(stack_attribute(excites, "bias")[:, None], hidden, stack_attribute(excites, "weight").transpose(1, 2))
     )  # (G, batch, C)
     return x * scale.transpose(0, 1).reshape(batch, -1, *([1] * (x.ndim - 2)))
 
