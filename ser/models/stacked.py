@@ -41,12 +41,12 @@ from ser.models.reference.masks import StreamMasks, draw_network_masks
 FoldMasks = tuple[StreamMasks, StreamMasks]
 
 
-def _signature(net: nn.Module) -> tuple:
+def _signature(net: nn.Module, modes: bool = True) -> tuple:
     """What two networks must share to be computed as groups of one: the layers, their
-    modes and settings, and the parameter shapes."""
+    settings (and, with `modes`, train or eval mode), and the parameter shapes."""
     layers = []
     for module in net.modules():
-        settings: tuple = (type(module), module.training)
+        settings: tuple = (type(module), module.training) if modes else (type(module),)
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             settings += (module.momentum, module.eps, module.affine, module.track_running_stats)
         elif isinstance(module, nn.modules.dropout._DropoutNd):
@@ -55,17 +55,22 @@ def _signature(net: nn.Module) -> tuple:
     return (tuple(layers), tuple(p.shape for p in net.parameters()))
 
 
-def groupable(nets: Sequence[nn.Module]) -> bool:
+def groupable(nets: Sequence[nn.Module], modes: bool = True) -> bool:
     """Whether the networks can run as one grouped network: MS-SENet/TIM-Net of one
-    architecture, in the same modes, BatchNorm momenta numbers (not cumulative averages)."""
+    architecture, in the same modes (unless `modes` is False), BatchNorm momenta numbers
+    (not cumulative averages)."""
     first = nets[0]
     if not isinstance(first, MSSENet):
         return False
     for module in first.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is None:
             return False
-    signature = _signature(first)
-    return all(_signature(net) == signature for net in nets[1:])
+    signature = _signature(first, modes)
+    return all(_signature(net, modes) == signature for net in nets[1:])
+
+
+def _modes(net: nn.Module) -> list[bool]:
+    return [module.training for module in net.modules()]
 
 
 class StackedNetworks(nn.Module):
@@ -77,6 +82,9 @@ class StackedNetworks(nn.Module):
             raise ValueError("StackedNetworks needs at least one network")
         self.nets = nn.ModuleList(nets)
         self.grouped = grouped
+        # whether the architectures of a set of folds match, by the folds' indices: the
+        # networks' layers and settings stay as built (their modes are checked per call)
+        self._architectures_match: dict[tuple[int, ...], bool] = {}
 
     def forward(
         self, x: torch.Tensor, folds: Sequence[int], seeds: Sequence[int] | None = None
@@ -145,7 +153,16 @@ class StackedNetworks(nn.Module):
         return torch.baddbmm(bias[:, None], z, weight.transpose(1, 2))
 
     def _grouped(self, folds: Sequence[int]) -> bool:
-        return self.grouped and groupable([self.nets[f] for f in folds])
+        if not self.grouped:
+            return False
+        nets = [self.nets[f] for f in folds]
+        key = tuple(folds)
+        if key not in self._architectures_match:
+            self._architectures_match[key] = groupable(nets, modes=False)
+        if not self._architectures_match[key]:
+            return False
+        modes = _modes(nets[0])
+        return all(_modes(net) == modes for net in nets[1:])
 
     def _check(self, x: torch.Tensor, folds: Sequence[int], seeds: Sequence[int] | None) -> None:
         if x.ndim != 4 or x.shape[0] != len(folds) or not folds:

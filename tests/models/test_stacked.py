@@ -213,3 +213,35 @@ def test_bad_calls_are_refused(shape, folds, seeds, message) -> None:  # noqa: A
     stacked = StackedNetworks(fold_networks("reference"))
     with pytest.raises(ValueError, match=message):
         stacked(torch.zeros(shape), folds, seeds)
+
+
+def test_masks_are_the_dropout_modules_own_draws() -> None:
+    """Drawn beforehand, each mask is what its dropout module draws on the same generator."""
+    from ser.models.reference.masks import draw_stream_masks
+
+    net = fold_networks("reference", branch_regularizer="dropout")[0].train()
+    stream = net.forward_stream
+    torch.manual_seed(3)
+    masks = draw_stream_masks(stream, 4, 7, torch.zeros(()))
+    torch.manual_seed(3)
+    for branch, mask in zip(stream.fusion.branches, masks.branches, strict=True):
+        assert torch.equal(mask, branch.regularizer(torch.ones(4, 39, 7, 39)))
+    for block, (first, second) in zip(stream.blocks, masks.blocks, strict=True):
+        assert torch.equal(first, block.channel_dropout(torch.ones(4, 39, 1)))
+        assert torch.equal(second, block.channel_dropout(torch.ones(4, 39, 1)))
+    assert (first == 0).any() and (first != 0).any()
+    net.eval()
+    assert all(m is None for pair in draw_stream_masks(stream, 4, 7, torch.zeros(())).blocks for m in pair)
+
+
+def test_mode_changes_are_seen(monkeypatch) -> None:  # noqa: ANN001
+    """The grouped computation follows each call's modes: a fold left in eval mode while
+    the others train runs the folds one after another, as the loop does."""
+    nets = fold_networks("fast")
+    stacked = StackedNetworks(copy.deepcopy(nets)).train()
+    x = fold_batches()
+    stacked(x, FOLDS, SEEDS)
+    stacked.nets[2].eval()
+    each = StackedNetworks(copy.deepcopy(list(stacked.nets)), grouped=False)
+    each.nets[2].eval()
+    assert torch.equal(stacked(x, FOLDS, SEEDS), each(x, FOLDS, SEEDS))

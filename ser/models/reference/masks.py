@@ -2,8 +2,8 @@
 
 The reference draws its masks while it computes: per reading direction, the TFF branches'
 regularisers in branch order, then each TAB's two channel dropouts. Nothing else in a
-stream draws random numbers, so drawing all masks first, in that order, with the same
-dropout modules on tensors of ones of the shapes they see, gives the same masks: the
+stream draws random numbers, so drawing all masks first, in that order, with the draws
+the dropout modules make for the shapes they see, gives the same masks: the
 fast implementation and fold stacking (several folds' masks, each from its own seed)
 compute with masks drawn here. A mask is the factor the dropout multiplies by (0 or
 1 / (1 - p)), or None where the dropout draws nothing (eval mode, p = 0).
@@ -28,13 +28,19 @@ class StreamMasks:
 
 
 def _factors(dropout: nn.Module, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
-    """The factors `dropout` multiplies an input of `shape` by: the module itself applied to
-    ones, so the draw is its own (the same generator calls on every device and version)."""
+    """The factors `dropout` multiplies an input of `shape` by, drawn as it draws them."""
     if not isinstance(dropout, nn.modules.dropout._DropoutNd):
         return None
-    if not dropout.training or dropout.p == 0:
-        return None
-    return dropout(like.new_ones(shape))
+    p = dropout.p
+    if not dropout.training or p == 0:
+        return None  # no draw
+    if isinstance(dropout, nn.Dropout):
+        # elementwise: the module itself on ones (on CUDA a fused kernel with its own draw)
+        return dropout(like.new_ones(shape))
+    if p == 1:
+        return like.new_zeros(shape)  # no draw
+    # channel (feature) dropout: ATen's own draw, one Bernoulli factor per (sample, channel)
+    return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
 
 
 def draw_fusion_masks(fusion: nn.Module, batch: int, frames: int, like: torch.Tensor) -> list[torch.Tensor | None]:
