@@ -15,7 +15,11 @@ MS-SENet, 8 for TIM-Net, 7 classes), for each model and implementation:
 - peak memory of a training step: on CPU the growth of the peak resident set during one
   step in a fresh subprocess, on CUDA `torch.cuda.max_memory_allocated`;
 - inference (eval mode, no autograd): latency for one 3-second clip (130 frames at
-  22 050 Hz, hop 512) and throughput at the training batch size.
+  22 050 Hz, hop 512) and throughput at the training batch size;
+- fold stacking (`stacked=10` folds, 0 for none): a training step of every fold, the
+  folds' networks one after another against the same networks stacked as one
+  (ser.models.stacked), in samples/s and their ratio (ser/tools/bench_stacked.py). The
+  demo's shape: `python -m ser.tools.bench batch_size=16 frames=65`.
 
 On a GPU (`device=cuda`) the same rows are measured with CUDA synchronisation around
 each step; `precision=bf16` runs forward and loss under bf16 autocast (weights, Adam
@@ -51,6 +55,7 @@ from torch import nn
 from ser.cli import parse_key_values, run_cli
 from ser.tools.bench_folds import fold_benchmark, print_fold_table
 from ser.tools.bench_report import load_average, native_kernels, print_table, processor_name
+from ser.tools.bench_stacked import print_stacking, time_stacking
 from ser.tools.bench_step import (
     IMPLEMENTATIONS,
     MODELS,
@@ -190,6 +195,8 @@ def run(args: Any) -> dict:
             "warmup": args.warmup,
             "clip_seconds": args.clip_seconds,
             "clip_frames": clip_frames(args.clip_seconds),
+            "stacked_folds": args.stacked,
+            "stacked_rounds": args.stacked_rounds,
         },
         "environment": {
             "torch": torch.__version__,
@@ -263,6 +270,9 @@ def run(args: Any) -> dict:
             continue
         fast["speedup"] = fast["train_samples_per_s"] / reference["train_samples_per_s"]
         reference["speedup"] = 1.0
+    if args.stacked and not args.compile:  # a compiled step would compile every fold's copy
+        results["stacked"] = {model: time_stacking(model, args, device) for model in args.models}
+        results["stacked_ratio"] = results["stacked"].get("mssenet", {}).get("ratio")
     results["environment"]["load_average_at_end"] = load_average()
     # fast over reference (the README's figures); absent when one of them was not run
     results["speedup"] = rows.get("mssenet/fast", {}).get("speedup")
@@ -306,6 +316,10 @@ class BenchArguments:
     memory: bool = field(
         default=True, metadata={"help": "peak-memory figures (on a CPU each is a fresh subprocess)"}
     )
+    stacked: int = field(
+        default=10, metadata={"help": "folds of the stacked-against-sequential timing (0: none)"}
+    )
+    stacked_rounds: int = field(default=3, metadata={"help": "timed steps of each side of it"})
     probe_memory: str | None = field(
         default=None, metadata={"help": "internal: MODEL:IMPLEMENTATION, one memory probe"}
     )
@@ -322,11 +336,14 @@ class BenchArguments:
 
 def check_arguments(args: Any) -> Any:
     """The arguments, or a ValueError naming the one that cannot be used."""
-    for name in ("batch_size", "frames", "steps", "reference_steps", "inference_runs", "epochs", "rounds"):
+    for name in (
+        "batch_size", "frames", "steps", "reference_steps", "inference_runs", "stacked_rounds", "epochs", "rounds",
+    ):
         if getattr(args, name) < 1:
             raise ValueError(f"{name}={getattr(args, name)}: expected a whole number >= 1")
-    if args.warmup < 0:
-        raise ValueError(f"warmup={args.warmup}: expected a whole number >= 0")
+    for name in ("warmup", "stacked"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"{name}={getattr(args, name)}: expected a whole number >= 0")
     for name, allowed in (("models", MODELS), ("implementations", IMPLEMENTATIONS)):
         unknown = [value for value in getattr(args, name) if value not in allowed]
         if unknown or not getattr(args, name):
@@ -357,6 +374,8 @@ def benchmark(args: Any) -> dict | None:
     else:
         results = run(args)
         print_table(results)
+        if results.get("stacked"):
+            print_stacking(results["stacked"])
     if args.out is not None:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

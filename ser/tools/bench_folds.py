@@ -12,8 +12,9 @@ caches first (features, the fast implementation's kernels), untimed.
   training time (each fold's `fit_seconds`: summed one fold after another; the shared
   fit once, stacked), the median over rounds; `speedup` is stacked over sequential;
 - `identical`: whether each fold's test UAR, WAR, loss and confusion matrix and its
-  per-epoch training figures (history/) are the same both ways, with the largest
-  differences of the losses.
+  per-epoch training figures (history/) are the same both ways; `same_predictions`:
+  whether its test predictions are (UAR, WAR, confusion matrix); and the largest
+  differences of the losses (the folds' networks computed as one add in another order).
 
 `overrides` adds train.py settings to both runs (e.g. `overrides=[model=timnet]`). The
 figures depend on the machine and its load: compare the two ways of one run only.
@@ -103,8 +104,12 @@ def compare(first: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
         abs(x["train/loss"] - y["train/loss"]) for a, b in pairs
         for x, y in zip(a["history"], b["history"], strict=True)
     ]
+    same_predictions = all(
+        all(a[key] == b[key] for key in ("test/uar", "test/war", "confusion_matrix", "epochs")) for a, b in pairs
+    )
     return {
         "identical": identical,
+        "same_predictions": same_predictions,
         "max_abs_test_loss_difference": max(abs(a["test/loss"] - b["test/loss"]) for a, b in pairs),
         "max_abs_train_loss_difference": max(train_losses, default=0.0),
         "max_abs_uar_difference": max(abs(a["test/uar"] - b["test/uar"]) for a, b in pairs),
@@ -162,6 +167,7 @@ def print_fold_table(results: dict[str, Any]) -> None:
         table.add_row(way, f"{row['train_samples_per_s']:.1f}", f"{row['fit_seconds']:.1f}", str(len(row["folds"])))
     Console().print(table)
     print(
-        f"stacked / sequential: {results['speedup']:.2f}x; per-fold figures identical: "
-        f"{results['identical']} (largest test-loss difference {results['max_abs_test_loss_difference']:.3g})"
+        f"stacked / sequential: {results['speedup']:.2f}x; per-fold figures identical: {results['identical']}, "
+        f"test predictions the same: {results['same_predictions']} (largest differences: test loss "
+        f"{results['max_abs_test_loss_difference']:.3g}, training loss {results['max_abs_train_loss_difference']:.3g})"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
@@ -32,6 +33,16 @@ ABLATIONS = {
     "no_se_avgpool": {"squeeze_excitation": False, "branch_regularizer": "avgpool"},
     "no_fusion": {"time_frequency_fusion": False},
 }
+
+
+@pytest.fixture(autouse=True)
+def one_thread():  # noqa: ANN201
+    """Small tensors: one thread is fastest, and immune to a busy machine's scheduling.
+    (Autouse in the test modules that import it.)"""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

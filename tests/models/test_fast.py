@@ -43,18 +43,10 @@ from tests.helpers.implementations import (
     compare_fp64,
     features,
     mssenet,
+    one_thread,  # noqa: F401 (an autouse fixture)
     pair,
     relative_error,
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is fastest, and immune to a busy machine's scheduling."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_fast_is_registered() -> None:
@@ -108,7 +100,8 @@ def test_chunking_does_not_change_the_result() -> None:
 
 
 def test_patches_and_their_moments() -> None:
-    x = features(batch=3, frames=9).double()
+    """Patches are the unfolded image; moments are taken per segment of samples (folds)."""
+    x = features(batch=4, frames=9).double()
     shift = x.mean()
     for kernel in ((11, 1), (1, 9), (3, 3)):
         p = patches(x, kernel, shift)
@@ -117,10 +110,13 @@ def test_patches_and_their_moments() -> None:
         )
         assert torch.allclose(p[:, :-1] + shift, unfolded, rtol=1e-12, atol=1e-10)
         assert torch.all(p[:, -1] == 1)
-        mean, covariance = patch_moments(p)
-        flat = unfolded.transpose(1, 2).reshape(-1, unfolded.shape[1])
-        assert torch.allclose(covariance[:-1, :-1], flat.T.cov(correction=0), rtol=1e-9)
-        assert torch.allclose(mean[:-1] + shift, flat.mean(0), rtol=1e-9)
+        for segments in (1, 2):
+            mean, covariance = patch_moments(p, segments)
+            assert mean.shape[0] == covariance.shape[0] == segments
+            for segment, part in enumerate(unfolded.chunk(segments)):
+                flat = part.transpose(1, 2).reshape(-1, part.shape[1])
+                assert torch.allclose(covariance[segment, :-1, :-1], flat.T.cov(correction=0), rtol=1e-9)
+                assert torch.allclose(mean[segment, :-1] + shift, flat.mean(0), rtol=1e-9)
 
 
 def test_state_dicts_load_across_implementations() -> None:
@@ -226,7 +222,8 @@ def test_benchmark_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     results = bench.main(
         [
             "batch_size=4", "frames=12", "num_blocks=2", "steps=2", "reference_steps=1",
-            "warmup=0", "inference_runs=2", "threads=1", f"out={out}",
+            "warmup=0", "inference_runs=2", "threads=1", f"out={out}", "stacked=2",
+            "stacked_rounds=1",
         ]
     )
     assert results is not None and out.exists()
@@ -238,6 +235,12 @@ def test_benchmark_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         assert row["train_samples_per_s"] > 0 and row["inference_latency_ms"] > 0
         assert row["model_gflop_per_step"] > 0 and row["peak_memory_mib"] == 1.0
     assert bench.clip_frames(3.0) == 130
+    assert set(results["stacked"]) == {"mssenet", "timnet"}
+    for row in results["stacked"].values():  # the CPU's implementation, both sides timed
+        assert row["implementation"] == "fast" and row["folds"] == 2
+        assert row["stacked_samples_per_s"] > 0 and row["sequential_samples_per_s"] > 0
+        assert row["ratio"] == pytest.approx(row["sequential_step_ms"] / row["stacked_step_ms"])
+    assert results["stacked_ratio"] == results["stacked"]["mssenet"]["ratio"]
 
 
 def test_benchmark_arguments_are_checked() -> None:
@@ -246,6 +249,7 @@ def test_benchmark_arguments_are_checked() -> None:
 
     for argument, message in (
         ("steps=0", "steps=0: expected a whole number >= 1"),
+        ("stacked=-1", "stacked=-1: expected a whole number >= 0"),
         ("models=[nope]", "models=['nope']: expected some of ['mssenet', 'timnet']"),
         ("precision=bf16", "precision=bf16: the fast implementation computes in float32 only"),
         ("compile=fastest", "compile=fastest: expected null or one of"),

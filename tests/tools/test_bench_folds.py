@@ -26,8 +26,9 @@ def test_the_fold_benchmark_times_both_ways_and_compares_their_folds(tmp_path: P
         assert run["samples"] == 28 * 2  # each utterance trains in one of the two folds, twice
         assert run["train_samples_per_s"] == pytest.approx(run["samples"] / run["fit_seconds"])
     assert results["speedup"] == pytest.approx(stacked["train_samples_per_s"] / sequential["train_samples_per_s"])
-    # The folds' networks run one by one in one program: the same arithmetic, the same figures.
-    assert results["identical"] is True and results["max_abs_test_loss_difference"] == 0.0
+    # The folds' networks as one program: the same figures up to floating-point order.
+    assert results["same_predictions"] is True and isinstance(results["identical"], bool)
+    assert results["max_abs_test_loss_difference"] < 1e-4 and results["max_abs_train_loss_difference"] < 1e-4
     assert "cv.stack" not in " ".join(results["config"]["overrides"])  # each way sets its own
 
 
@@ -37,5 +38,6 @@ def test_the_comparison_names_the_largest_differences() -> None:
     other = {**fold, "test/loss": 1.25, "history": [{"epoch": 0, "train/loss": 2.5}]}
     assert bench_folds.compare({"folds": [fold]}, {"folds": [fold]})["identical"] is True
     compared = bench_folds.compare({"folds": [fold]}, {"folds": [other]})
-    assert compared["identical"] is False
+    assert compared["identical"] is False and compared["same_predictions"] is True
+    assert bench_folds.compare({"folds": [fold]}, {"folds": [{**other, "test/uar": 0.4}]})["same_predictions"] is False
     assert compared["max_abs_test_loss_difference"] == 0.25 and compared["max_abs_train_loss_difference"] == 0.5

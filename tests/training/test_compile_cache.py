@@ -90,14 +90,14 @@ def test_a_compiled_run_trains_as_the_eager_one(tmp_path: Path) -> None:
         ]
         assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     assert any((user_cache / "ser-inductor").rglob("*.py"))  # TorchInductor's generated code
-    # Stacked folds (cv.stack=true) compile each fold's network as a fold alone does (the
-    # same kernels, from the cache) and get the compiled run's figures.
+    # Stacked folds (cv.stack=true) compiled: the folds as one grouped network (its masks
+    # drawn eagerly, as the eager run draws them), compiled; the eager run's figures.
     run_train_py(
         [*common, "model.compile=default", "cv.stack=true", f"hydra.run.dir={tmp_path / 'stacked'}"], tmp_path,
         env=env,
     )
     stacked = json.loads((tmp_path / "stacked" / "results.json").read_text())
     assert stacked["stacked"] is True
-    for ours, alone in zip(stacked["folds"], compiled["folds"], strict=True):
-        assert ours["test/loss"] == pytest.approx(alone["test/loss"], rel=1e-5)
-        assert ours["confusion_matrix"] == alone["confusion_matrix"]
+    for ours, reference in zip(stacked["folds"], eager["folds"], strict=True):
+        assert ours["test/loss"] == pytest.approx(reference["test/loss"], rel=1e-4)
+        assert ours["confusion_matrix"] == reference["confusion_matrix"]

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from pytorch_lightning.loggers.logger import Logger
 
 from ser.tracking import wandb_runs
@@ -16,6 +15,7 @@ from ser.tracking.results import fold_path, read_json
 from ser.training.checkpoint import load_dict
 from ser.training.engine import train
 from tests.helpers.config import one_torch_thread
+from tests.helpers.stacking import assert_weights_agree
 
 # What a fold's record holds that depends on the time it took, not on what it computed.
 TIMINGS = ("seconds", "fit_seconds")
@@ -94,11 +94,7 @@ def assert_each_fold_as_alone(outcome: dict[str, Any]) -> None:
         for mine, other in zip(history[0]["epochs"], history[1]["epochs"], strict=True):
             assert mine == pytest.approx(other, rel=1e-5)
         weights = [load_dict(run["dir"] / f"checkpoints/fold_{fold:02d}/last.ckpt") for run in (stacked, alone)]
-        assert weights[0]["epoch"] == weights[1]["epoch"]
-        assert weights[0]["global_step"] == weights[1]["global_step"]
-        assert weights[0]["state_dict"].keys() == weights[1]["state_dict"].keys()
-        for key, value in weights[1]["state_dict"].items():
-            torch.testing.assert_close(weights[0]["state_dict"][key], value, rtol=1e-4, atol=1e-6)
+        assert_weights_agree(*weights)
         # Adam's state per parameter (its step count included) is what the fold alone has.
         states = [w["optimizer_states"][0]["state"] for w in weights]
         assert states[0].keys() == states[1].keys()

@@ -11,9 +11,11 @@ operations, in the order a stream runs:
 - fusion.py: `FastTimeFrequencyFusion` (conv and BatchNorm folded into the patches' map);
 - fused_branches.py: the branches, SE and projection as one autograd Function, in chunks
   of samples, with the C kernels (branches_native.py) or PyTorch operations (branches.py);
+  several blocks of one architecture (folds) run as one call on their segments of samples;
 - stream.py: `FastDirectionalStream`, both reading directions as two groups of the TAB
   chain, each block one autograd Function: tab_native.py (C kernels) or tab.py (PyTorch),
-  with causal_conv.py (dilated convs as GEMMs) and batchnorm.py (grouped BatchNorm).
+  with causal_conv.py (dilated convs as GEMMs) and batchnorm.py (grouped BatchNorm);
+- grouped.py: several folds' networks (fold stacking) as groups of the same computation.
 
 Tracing, ONNX export and the meta device fall back to the reference computation
 (`use_reference`). `FastTimeFrequencyFusion` and `FastDirectionalStream` subclass the

@@ -36,7 +36,7 @@ def native_fused_forward(  # noqa: ANN201
     (B, C rounded up to 4, ceil(T*F / 16)) int16, or None."""
     nb = len(config.branches)
     batch, _, positions = ps[0].shape
-    channels = ws[0].shape[0]
+    channels = ws[0].shape[1]
     se = sums is not None
     chunk_sums = ps[0].new_empty(nb, config.chunk, channels) if se else None
     # one buffer per branch for every chunk: warm memory (and torch.matmul's broadcast of
@@ -48,26 +48,26 @@ def native_fused_forward(  # noqa: ANN201
         signs = [
             torch.empty(batch, padded, -(-positions // 16), dtype=torch.int16) for _ in range(nb)
         ]
-    for start in range(0, batch, config.chunk):
-        stop = min(start + config.chunk, batch)
-        rows = stop - start
+    for segment, sl in config.chunks(batch):
+        rows = sl.stop - sl.start
         pre = [
-            torch.bmm(ws[b].expand(rows, -1, -1), ps[b][start:stop], out=buffers[b, :rows])
+            torch.bmm(ws[b][segment].expand(rows, -1, -1), ps[b][sl], out=buffers[b, :rows])
             for b in range(nb)
         ]  # (rows, C, T*F) each
-        weights = base[start:stop]
+        weights = base[sl]
         if se:
             for b in range(nb):
                 ops.tff_sums(pre[b], config.branches[b].squeeze_weights, chunk_sums[b, :rows])
-            sums[start:stop] = chunk_sums[:, :rows].transpose(0, 1)
-            part = sums[start:stop] if masks is None else sums[start:stop] * masks[start:stop]
-            scale = se_forward(part.sum(1) / config.squeeze_denominator, *se_params)[2]
+            sums[sl] = chunk_sums[:, :rows].transpose(0, 1)
+            part = sums[sl] if masks is None else sums[sl] * masks[sl]
+            params = [None if p is None else p[segment] for p in se_params]
+            scale = se_forward(part.sum(1) / config.squeeze_denominator, *params)[2]
             weights = weights * scale[:, None, :]
         weights = weights.transpose(0, 1).contiguous()  # (nb, rows, C); kept alive
         for b in range(nb):
             ops.tff_contract(
-                pre[b], weights[b], out[b, start:stop],
-                None if signs is None else signs[b][start:stop],
+                pre[b], weights[b], out[b, sl],
+                None if signs is None else signs[b][sl],
             )
     return signs
 

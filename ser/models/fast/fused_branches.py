@@ -17,6 +17,8 @@ from ser.models.fast.branches import (
     activation,
     channel_masks,
     patch_grad,
+    per_sample,
+    se_backward,
     se_forward,
     slope_products,
     squeeze_sum,
@@ -31,8 +33,10 @@ from ser.models.fast.branches_native import (
 class FusedBranches(torch.autograd.Function):
     """relu(P_b^T W'_b^T) -> [dropout] -> SE -> per-(sample, channel) weighted channel sum.
 
-    Inputs: config, projection weight w (C,), SE parameters (w1, b1, w2, b2 or Nones), then
-    per branch the patches P_b (B, k_b+1, T*F) and folded weights W'_b (C, k_b+1).
+    Inputs: config, then the parameters of S fusion blocks, one per segment of samples
+    (config.segments; S = 1 for one network): projection weights w (S, C), SE parameters
+    (w1 (S, C', C), b1 (S, C'), w2 (S, C, C'), b2 (S, C) or Nones), then per branch the
+    patches P_b (B, k_b+1, T*F) of all samples and the folded weights W'_b (S, C, k_b+1).
     Output: (B, T, branches, F), the 1x1 projection of the SE-scaled concatenation before
     its bias, ReLU and (for the avgpool regulariser) the pooling.
 
@@ -46,10 +50,11 @@ class FusedBranches(torch.autograd.Function):
         nb = len(config.branches)
         ps, ws = branch_tensors[:nb], branch_tensors[nb:]
         batch, _, positions = ps[0].shape
-        channels = ws[0].shape[0]
+        channels = ws[0].shape[1]
         se = config.squeeze_excitation
-        masks = channel_masks(config, w.expand(batch, channels))
-        base = w.expand(batch, nb, channels) if masks is None else w * masks
+        w_rows = per_sample(w, batch)
+        masks = channel_masks(config, w_rows)
+        base = w_rows[:, None, :].expand(batch, nb, channels) if masks is None else w_rows[:, None, :] * masks
         out = ps[0].new_empty(nb, batch, positions)  # each (branch, sample) row contiguous
         sums = ps[0].new_empty(batch, nb, channels) if se else None
         ctx.signs = None
@@ -59,10 +64,10 @@ class FusedBranches(torch.autograd.Function):
                 record_signs=any(ctx.needs_input_grad),
             )
         else:
-            for start in range(0, batch, config.chunk):
-                sl = slice(start, min(start + config.chunk, batch))
+            for segment, sl in config.chunks(batch):
                 acts = [
-                    activation(ps[b][sl], ws[b], config.branches[b], sl) for b in range(nb)
+                    activation(ps[b][sl], ws[b][segment], config.branches[b], sl)
+                    for b in range(nb)
                 ]
                 weights = base[sl]
                 if se:
@@ -70,7 +75,8 @@ class FusedBranches(torch.autograd.Function):
                         sums[sl, b] = squeeze_sum(acts[b], config.branches[b])
                     part = sums[sl] if masks is None else sums[sl] * masks[sl]
                     s = part.sum(1) / config.squeeze_denominator
-                    weights = weights * se_forward(s, w1, b1, w2, b2)[2][:, None, :]
+                    params = (w1[segment], b1[segment], w2[segment], b2[segment])
+                    weights = weights * se_forward(s, *params)[2][:, None, :]
                 for b in range(nb):
                     torch.bmm(acts[b], weights[:, b, :, None], out=out[b, sl, :, None])
         ctx.config = config
@@ -87,17 +93,18 @@ class FusedBranches(torch.autograd.Function):
         nb = len(config.branches)
         w, w1, b1, w2, b2, sums, *rest = ctx.saved_tensors
         ps, ws = rest[:nb], rest[nb:]
-        batch, _, positions = ps[0].shape
-        channels = ws[0].shape[0]
+        batch = ps[0].shape[0]
+        segments, channels = ws[0].shape[0], ws[0].shape[1]
         se = config.squeeze_excitation
         need_p = [ctx.needs_input_grad[6 + b] for b in range(nb)]
         # (B, nb, T*F), branch-major like the activations
         grad_out = grad_out.permute(0, 2, 1, 3)
         if config.reverse:
             grad_out = grad_out.flip(2)
-        grad_out = grad_out.reshape(batch, nb, positions)
-        masks = channel_masks(config, w.expand(batch, channels))
-        weights = w.expand(batch, nb, channels) if masks is None else w * masks
+        grad_out = grad_out.reshape(batch, nb, -1)
+        w_rows = per_sample(w, batch)
+        masks = channel_masks(config, w_rows)
+        weights = w_rows[:, None, :].expand(batch, nb, channels) if masks is None else w_rows[:, None, :] * masks
         if se:
             part = sums if masks is None else sums * masks
             s = part.sum(1) / config.squeeze_denominator
@@ -116,43 +123,45 @@ class FusedBranches(torch.autograd.Function):
         if signs is not None:
             native_slope_products(config, ps, grad_out, signs, firsts, seconds)
         else:
-            for start in range(0, batch, config.chunk):
-                sl = slice(start, min(start + config.chunk, batch))
+            for segment, sl in config.chunks(batch):
                 for b in range(nb):
                     slope_products(
-                        ps[b][sl], ws[b], config.branches[b], grad_out[sl, b], sl,
+                        ps[b][sl], ws[b][segment], config.branches[b], grad_out[sl, b], sl,
                         firsts[b][sl], seconds[b][sl] if se else None,
                     )
+        ws_rows = [per_sample(wb, batch) for wb in ws]  # (B, C, k+1)
         # (B, nb, C); products and sums rather than einsum, whose per-sample matrix
         # products copied thousands of tiny operands
         grad_weights = torch.stack(
-            [(first * wb.t()).sum(1) for first, wb in zip(firsts, ws, strict=True)], dim=1
+            [(first * wb.transpose(1, 2)).sum(1) for first, wb in zip(firsts, ws_rows, strict=True)], dim=1
         )
         wm = grad_weights if masks is None else grad_weights * masks
-        grad_w = (wm * scale[:, None, :]).sum((0, 1)) if se else wm.sum((0, 1))
+
+        def per_segment(values: torch.Tensor) -> torch.Tensor:  # sum over each segment's samples
+            return values.view(segments, batch // segments, *values.shape[1:]).sum(1)
+
+        grad_w = per_segment((wm * scale[:, None, :]).sum(1) if se else wm.sum(1))
         grad_w1 = grad_b1 = grad_w2 = grad_b2 = grad_sums = None
         if se:
-            grad_scale = (wm * w).sum(1)
-            grad_logit = grad_scale * scale * (1 - scale)
-            grad_w2, grad_b2 = grad_logit.t() @ hidden, grad_logit.sum(0)
-            grad_pre = (grad_logit @ w2) * (pre > 0)
-            grad_w1, grad_b1 = grad_pre.t() @ s, grad_pre.sum(0)
-            grad_s = (grad_pre @ w1) / config.squeeze_denominator  # (B, C)
+            grad_scale = (wm * w_rows[:, None, :]).sum(1)
+            grad_w1, grad_b1, grad_w2, grad_b2, grad_s = se_backward(
+                grad_scale, s, pre, hidden, scale, w1, w2
+            )
+            grad_s = grad_s / config.squeeze_denominator  # (B, C)
             # s = sum_b masks_b * sums_b / denominator
             grad_sums = grad_s[:, None, :] if masks is None else grad_s[:, None, :] * masks
             grad_sums = grad_sums.expand(batch, nb, channels)
         grad_ws = []
         for b in range(nb):
-            gw = (weights[:, b, None, :] * firsts[b]).sum(0).t()
+            gw = weights[:, b, None, :] * firsts[b]
             if se:
-                gw = gw + (grad_sums[:, b, None, :] * seconds[b]).sum(0).t()
-            grad_ws.append(gw if ctx.needs_input_grad[6 + nb + b] else None)
+                gw = gw + grad_sums[:, b, None, :] * seconds[b]
+            grad_ws.append(per_segment(gw).transpose(1, 2) if ctx.needs_input_grad[6 + nb + b] else None)
         grad_ps = [None] * nb
         for b in range(nb):
             if need_p[b]:  # only when the input needs a gradient (never in training)
                 grad_ps[b] = patch_grad(
-                    ps[b], ws[b], config.branches[b], grad_out[:, b], weights[:, b],
+                    ps[b], ws_rows[b], config.branches[b], grad_out[:, b], weights[:, b],
                     None if grad_sums is None else grad_sums[:, b],
                 )
         return None, grad_w, grad_w1, grad_b1, grad_w2, grad_b2, *grad_ps, *grad_ws
-

@@ -25,13 +25,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from ser.models.fast.batchnorm import update_running_stats
-from ser.models.fast.branches import BranchConstants, FusedConfig, reversed_branch
+from ser.models.fast.branches import BranchConstants, FusedConfig, per_sample, reversed_branch
 from ser.models.fast.fused_branches import FusedBranches
 from ser.models.fast.patches import Patches, shared_patches
 from ser.models.reference.fusion import (
@@ -39,6 +40,8 @@ from ser.models.reference.fusion import (
     SamePaddingAveragePool2d,
     TimeFrequencyFusion,
 )
+from ser.models.reference.grouped import stack_attribute
+from ser.models.reference.masks import draw_fusion_masks
 
 # Samples per chunk of `FusedBranches`: three branches of (chunk, 188 * 39, 39) float32
 # activations stay ~14 MB, so they are reduced while still in cache (2 to 4 measured best
@@ -68,60 +71,24 @@ class FastTimeFrequencyFusion(TimeFrequencyFusion):
         self.chunk = chunk
         self._squeeze_weight_cache: dict[tuple, torch.Tensor] = {}
 
-    def _folded_weights(
-        self, branch: FusionBranch, patch: Patches, reverse: bool
-    ) -> torch.Tensor:
-        """[W', b'] (C, k+1): the conv followed by BatchNorm as one linear map of the patches.
-
-        With `reverse` the patches are those of the input reversed in time, and the kernel
-        is flipped in time to match (see `projected`)."""
-        conv, norm = branch.conv, branch.norm
-        kernel = (conv.weight.flip(2) if reverse else conv.weight).flatten(1)
-        bias = conv.bias + patch.shift * kernel.sum(1)  # the patches are shifted by `shift`
-        weight = torch.cat([kernel, bias[:, None]], dim=1)  # (C, k+1)
-        if norm.training or norm.running_mean is None:  # batch statistics, as BatchNorm
-            mean_p, covariance = patch.moments()
-            mean = weight @ mean_p
-            var = ((weight @ covariance) * weight).sum(1)
-            if norm.training and norm.track_running_stats and norm.running_mean is not None:
-                count = patch.values.shape[0] * patch.values.shape[2]
-                update_running_stats([norm], mean.detach()[None], var.detach()[None], count)
-        else:
-            mean, var = norm.running_mean, norm.running_var
-        inv_std = torch.rsqrt(var + norm.eps)
-        gain = inv_std if norm.weight is None else norm.weight * inv_std
-        shift = -mean * gain if norm.bias is None else norm.bias - mean * gain
-        folded = weight * gain[:, None]
-        # The bias column: b * gain + shift (the ones row of the patches multiplies it).
-        return torch.cat([folded[:, :-1], (folded[:, -1] + shift)[:, None]], dim=1)
-
     def _branch_constants(
-        self, branch: FusionBranch, batch: int, frames: int, device, dtype  # noqa: ANN001
+        self, branch: FusionBranch, mask: torch.Tensor | None, frames: int, like: torch.Tensor
     ) -> BranchConstants:
+        """The branch's regulariser as constants of `FusedBranches`, with its dropout
+        factors `mask` drawn beforehand (ser/models/reference/masks.py)."""
         reg = branch.regularizer
         channel_mask = element_mask = squeeze_weights = None
         element_scale = 1.0
-        channels = branch.conv.out_channels
-        features = self.input_dim
         if isinstance(reg, nn.Dropout2d):
-            if reg.training and reg.p > 0:
-                channel_mask = torch.empty(batch, channels, device=device, dtype=dtype)
-                if reg.p >= 1:
-                    channel_mask.zero_()
-                else:
-                    channel_mask.bernoulli_(1 - reg.p).div_(1 - reg.p)
+            if mask is not None:
+                channel_mask = mask.view(mask.shape[0], mask.shape[1])
         elif isinstance(reg, nn.Dropout):
-            if reg.training and reg.p > 0:
-                element_mask = torch.empty(
-                    batch, channels, frames * features, device=device, dtype=torch.bool
-                )
-                if reg.p >= 1:
-                    element_mask.zero_()
-                else:
-                    element_mask.bernoulli_(1 - reg.p)
-                    element_scale = 1.0 / (1 - reg.p)
+            if mask is not None:
+                # one byte per element instead of four; the factor is applied as a scalar
+                element_mask = mask.flatten(2) != 0
+                element_scale = 1.0 / (1 - reg.p) if reg.p < 1 else 1.0
         elif isinstance(reg, SamePaddingAveragePool2d):
-            squeeze_weights = self._pool_squeeze_weights(frames, features, device, dtype)
+            squeeze_weights = self._pool_squeeze_weights(frames, self.input_dim, like.device, like.dtype)
         elif not isinstance(reg, nn.Identity):
             raise TypeError(f"fast TFF cannot compute regulariser {type(reg).__name__}")
         return BranchConstants(channel_mask, element_mask, element_scale, squeeze_weights)
@@ -151,56 +118,116 @@ class FastTimeFrequencyFusion(TimeFrequencyFusion):
         x: torch.Tensor,
         shared: dict[tuple[int, int], Patches] | None = None,
         reverse: bool = False,
+        masks: Sequence[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
-        """The fusion output without the appended input: (batch, frames, branches * F).
-
-        `shared` holds the patches of x by kernel shape (`shared_patches`), for blocks that
-        read the same input. With `reverse`, the result is that of x reversed in time,
-        computed from x's own patches: 'same' convolution commutes with reversal when the
-        kernel is flipped in time, and everything after the convolutions acts per position
-        or averages over positions, so only the dropout masks and the pooling's weights are
-        reversed to match, and the output at the end. MS-SENet's backward stream shares
-        its forward stream's patches this way.
-        """
-        batch, frames, features = x.shape
-        if shared is None:
-            shared = shared_patches([self], x)
-        ps = [shared[branch.conv.kernel_size] for branch in self.branches]
-        ws = [
-            self._folded_weights(branch, patch, reverse)
-            for branch, patch in zip(self.branches, ps, strict=True)
-        ]
-        consts = [
-            self._branch_constants(branch, batch, frames, x.device, x.dtype)
-            for branch in self.branches
-        ]
-        if reverse:
-            consts = [reversed_branch(c, frames) for c in consts]
-        se = self.squeeze_excitation
-        config = FusedConfig(
-            branches=consts,
-            squeeze_excitation=se is not None,
-            squeeze_denominator=float(frames * features * len(self.branches)),
-            chunk=self.chunk,
-            features=features,
-            reverse=reverse,
-        )
-        w = self.projection.weight.flatten()
-        out = FusedBranches.apply(
-            config,
-            w,
-            se.squeeze.weight if se is not None else None,
-            se.squeeze.bias if se is not None else None,
-            se.excite.weight if se is not None else None,
-            se.excite.bias if se is not None else None,
-            *(patch.values for patch in ps),
-            *ws,
-        )  # (B, T, nb, F), in the stream's own time order
-        if consts[0].squeeze_weights is not None:  # avgpool: pool each branch's map
-            out = SamePaddingAveragePool2d()(out.transpose(1, 2)).transpose(1, 2)
-        return (out + self.projection.bias).relu_().reshape(batch, frames, -1)
+        """The fusion output without the appended input: (batch, frames, branches * F);
+        see `project`, here for this block alone."""
+        return project([self], x, shared, reverse, None if masks is None else [masks])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_reference(x):
             return super().forward(x)
         return torch.cat([self.projected(x), x], 2)
+
+
+def folded_weights(branches: Sequence[FusionBranch], patch: Patches, reverse: bool) -> torch.Tensor:
+    """[W', b'] (S, C, k+1): each segment's branch conv followed by its BatchNorm as one
+    linear map of the segment's patches.
+
+    With `reverse` the patches are those of the input reversed in time, and the kernel
+    is flipped in time to match (see `project`)."""
+    convs, norms = [b.conv for b in branches], [b.norm for b in branches]
+    norm = norms[0]
+    kernel = stack_attribute(convs, "weight")  # (S, C, 1, kh, kw)
+    kernel = (kernel.flip(3) if reverse else kernel).flatten(2)
+    # the patches are shifted by each segment's `shift`
+    bias = stack_attribute(convs, "bias") + patch.shift[:, None] * kernel.sum(2)
+    weight = torch.cat([kernel, bias[:, :, None]], dim=2)  # (S, C, k+1)
+    if norm.training or norm.running_mean is None:  # batch statistics, as BatchNorm
+        mean_p, covariance = patch.moments()
+        mean = torch.bmm(weight, mean_p[:, :, None])[:, :, 0]
+        var = (torch.bmm(weight, covariance) * weight).sum(2)
+        if norm.training and norm.track_running_stats and norm.running_mean is not None:
+            count = patch.values.shape[0] // patch.segments * patch.values.shape[2]
+            update_running_stats(norms, mean.detach(), var.detach(), count)
+    else:
+        mean, var = stack_attribute(norms, "running_mean"), stack_attribute(norms, "running_var")
+    inv_std = torch.rsqrt(var + norm.eps)
+    gain = inv_std if norm.weight is None else stack_attribute(norms, "weight") * inv_std
+    shift = -mean * gain if norm.bias is None else stack_attribute(norms, "bias") - mean * gain
+    folded = weight * gain[:, :, None]
+    # The bias column: b * gain + shift (the ones row of the patches multiplies it).
+    return torch.cat([folded[:, :, :-1], (folded[:, :, -1] + shift)[:, :, None]], dim=2)
+
+
+def _rows(masks: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    """The segments' masks of one branch as one tensor of all samples."""
+    return masks[0] if masks[0] is None or len(masks) == 1 else torch.cat(list(masks))
+
+
+def project(
+    fusions: Sequence[FastTimeFrequencyFusion],
+    x: torch.Tensor,
+    shared: dict[tuple[int, int], Patches] | None,
+    reverse: bool,
+    masks: Sequence[Sequence[torch.Tensor | None]] | None,
+) -> torch.Tensor:
+    """The fusion outputs without the appended input, (batch, frames, branches * F), of S
+    blocks of one architecture on x (batch, frames, F): block s reads the s-th of S equal
+    segments of the samples (S = 1: one block on all). One `FusedBranches` call for all.
+
+    `masks[s]`: block s's branch dropout factors drawn beforehand (as `draw_fusion_masks`
+    draws them, in the stream's own time order); None draws them here. `shared` holds
+    the patches of x by kernel shape (`shared_patches`), for blocks that read the same
+    input. With `reverse`, the result is that of x reversed in time, computed from x's
+    own patches: 'same' convolution commutes with reversal when the kernel is flipped in
+    time, and everything after the convolutions acts per position or averages over
+    positions, so only the dropout masks and the pooling's weights are reversed to
+    match, and the output at the end. MS-SENet's backward stream shares its forward
+    stream's patches this way.
+    """
+    first, segments = fusions[0], len(fusions)
+    batch, frames, features = x.shape
+    if shared is None:
+        shared = shared_patches(fusions, x, segments)
+    ps = [shared[branch.conv.kernel_size] for branch in first.branches]
+    ws = [
+        folded_weights([f.branches[k] for f in fusions], patch, reverse)
+        for k, patch in enumerate(ps)
+    ]
+    if masks is None:
+        masks = [draw_fusion_masks(f, batch // segments, frames, x) for f in fusions]
+    consts = [
+        first._branch_constants(branch, _rows([m[k] for m in masks]), frames, x)
+        for k, branch in enumerate(first.branches)
+    ]
+    if reverse:
+        consts = [reversed_branch(c, frames) for c in consts]
+    se = [f.squeeze_excitation for f in fusions] if first.squeeze_excitation is not None else None
+    config = FusedConfig(
+        branches=consts,
+        squeeze_excitation=se is not None,
+        squeeze_denominator=float(frames * features * len(first.branches)),
+        chunk=first.chunk,
+        features=features,
+        reverse=reverse,
+        segments=segments,
+    )
+    squeezes = [None] * 4 if se is None else [
+        stack_attribute([layer.squeeze for layer in se], "weight"),
+        stack_attribute([layer.squeeze for layer in se], "bias"),
+        stack_attribute([layer.excite for layer in se], "weight"),
+        stack_attribute([layer.excite for layer in se], "bias"),
+    ]
+    projections = [f.projection for f in fusions]
+    out = FusedBranches.apply(
+        config,
+        stack_attribute(projections, "weight").flatten(1),
+        *squeezes,
+        *(patch.values for patch in ps),
+        *ws,
+    )  # (B, T, nb, F), in the stream's own time order
+    if consts[0].squeeze_weights is not None:  # avgpool: pool each branch's map
+        out = SamePaddingAveragePool2d()(out.transpose(1, 2)).transpose(1, 2)
+    bias = per_sample(stack_attribute(projections, "bias"), batch)  # (B, 1)
+    return (out + bias[:, :, None, None]).relu_().reshape(batch, frames, -1)

@@ -7,6 +7,7 @@ per-level time means, never the stacked sequences (`bidirectional_level_means`).
 block is one autograd Function: with the C kernels for float32 on the CPU (tab_native.py),
 else its PyTorch formulation (tab.py). Dropout masks are drawn as the reference draws
 them, so both implementations compute the same function with the same random numbers.
+`chain` also runs several folds' networks as groups (fold stacking, grouped.py).
 """
 
 from __future__ import annotations
@@ -14,57 +15,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from ser.models.fast.batchnorm import norm_group
-from ser.models.fast.fusion import FastTimeFrequencyFusion, use_reference
+from ser.models.fast.fusion import FastTimeFrequencyFusion, project, use_reference
 from ser.models.fast.patches import Patches, shared_patches
 from ser.models.fast.tab import TemporalAwareBlockFunction
 from ser.models.fast.tab_native import NativeTemporalAwareBlockFunction
 from ser.models.native import available
 from ser.models.reference import DirectionalStream, TemporalAwareBlock
-
-
-def _channel_mask(dropout: nn.Module, batch: int, channels: int, like: torch.Tensor):  # noqa: ANN202
-    """Dropout1d's per-(sample, channel) factors (B, 1, C), drawn exactly as the reference
-    draws them, or None when dropout is inactive."""
-    p = dropout.p
-    if not dropout.training or p == 0:
-        return None
-    mask = like.new_empty(batch, channels)
-    if p >= 1:
-        return mask.zero_()[:, None, :]
-    return mask.bernoulli_(1 - p).div_(1 - p)[:, None, :]
+from ser.models.reference.grouped import stack_attribute
+from ser.models.reference.masks import StreamMasks, draw_stream_masks
 
 
 def _stack_masks(masks: Sequence[torch.Tensor | None], like: torch.Tensor):  # noqa: ANN202
-    """(G, B, 1, C) from one mask (or None) per group; None when no group has one."""
+    """(G, B, 1, C) from one channel-dropout mask (B, C, 1) (or None) per group; None when
+    no group has one."""
     if all(m is None for m in masks):
         return None
     batch, channels = like.shape[1], like.shape[3]
     ones = like.new_ones(batch, 1, channels)
-    return torch.stack([ones if m is None else m for m in masks])
-
-
-
-def _stack_parameter(modules: Sequence[nn.Module], name: str) -> torch.Tensor | None:
-    values = [getattr(module, name) for module in modules]
-    if values[0] is None:
-        return None
-    if len(values) == 1:
-        return values[0].unsqueeze(0)
-    return torch.stack(values)
-
-
-def draw_block_masks(blocks: Sequence[TemporalAwareBlock], batch: int, like: torch.Tensor):  # noqa: ANN201
-    """Each block's two dropout masks, drawn in the reference's order."""
-    masks = []
-    for block in blocks:
-        channels = block.first_conv.out_channels
-        first = _channel_mask(block.channel_dropout, batch, channels, like)
-        second = _channel_mask(block.channel_dropout, batch, channels, like)
-        masks.append((first, second))
-    return masks
+    return torch.stack([ones if m is None else m.view(batch, 1, channels) for m in masks])
 
 
 def temporal_aware_blocks(
@@ -89,14 +59,14 @@ def temporal_aware_blocks(
         function = NativeTemporalAwareBlockFunction
     return function.apply(
         x.contiguous(),
-        _stack_parameter(convs_a, "weight"),
-        _stack_parameter(convs_a, "bias"),
-        _stack_parameter(norms_a, "weight"),
-        _stack_parameter(norms_a, "bias"),
-        _stack_parameter(convs_b, "weight"),
-        _stack_parameter(convs_b, "bias"),
-        _stack_parameter(norms_b, "weight"),
-        _stack_parameter(norms_b, "bias"),
+        stack_attribute(convs_a, "weight"),
+        stack_attribute(convs_a, "bias"),
+        stack_attribute(norms_a, "weight"),
+        stack_attribute(norms_a, "bias"),
+        stack_attribute(convs_b, "weight"),
+        stack_attribute(convs_b, "bias"),
+        stack_attribute(norms_b, "weight"),
+        stack_attribute(norms_b, "bias"),
         dilations.pop(),
         (norm_group(norms_a), norm_group(norms_b)),
         (_stack_masks([m[0] for m in masks], x), _stack_masks([m[1] for m in masks], x)),
@@ -104,35 +74,68 @@ def temporal_aware_blocks(
 
 
 def _pointwise(
-    stream: DirectionalStream,
+    streams: Sequence[DirectionalStream],
     x: torch.Tensor,
-    shared: dict[tuple[int, int], Patches] | None = None,
-    reverse: bool = False,
+    shared: dict[tuple[int, int], Patches] | None,
+    reverse: bool,
+    masks: Sequence[StreamMasks],
 ) -> torch.Tensor:
-    """The stream's [fusion ->] pointwise conv on x (B, T, F), or on x reversed in time
-    with `reverse`: (B, T, filters) in the stream's own time order.
+    """The streams' [fusion ->] pointwise conv on x (S * B, T, F), stream s reading the
+    s-th of S equal segments of the samples, or on x reversed in time with `reverse`:
+    (S, B, T, filters) in the streams' own time order.
 
     With the fast fusion, the conv reads the projected branches and the raw input as two
     GEMMs instead of their concatenation; `shared` passes patches of x computed once for
-    several streams (see `FastTimeFrequencyFusion.projected`)."""
+    several streams (see `project` in fusion.py), `masks` the streams' dropout masks."""
+    segments = len(streams)
     batch, frames, features = x.shape
-    weight = stream.pointwise.weight[:, :, 0]  # (filters, width)
-    bias = stream.pointwise.bias
-    fusion = stream.fusion
-    if isinstance(fusion, FastTimeFrequencyFusion):
-        projected = fusion.projected(x, shared, reverse).reshape(batch * frames, -1)
+    weight = stack_attribute([s.pointwise for s in streams], "weight")[..., 0].transpose(1, 2)
+    bias = stack_attribute([s.pointwise for s in streams], "bias")[:, None]
+    fusions = [stream.fusion for stream in streams]
+    if isinstance(fusions[0], FastTimeFrequencyFusion):
+        projected = project(fusions, x, shared, reverse, [m.branches for m in masks])
         if reverse:
             x = torch.flip(x, dims=[1])
-        width = projected.shape[1]
-        h = torch.addmm(bias, projected, weight[:, :width].t())
-        h = h.addmm_(x.reshape(batch * frames, features), weight[:, width:].t())
+        width = projected.shape[2]
+        h = torch.baddbmm(bias, projected.view(segments, -1, width), weight[:, :width])
+        h = h.baddbmm_(x.view(segments, -1, features), weight[:, width:])
     else:
         if reverse:
             x = torch.flip(x, dims=[1])
-        if fusion is not None:
-            x = fusion(x)
-        h = torch.addmm(bias, x.reshape(batch * frames, -1), weight.t())
-    return h.view(batch, frames, -1)
+        if fusions[0] is not None:  # another implementation's block draws its own masks
+            x = torch.cat([f(part) for f, part in zip(fusions, x.chunk(segments), strict=True)])
+        h = torch.baddbmm(bias, x.reshape(segments, -1, x.shape[2]), weight)
+    return h.view(segments, batch // segments, frames, -1)
+
+
+def chain(
+    x: torch.Tensor,
+    streams: Sequence[Sequence[DirectionalStream]],
+    masks: Sequence[Sequence[StreamMasks]],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Fusion, pointwise conv and TABs of the streams, run as groups: streams[d][s] reads
+    x[s] (x: (S, B, T, F)), in time order for d = 0 and reversed for d = 1, with
+    masks[d][s]. Returns per TAB level the outputs (G, B, T, C) and their time means
+    (G, B, C), group g = d * S + s. The fast fusion blocks share x's patches and run as
+    one computation per direction."""
+    segments = x.shape[0]
+    rows = x.reshape(-1, *x.shape[2:])
+    fusions = [s.fusion for own in streams for s in own if isinstance(s.fusion, FastTimeFrequencyFusion)]
+    shared = shared_patches(fusions, rows, segments) if fusions else None
+    starts = [
+        _pointwise(own, rows, shared, direction == 1, own_masks)
+        for direction, (own, own_masks) in enumerate(zip(streams, masks, strict=True))
+    ]
+    del shared
+    h = torch.cat(starts) if len(starts) > 1 else starts[0]
+    flat = [stream for own in streams for stream in own]
+    flat_masks = [m for own in masks for m in own]
+    levels, means = [], []
+    for j, blocks in enumerate(zip(*(stream.blocks for stream in flat), strict=True)):
+        h, mean = temporal_aware_blocks(blocks, h, [m.blocks[j] for m in flat_masks])
+        levels.append(h)
+        means.append(mean)
+    return levels, means
 
 
 class FastDirectionalStream(DirectionalStream):
@@ -140,33 +143,13 @@ class FastDirectionalStream(DirectionalStream):
 
     Same parameters and output as the reference: (batch, num_blocks, filters, frames), here
     a transposed view of a (batch, num_blocks, frames, filters) tensor. For MSSENet.embed it
-    also computes both reading directions at once (`bidirectional_level_means`).
+    also computes both reading directions at once (`bidirectional_level_means`). Its
+    dropout masks are drawn first, in the reference's order (ser/models/reference/masks.py).
     """
 
     @property
     def summarises_levels(self) -> bool:  # type: ignore[override]
         return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
-
-    def _chain(
-        self, streams: Sequence[DirectionalStream], x: torch.Tensor, reverse: Sequence[bool]
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Fusion, pointwise conv and TABs of several streams on x (each reading it in
-        time order or reversed), run as groups. Fast fusion blocks share x's patches."""
-        fusions = [s.fusion for s in streams if isinstance(s.fusion, FastTimeFrequencyFusion)]
-        shared = shared_patches(fusions, x) if fusions else None
-        starts, masks = [], []
-        for stream, backwards in zip(streams, reverse, strict=True):
-            # The reference's random-number order: a stream's TFF masks, then its TABs'.
-            starts.append(_pointwise(stream, x, shared, backwards))
-            masks.append(draw_block_masks(stream.blocks, x.shape[0], x))
-        del shared
-        h = torch.stack(starts) if len(starts) > 1 else starts[0].unsqueeze(0)
-        levels, means = [], []
-        for j, blocks in enumerate(zip(*(stream.blocks for stream in streams), strict=True)):
-            h, mean = temporal_aware_blocks(blocks, h, [m[j] for m in masks])
-            levels.append(h)
-            means.append(mean)
-        return levels, means
 
     def bidirectional_level_means(
         self, other: DirectionalStream, x: torch.Tensor
@@ -175,11 +158,14 @@ class FastDirectionalStream(DirectionalStream):
         (batch, num_blocks, filters), both streams computed as two groups."""
         if use_reference(x):
             return self(x).mean(dim=3) + other(torch.flip(x, dims=[1])).mean(dim=3)
-        _, means = self._chain([self, other], x, [False, True])
+        batch, frames = x.shape[0], x.shape[1]
+        masks = [[draw_stream_masks(s, batch, frames, x)] for s in (self, other)]
+        _, means = chain(x[None], [[self], [other]], masks)
         return torch.stack([mean.sum(0) for mean in means], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_reference(x):
             return super().forward(x)
-        levels, _ = self._chain([self], x, [False])
+        masks = draw_stream_masks(self, x.shape[0], x.shape[1], x)
+        levels, _ = chain(x[None], [[self]], [[masks]])
         return torch.stack([level[0] for level in levels], dim=1).transpose(2, 3)

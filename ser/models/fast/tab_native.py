@@ -87,11 +87,13 @@ class NativeTemporalAwareBlockFunction(torch.autograd.Function):
     def forward(ctx, x, wa, ba, ga, bea, wb, bb, gb, beb, d, norms, masks):  # noqa: ANN001
         m1, m2 = masks
         groups, batch, _, channels = x.shape
-        z1 = causal_conv(x, wa[..., 1].transpose(1, 2), wa[..., 0].transpose(1, 2), d)
+        taps_a = wa.permute(3, 0, 2, 1).contiguous()  # (2, G, C_in, C_out): W0^T, W1^T
+        z1 = causal_conv(x, taps_a[1], taps_a[0], d)
         n1 = _Norm(z1, norms[0], ba, ga, bea, m1)
         a1 = torch.empty_like(z1)
         ops.tab_norm_relu(z1, n1.coefficients, a1)
-        z2 = causal_conv(a1, wb[..., 1].transpose(1, 2), wb[..., 0].transpose(1, 2), d)
+        taps_b = wb.permute(3, 0, 2, 1).contiguous()
+        z2 = causal_conv(a1, taps_b[1], taps_b[0], d)
         n2 = _Norm(z2, norms[1], bb, gb, beb, m2)
         out = torch.empty_like(x)
         mean = x.new_empty(groups, batch, channels)
@@ -119,11 +121,13 @@ class NativeTemporalAwareBlockFunction(torch.autograd.Function):
         gx = torch.empty_like(x)  # first the direct path of out = x * s
         g_gb, g_beb, g_bb = n2.backward(z2, g, x, gmean, gz2, gx)
         g_wb = causal_conv_weight_grad(gz2, a1, d)
-        ga1 = causal_conv_input_grad(gz2, wb[..., 1], wb[..., 0], d)
+        taps_b = wb.permute(3, 0, 1, 2).contiguous()  # (2, G, C_out, C_in): W0, W1
+        ga1 = causal_conv_input_grad(gz2, taps_b[1], taps_b[0], d)
         del gz2
         g_ga, g_bea, g_ba = n1.backward(z1, ga1, None, None, ga1, None)
         g_wa = causal_conv_weight_grad(ga1, x, d)
-        causal_conv_input_grad(ga1, wa[..., 1], wa[..., 0], d, into=gx)
+        taps_a = wa.permute(3, 0, 1, 2).contiguous()
+        causal_conv_input_grad(ga1, taps_a[1], taps_a[0], d, into=gx)
         grads = (gx, g_wa, g_ba, g_ga, g_bea, g_wb, g_bb, g_gb, g_beb)
         needed = ctx.needs_input_grad
         return (*(gr if needed[i] else None for i, gr in enumerate(grads)), None, None, None)

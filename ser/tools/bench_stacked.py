@@ -1,0 +1,132 @@
+"""Fold stacking's training step in `python -m ser.tools.bench`: F folds stacked against
+the same F folds' networks trained one after another.
+
+Both sides hold F networks of one model and implementation (those `auto` picks for the
+device: fast on CPUs, reference on GPUs), each with its own batch of the bench's size.
+A sequential step trains each fold's network alone: seeded as a run seeds a fold's batch
+(ser.training.resume.EpochSeeding), forward, loss, backward and its own Adam step (the
+project's settings). A stacked step trains copies of the same networks as one
+`StackedNetworks` with the same seeds and one Adam over all their parameters (Adam is
+elementwise: the same update). Steps alternate in rounds, so both see the same machine
+load; samples/s counts all folds' samples, and `ratio` is stacked over sequential.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from ser.models.stacked import StackedNetworks
+from ser.tools.bench_step import NUM_CLASSES, autocast_context, build_model, synchronise
+from ser.training.implementation import resolve_implementation
+
+
+def _adam(parameters: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(parameters, lr=1e-3, betas=(0.93, 0.98), eps=1e-8, fused=True)
+
+
+class FoldSteps:
+    """F folds' networks, optimisers and batches, trained one after another or stacked."""
+
+    def __init__(self, model: str, implementation: str, args: Any, device: torch.device, folds: int) -> None:
+        torch.manual_seed(0)
+        nets = [
+            build_model(model, implementation, args.num_blocks).to(device).train()
+            for _ in range(folds)
+        ]
+        self.device, self.folds = device, folds
+        self.autocast = autocast_context(device, args.precision)
+        self.nets = nets
+        self.optimizers = [_adam(net.parameters()) for net in nets]
+        self.stacked = StackedNetworks(copy.deepcopy(nets)).to(device).train()
+        self.stacked_optimizer = _adam(self.stacked.parameters())
+        generator = torch.Generator().manual_seed(1)
+        x = torch.randn(folds, args.batch_size, args.frames, 39, generator=generator)
+        y = torch.randint(0, NUM_CLASSES, (folds, args.batch_size), generator=generator)
+        self.x, self.y = x.to(device), y.to(device)
+        self.seeds = list(range(folds))
+        self.times: dict[str, list[float]] = {"sequential": [], "stacked": []}
+
+    def sequential(self) -> None:
+        for fold, (net, optimizer) in enumerate(zip(self.nets, self.optimizers, strict=True)):
+            optimizer.zero_grad(set_to_none=True)
+            torch.manual_seed(self.seeds[fold])
+            with self.autocast():
+                logits = net(self.x[fold])
+                loss = nn.functional.cross_entropy(logits.float(), self.y[fold], label_smoothing=0.1)
+            loss.backward()
+            optimizer.step()
+
+    def stacked_step(self) -> None:
+        self.stacked_optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            logits = self.stacked(self.x, range(self.folds), self.seeds)
+            # the sum of the folds' mean losses: each fold's gradient as it has alone
+            losses = nn.functional.cross_entropy(
+                logits.float().flatten(0, 1), self.y.flatten(), label_smoothing=0.1, reduction="none"
+            )
+            loss = losses.view(self.folds, -1).mean(1).sum()
+        loss.backward()
+        self.stacked_optimizer.step()
+
+    def timed(self, name: str) -> None:
+        step = self.sequential if name == "sequential" else self.stacked_step
+        synchronise(self.device)
+        start = time.perf_counter()
+        step()
+        synchronise(self.device)
+        self.times[name].append(time.perf_counter() - start)
+
+
+def time_stacking(model: str, args: Any, device: torch.device) -> dict:
+    """Samples/s of `args.stacked` folds trained one after another and stacked, one run."""
+    precision = "bf16-mixed" if args.precision == "bf16" else "32-true"
+    implementation = resolve_implementation("auto", device.type, precision)
+    steps = FoldSteps(model, implementation, args, device, args.stacked)
+    for _ in range(max(1, args.warmup)):  # the first steps allocate and build
+        steps.sequential()
+        steps.stacked_step()
+    for _ in range(args.stacked_rounds):
+        steps.timed("sequential")
+        steps.timed("stacked")
+    samples = args.stacked * args.batch_size
+    medians = {name: statistics.median(times) for name, times in steps.times.items()}
+    return {
+        "model": model,
+        "implementation": implementation,
+        "folds": args.stacked,
+        "rounds": args.stacked_rounds,
+        "sequential_step_ms": 1e3 * medians["sequential"],
+        "stacked_step_ms": 1e3 * medians["stacked"],
+        "sequential_samples_per_s": samples / medians["sequential"],
+        "stacked_samples_per_s": samples / medians["stacked"],
+        "ratio": medians["sequential"] / medians["stacked"],
+    }
+
+
+def print_stacking(rows: dict) -> None:
+    """The stacked-against-sequential rows as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Fold stacking: one training step of every fold")
+    headers = ("model", "impl", "folds", "sequential ms", "stacked ms",
+               "sequential samples/s", "stacked samples/s", "ratio")
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i < 2 else "right")
+    for row in rows.values():
+        table.add_row(
+            row["model"], row["implementation"], str(row["folds"]),
+            f"{row['sequential_step_ms']:.0f}", f"{row['stacked_step_ms']:.0f}",
+            f"{row['sequential_samples_per_s']:.0f}", f"{row['stacked_samples_per_s']:.0f}",
+            f"{row['ratio']:.2f}x",
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
