@@ -91,14 +91,15 @@ def prepare_fold(
     output_dir: Path,
     experiment: str,
     run_config: dict[str, Any],
-    concurrent: bool = False,
+    stacked: bool = False,
 ) -> FoldRun:
     """Seed the fold, carve its validation split, build its fresh module, find the
     checkpoint it resumes from and open its history and loggers.
 
     The module is built right after `seed_everything(seed + fold)`, so a fold's initial
-    weights are the same whether it trains alone or stacked with others. `concurrent`:
-    the fold's W&B run stays open beside other folds' (a stacked run).
+    weights are the same whether it trains alone or stacked with others. `stacked`: the
+    fold trains with others (cv.stack): its W&B run stays open beside theirs, and it
+    resumes only a stacked run's checkpoint.
     """
     fold_seed = int(cfg.seed) + fold
     pl.seed_everything(fold_seed, workers=True, verbose=False)
@@ -106,12 +107,12 @@ def prepare_fold(
     datamodule.set_fold(train_rows, test_rows, validation_rows, shuffle_seed=fold_seed)
     fold_dir = output_dir / "checkpoints" / f"fold_{fold:02d}"
     module = build_module(cfg, datamodule)
-    resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg))
+    resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg), stacked)
     resumed_epoch = None if resume_from is None else resume.checkpoint_epoch(resume_from)
     history = fold_history(cfg, output_dir, fold, resumed_epoch)
     loggers = wandb_runs.fold_loggers(
         cfg.get("logger"), experiment, fold, run_config, wandb_runs.run_tags(cfg), history.wandb_id,
-        concurrent=concurrent,
+        concurrent=stacked,
     )
     return FoldRun(
         fold, fold_seed, train_rows, validation_rows, test_rows, output_dir, fold_dir, module, resume_from,

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last.ckpt"
 # Separates the dropout stream from the sampler's stream (0) of the same seed.
 DROPOUT_STREAM = 1
+# The callback-state entry that marks a checkpoint written by a stacked run
+# (ser.training.stacked.records): its layout has no Lightning loop state.
+STACKED_STATE_KEY = "ser.training.stacked"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -114,8 +117,16 @@ def batch_seed(seed: int, epoch: int, batch: int, rank: int = 0) -> int:
     return derived_seed(seed, *keys)
 
 
-def resumable_checkpoint(checkpoint_dir: Path, config_hash: str) -> Path | None:
-    """`checkpoint_dir/last.ckpt` if it exists, loads safely and was saved by this config.
+def written_stacked(checkpoint: dict[str, Any]) -> bool:
+    """Whether a checkpoint was written by a stacked run (cv.stack)."""
+    callbacks = checkpoint.get("callbacks")
+    return isinstance(callbacks, dict) and STACKED_STATE_KEY in callbacks
+
+
+def resumable_checkpoint(checkpoint_dir: Path, config_hash: str, stacked: bool = False) -> Path | None:
+    """`checkpoint_dir/last.ckpt` if it exists, loads safely and was saved by this config,
+    by a run of the same kind (`stacked`: folds trained together, whose checkpoints hold
+    no Lightning loop state; `cv.stack=auto` may decide differently on another device).
 
     The file is read by ser.training.checkpoint (nothing in it can run code) and its config hash
     is checked before anything else in it is used. Anything else (unreadable, holding
@@ -126,7 +137,8 @@ def resumable_checkpoint(checkpoint_dir: Path, config_hash: str) -> Path | None:
     if not path.is_file():
         return None
     try:
-        saved = saved_config_hash(load_dict(path))
+        checkpoint = load_dict(path)
+        saved = saved_config_hash(checkpoint)
     except CheckpointError as error:  # a damaged or untrusted file is never used
         log.warning(
             "not resuming from %s: the file is refused (%s); the fold starts afresh", path, error.reason
@@ -136,6 +148,13 @@ def resumable_checkpoint(checkpoint_dir: Path, config_hash: str) -> Path | None:
         log.warning(
             "not resuming from %s: saved by config %s, this run is %s; the fold starts afresh",
             path, saved, config_hash,
+        )
+        return None
+    if written_stacked(checkpoint) != stacked:
+        kinds = ("one fold after another", "folds stacked (cv.stack)")
+        log.warning(
+            "not resuming from %s: written by a run of %s, this run trains %s; the fold starts afresh",
+            path, kinds[written_stacked(checkpoint)], kinds[stacked],
         )
         return None
     return path

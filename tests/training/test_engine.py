@@ -173,7 +173,7 @@ def test_labels_are_not_changed_by_training(tiny_config, monkeypatch: pytest.Mon
         return run_fold(cfg, datamodule, *args, **kwargs)
 
     monkeypatch.setattr(engine, "run_fold", spy)
-    cfg = tiny_config()
+    cfg = tiny_config("cv.stack=false")  # one fold after another, each through run_fold
     train(cfg)
     assert len(used) == 2 and used[0][0] is used[1][0]  # one DataModule, both folds
     datamodule, before = used[0]
@@ -209,9 +209,11 @@ def test_command_line_run_and_clear_error_for_a_bad_setting(tmp_path, data_dir) 
     record = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert record["experiment"] == "synthetic-timnet-tab2-mfcc"
     assert record["status"] == "complete" and len(record["folds"]) == 2
-    assert done.stdout.count("Epoch 0/0") >= 2  # the progress bar of each fold's training
+    # On a CPU the defaults train the folds together (cv.stack=auto): one Trainer's bar.
+    record_stacked = json.loads((tmp_path / "cli" / "results.json").read_text())["stacked"]
+    assert record_stacked is True and "Epoch 0/0" in done.stdout
     assert "synthetic: features ━" in done.stdout and "28/28 files" in done.stdout  # extraction's
-    assert "fold 1/2 (2 to train)" in done.stdout and "fold 2/2 (1/2 trained in" in done.stdout
+    assert "folds 1, 2 of 2 together (2 to train)" in done.stdout
     assert "config\n├── dataset" in done.stdout  # the resolved config as a tree
     for name in (figures.CONFUSION_FILE, figures.FOLDS_FILE, figures.CURVES_FILE):
         assert matplotlib.image.imread(tmp_path / "cli" / name).size > 0

@@ -31,6 +31,7 @@ RUN_OVERRIDES = [
     f"trainer.max_epochs={EPOCHS}",
     "trainer.deterministic=true",
     "trainer.accelerator=cpu",
+    "cv.stack=false",  # one fold after another (stacked runs: tests/training/test_stacked_runs.py)
 ]
 
 

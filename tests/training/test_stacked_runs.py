@@ -167,13 +167,14 @@ def test_settings_stacking_cannot_honour_are_refused(overrides, message) -> None
         resolve_stacking(compose_config(overrides))
 
 
-def test_auto_stacks_only_where_measured_faster_and_nothing_blocks_it(monkeypatch) -> None:
-    from ser.training.stacked import policy
-
-    monkeypatch.setattr(policy, "STACKED_FASTER_ON", {"cpu": True, "cuda": False})
+def test_auto_stacks_only_where_measured_faster_and_nothing_blocks_it() -> None:
+    # Measured faster: the fast implementation (auto's choice on a CPU) on a CPU.
     assert resolve_stacking(compose_config(["trainer=cpu"])) is True
-    assert resolve_stacking(compose_config(["trainer=gpu"])) is False
+    assert resolve_stacking(compose_config(["trainer=cpu", "model=timnet"])) is True
+    assert resolve_stacking(compose_config(["trainer=cpu", "model.net.implementation=reference"])) is False
+    assert resolve_stacking(compose_config(["trainer=gpu"])) is False  # no GPU measured yet
     assert resolve_stacking(compose_config(["trainer=cpu", "+trainer.gradient_clip_val=1.0"])) is False
+    assert resolve_stacking(compose_config(["trainer=ddp", "trainer.devices=1", "trainer.accelerator=cpu"])) is False
     assert resolve_stacking(compose_config(["trainer=cpu", "cv.stack=false"])) is False
 
 
@@ -211,3 +212,16 @@ def test_cross_corpus_repeats_stack_as_folds_do(tiny_config, tmp_path) -> None:
         for key in ("repeat", "test/uar", "test/war", "confusion_matrix", "test_rows", "training_seed"):
             assert ours[key] == theirs[key], key
         assert ours["test/loss"] == pytest.approx(theirs["test/loss"], rel=1e-5)
+
+
+def test_a_checkpoint_is_resumed_only_by_a_run_of_its_kind(tmp_path) -> None:
+    # cv.stack=auto may stack on one device and not on another under one config hash; a
+    # stacked fold's checkpoint holds no Lightning loop state, which a fold alone resumes.
+    folder, path = tmp_path / "fold_00", tmp_path / "fold_00" / "last.ckpt"
+    metadata = {"ser_metadata": {"config_hash": "abc"}, "epoch": 1}
+    resume.atomic_save_checkpoint({**metadata, "callbacks": {resume.STACKED_STATE_KEY: {}}}, path)
+    assert resume.resumable_checkpoint(folder, "abc", stacked=True) == path
+    assert resume.resumable_checkpoint(folder, "abc") is None
+    resume.atomic_save_checkpoint({**metadata, "loops": {}, "callbacks": {}}, path)
+    assert resume.resumable_checkpoint(folder, "abc") == path
+    assert resume.resumable_checkpoint(folder, "abc", stacked=True) is None

@@ -3,8 +3,9 @@
 - `false`: one fold after another, each in a Trainer of its own (ser.training.fold);
 - `true`: every unfinished fold of the job together; refused (exit code 2) with settings
   whose meaning is per fold and that one Trainer of several folds cannot keep;
-- `auto` (the default): together where stacking was measured faster on the run's device
-  (`STACKED_FASTER_ON`), and where no such setting is given; else one after another.
+- `auto` (the default): together where stacking was measured faster for the run's device
+  and network implementation (`STACKED_FASTER_ON`), and where no such setting is given;
+  else one after another.
 
 Each fold computes the same thing either way, up to floating-point order (the folds'
 networks run as one program, ser.models.stacked), which is why `cv.stack` is part of the
@@ -20,13 +21,18 @@ from omegaconf import DictConfig, OmegaConf
 from ser.settings import ConfigError
 from ser.tracking.wandb_runs import wandb_config
 from ser.training.distributed import uses_several_processes
-from ser.training.implementation import device_type
+from ser.training.implementation import device_type, resolve_for_run
 
 CHOICES = (False, True, "auto")
-# Device type -> whether stacked folds train faster there than one fold after another,
-# as measured by `python -m ser.tools.bench_folds` (docs/bench/README.md). No GPU has
-# been measured yet: on CUDA `auto` stays off until one is.
-STACKED_FASTER_ON = {"cpu": False, "cuda": False}
+# (device type, implementation) -> whether stacked folds train faster there than one
+# fold after another, as `python -m ser.tools.bench folds=true` measured the default demo
+# (docs/bench/README.md): on the 2-core CPU, MS-SENet's fast implementation trained
+# 1.56x as many samples/s with 2 threads (1.50x with 1). Nothing else has been measured:
+# the reference on a CPU, and any GPU (where `auto` stays off until one is).
+STACKED_FASTER_ON = {("cpu", "fast"): True}
+# Lightning strategies of one process on one device (DDP wraps the module, which the
+# folds' own optimisers and absent folds do not fit).
+SINGLE_DEVICE_STRATEGIES = ("auto", "single_device")
 
 # Trainer settings counted per fold (steps, batches, time, gradient handling) whose
 # meaning one Trainer of several folds does not keep, with the values that leave them
@@ -66,6 +72,9 @@ def unsupported_settings(cfg: DictConfig) -> list[str]:
     trainer = cfg.get("trainer") or {}
     if uses_several_processes(trainer):
         found.append(f"trainer.devices={trainer.get('devices')} (several processes)")
+    strategy = trainer.get("strategy", "auto")
+    if str(strategy) not in SINGLE_DEVICE_STRATEGIES:
+        found.append(f"trainer.strategy={strategy}")
     for key, neutral in NEUTRAL_TRAINER_SETTINGS.items():
         value = trainer.get(key, neutral[0])
         if value not in neutral:
@@ -87,7 +96,8 @@ def unsupported_settings(cfg: DictConfig) -> list[str]:
 
 def resolve_stacking(cfg: DictConfig) -> bool:
     """Whether this run trains its folds together: `cv.stack`, with `auto` decided by
-    the trainer's device; ConfigError for `true` with a setting it cannot honour."""
+    the trainer's device and the network's implementation; ConfigError for `true` with a
+    setting it cannot honour."""
     choice = requested(cfg)
     if choice is False:
         return False
@@ -102,4 +112,4 @@ def resolve_stacking(cfg: DictConfig) -> bool:
     if blocking:
         return False
     accelerator = (cfg.get("trainer") or {}).get("accelerator", "auto")
-    return STACKED_FASTER_ON.get(device_type(accelerator), False)
+    return STACKED_FASTER_ON.get((device_type(accelerator), resolve_for_run(cfg)), False)

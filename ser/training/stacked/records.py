@@ -33,12 +33,12 @@ from omegaconf import DictConfig
 
 from ser.training.checkpoint import load_dict
 from ser.training.fold import FoldRun
-from ser.training.resume import LAST_CHECKPOINT, atomic_save_checkpoint
+from ser.training.resume import LAST_CHECKPOINT, STACKED_STATE_KEY, atomic_save_checkpoint
 from ser.training.selection import BEST_CHECKPOINT
 
 # The callback-state entry of a stacked fold's checkpoint: what a resumed run needs beyond
 # the module and the optimiser (whether the fold stopped early, its best epoch so far).
-STATE_KEY = "ser.training.stacked"
+STATE_KEY = STACKED_STATE_KEY
 
 
 class FoldTrack:

@@ -87,7 +87,7 @@ def run_stacked(
         for unit in units:
             runs.append(prepare_fold(
                 cfg, datamodule, unit.index, unit.train_rows, unit.test_rows, output_dir, experiment,
-                run_config, concurrent=True,
+                run_config, stacked=True,
             ))
         tracks = [FoldTrack(cfg, run) for run in runs]
         for run in runs:
