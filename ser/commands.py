@@ -48,6 +48,12 @@ def summary_main(cfg: DictConfig) -> None:
 
 def train() -> None:
     """ser-train"""
+    from ser.sweeps.launch import missing_extra
+
+    problem = missing_extra(sys.argv[1:])  # a launcher or sweeper of an extra not installed
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     train_main()
 
 

@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
         args = parser.parse_intermixed_args(rest)
         try:
             code, sweep_dir = run_sweep(args.name, args.overrides)
-        except ValueError as error:  # a sweeper that is not installed
+        except ValueError as error:  # a sweeper or launcher of an extra not installed
             print(f"error: {error}", file=sys.stderr)
             return 2
         if code != 0 or not args.report:
