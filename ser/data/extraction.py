@@ -171,7 +171,7 @@ def load_or_extract(
         use(extract())
         return
     waiting = f"waiting for another process to extract the features into {path}"
-    with exclusive_lock(path.parent / f".{path.name}.lock", waiting=waiting):
+    with exclusive_lock(path, waiting=waiting):
         if path.exists() and _use_cache(path, use, on_bad_file):
             return
         cached = extract()

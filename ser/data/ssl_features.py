@@ -54,7 +54,14 @@ class SSLWeightsError(ValueError):
 
 
 def bundle(name: str) -> Any:
-    """The torchaudio pipeline bundle `name`, one of `SSL_BUNDLES`."""
+    """The torchaudio pipeline bundle `name`, one of `SSL_BUNDLES`.
+
+    Its architecture (`_model_type`, `_params`), weights file (`_path`) and input
+    normalisation (`_normalize_waveform`) are private fields: the bundle's public
+    `get_model()` downloads the weights, which an offline cluster cannot, and nothing
+    public says the rest. They are read in this module only (torchaudio pinned in
+    constraints.txt), which tests/data/test_ssl_features.py exercises.
+    """
     if name not in SSL_BUNDLES:
         raise ValueError(f"features.model={name!r}: expected one of {list(SSL_BUNDLES)}")
     return getattr(torchaudio.pipelines, name)

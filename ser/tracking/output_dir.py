@@ -110,7 +110,14 @@ def holder(handle: IO[str], mode: int) -> str:
 
 
 def take_locks(output_dir: Path, folds: Sequence[int] | None) -> Locks:
-    """Lock `output_dir` for a run of every fold (None) or of `folds`; see the module doc."""
+    """Lock `output_dir` for a run of every fold (None) or of `folds`; see the module doc.
+
+    `fcntl.flock` itself, not `filelock` (ser.tracking.atomic): these locks are shared as
+    well as exclusive, and filelock's shared lock (ReadWriteLock) is an SQLite database,
+    which can neither carry the holder's name that this writes into the lock file for the
+    message of a run that finds the directory busy, nor be probed the way `holder` tells
+    a shared holder from an exclusive one.
+    """
     import fcntl
 
     directory = Path(output_dir) / LOCK_DIR

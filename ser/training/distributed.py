@@ -67,7 +67,7 @@ def check_launch(cfg: DictConfig) -> None:
             f"it as `python train.py ...`"
         )
     from hydra.core.hydra_config import HydraConfig
-    from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+    from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
     if not HydraConfig.initialized() or HydraConfig.get().mode.name != "MULTIRUN":
         return

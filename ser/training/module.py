@@ -115,6 +115,8 @@ class EmotionClassifier(pl.LightningModule):
             self._compiled["net"] = torch.compile(self.net, mode=self.compile_mode)
         # One graph for every batch size (the full batches and the epoch's last, smaller
         # one), compiled once, instead of a second compilation at the second size.
+        # (torch._dynamo's function, which torch's guide to dynamic shapes names: there is
+        # no torch.compiler one.)
         torch._dynamo.maybe_mark_dynamic(x, 0)
         return self._compiled["net"](x)
 

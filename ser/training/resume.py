@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from ser.data.sampling import derived_seed
 from ser.tracking.atomic import atomic_torch_save

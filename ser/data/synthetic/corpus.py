@@ -145,7 +145,7 @@ def ensure_corpus(root: str | os.PathLike[str], settings: SyntheticCorpusSetting
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     # Serialises generation across processes (DDP ranks, parallel Hydra multirun jobs).
-    with exclusive_lock(root.parent / f".{root.name}.lock"):
+    with exclusive_lock(root):
         if _marker_matches(root, settings):
             return [root / "wav" / name for name in sorted(utterance_names(settings))]
         if root.exists() and not (root / MARKER_NAME).exists() and any(root.iterdir()):
