@@ -1,12 +1,11 @@
 """LightningDataModules: manifest -> cached features -> per-fold loaders.
 
-`CorpusDataModule` does the work for every corpus; a corpus differs only in its
-`Corpus` layout (ser.data.corpora), and each has a thin named subclass
-(`EmoDBDataModule`, `RavdessDataModule`, ...). Features are extracted once per corpus
-state and feature settings (ser.data.extraction), cached under a key made of both, and
-kept in memory as tensors. `FoldDataModule` is the part every
-data source shares (the TIM-Net feature files use it too): tensors in memory, served
-fold by fold.
+`CorpusDataModule` serves every corpus: a corpus differs only in its `Corpus` layout
+(ser.data.corpora), named by `corpus:` in its dataset config (ser/conf/dataset/*.yaml);
+`SyntheticDataModule` generates the default corpus first. Features are extracted once per
+corpus state and feature settings (ser.data.extraction), cached under a key made of both,
+and kept in memory as tensors. `FoldDataModule` is the part every data source shares (the
+TIM-Net feature files use it too): tensors in memory, served fold by fold.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -287,75 +286,3 @@ class SyntheticDataModule(CorpusDataModule):
 
         ensure_corpus(self.root, SyntheticCorpusSettings(**self.generator))
         return super().build_manifest()
-
-
-class FixedCorpusDataModule(CorpusDataModule):
-    """A CorpusDataModule for one named corpus (`dataset.corpus` must agree if given)."""
-
-    corpus_name: ClassVar[str]
-
-    def __init__(self, corpus: str | None = None, **kwargs: Any) -> None:
-        if corpus is not None and corpus != self.corpus_name:
-            raise ValueError(
-                f"{type(self).__name__} reads the {self.corpus_name!r} corpus, but "
-                f"dataset.corpus={corpus!r}; use dataset={corpus} instead"
-            )
-        super().__init__(corpus=self.corpus_name, **kwargs)
-
-
-class CasiaDataModule(FixedCorpusDataModule):
-    """CASIA (Chinese, 6 classes, 4 speakers)."""
-
-    corpus_name = "casia"
-
-
-class EmoDBDataModule(FixedCorpusDataModule):
-    """Berlin EMODB (German, 7 classes, 10 speakers)."""
-
-    corpus_name = "emodb"
-
-
-class EmovoDataModule(FixedCorpusDataModule):
-    """EMOVO (Italian, 7 classes, 6 speakers)."""
-
-    corpus_name = "emovo"
-
-
-class IemocapDataModule(FixedCorpusDataModule):
-    """IEMOCAP, 4 classes (exc merged into happy), 10 speakers in 5 sessions."""
-
-    corpus_name = "iemocap"
-
-
-class RavdessDataModule(FixedCorpusDataModule):
-    """RAVDESS speech (English, 8 classes, 24 actors; song files left out)."""
-
-    corpus_name = "ravdess"
-
-
-class SaveeDataModule(FixedCorpusDataModule):
-    """SAVEE (British English, 7 classes, 4 speakers; both file layouts)."""
-
-    corpus_name = "savee"
-
-
-class CremaDDataModule(FixedCorpusDataModule):
-    """CREMA-D (English, 6 classes, 91 actors; AudioWAV/ only)."""
-
-    corpus_name = "crema_d"
-
-
-class TessDataModule(FixedCorpusDataModule):
-    """TESS (English, 7 classes, 2 speakers)."""
-
-    corpus_name = "tess"
-
-
-DATAMODULES: dict[str, type[FixedCorpusDataModule]] = {
-    cls.corpus_name: cls
-    for cls in (
-        CasiaDataModule, EmoDBDataModule, EmovoDataModule,
-        IemocapDataModule, RavdessDataModule, SaveeDataModule,
-        CremaDDataModule, TessDataModule,
-    )
-}

@@ -161,22 +161,6 @@ def _as_float(name: str, value: Any) -> float:
     return float(value)
 
 
-def settings_from_mapping(mapping: Mapping[str, Any]) -> FeatureSettings:
-    """Build settings from a dict or an omegaconf ``DictConfig`` (e.g. ``cfg.features``).
-
-    Unknown keys are rejected (a misspelt ``n_mfc`` must not silently fall back to the
-    default); Hydra's own keys such as ``_target_`` are ignored.
-    """
-    known = {f.name for f in dataclasses.fields(FeatureSettings)}
-    values = {str(k): v for k, v in mapping.items() if str(k) not in HYDRA_KEYS}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown feature setting(s) {unknown}; valid settings are {sorted(known)}"
-        )
-    return FeatureSettings(**values)
-
-
 def fix_length(signal: np.ndarray | Tensor, length: int) -> np.ndarray | Tensor:
     """Centre-crop or symmetrically zero-pad the last axis to ``length`` samples, as TIM-Net.
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -80,6 +80,3 @@ class Manifest:
                 json.dumps([u.relative_to(Path(self.root)), u.label, u.speaker, size, mtime]).encode()
             )
         return digest.hexdigest()[:16]
-
-    def to_rows(self) -> list[dict]:
-        return [asdict(u) for u in self.utterances]

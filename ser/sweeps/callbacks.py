@@ -204,16 +204,11 @@ class GpuSlots(Callback):
     """Place the jobs that run at once on one machine (joblib launcher) on its GPUs.
 
     At its first job a process locks a free slot of a visible GPU and sets
-    ``CUDA_VISIBLE_DEVICES`` to that GPU, before CUDA starts. Each GPU has
-    ``jobs_per_gpu`` slots, filled evenly (every GPU's first slot before any second one);
-    ``auto`` gives each GPU an even share of ``hydra.launcher.n_jobs``. So
-    ``hydra.launcher.n_jobs=10`` on one GPU trains ten fold jobs on it at once, and on two
-    GPUs five on each; with ``jobs_per_gpu=1`` every job has a GPU of its own and extra
-    workers share one, with a warning. Jobs that share a machine also share its cores:
-    each job process gets ``cores // n_jobs`` torch threads (unless ``OMP_NUM_THREADS``
-    is set). No GPU is chosen with none visible (CPU runs; SLURM and submitit jobs get
-    their own ``CUDA_VISIBLE_DEVICES``), with ``trainer.accelerator=cpu``, for
-    data-parallel jobs (several devices or nodes), or once CUDA is initialised.
+    ``CUDA_VISIBLE_DEVICES`` to it before CUDA starts. Each GPU has ``jobs_per_gpu`` slots,
+    filled evenly; ``auto`` shares ``hydra.launcher.n_jobs`` evenly over the GPUs, and extra
+    workers share a GPU, with a warning. Each job process gets ``cores // n_jobs`` torch
+    threads (unless ``OMP_NUM_THREADS`` is set). Nothing is chosen without a visible GPU, for
+    CPU or data-parallel jobs, or once CUDA is initialised (SLURM jobs get their own GPUs).
     """
 
     def __init__(

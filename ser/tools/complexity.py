@@ -4,18 +4,12 @@
         [latency=false] [train_step=BATCH] [out=report.json|report.md]
     (or python -m ser.tools.complexity ...)
 
-Each variant is composed from the Hydra configs in ``ser/conf/`` (``model=...`` plus the
-ablation groups), so the report always describes the networks that ``train.py`` builds.
-
-- parameters: trainable parameters;
-- size MB: bytes of parameters and buffers (fp32; BatchNorm statistics included) / 1e6;
-- MACs: multiply-accumulates of one utterance, counted by
-  ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2). It counts matrix products and
-  convolutions, which dominate; elementwise ops, pooling and activations are not counted;
-- latency: median wall time of a batch-1 forward pass on the CPU under
-  ``torch.inference_mode`` after warm-up runs, on one thread by default: with several
-  threads on a shared or busy machine, timings of these small convolutions swing by
-  orders of magnitude, while one thread gives repeatable numbers.
+Each variant is composed from the Hydra configs (``model=...`` and the ablation groups),
+so the report describes the networks ``train.py`` builds. Size counts fp32 parameters and
+buffers; MACs are ``torch.utils.flop_counter.FlopCounterMode``'s FLOPs / 2 (matrix products
+and convolutions only); latency is the median batch-1 forward on the CPU after warm-up,
+on one thread by default, since several threads on a shared machine swing by orders of
+magnitude.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from ser.training import distributed, gather
 from ser.training.config import config_hash, defining_config, output_directory
 from ser.training.fold import run_fold
 from ser.training.implementation import check_implementation
-from ser.training.protocols.base import Protocol
+from ser.training.protocols.base import ExperimentProtocol
 from ser.training.selection import check_selection
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float:
     return float(summary[key])
 
 
-def build_protocol(cfg: DictConfig) -> Protocol:
+def build_protocol(cfg: DictConfig) -> ExperimentProtocol:
     """The protocol `task._target_` names, built with the run's config."""
     task = cfg.get("task")
     if not isinstance(task, DictConfig) or "_target_" not in task:
@@ -86,7 +86,7 @@ def build_protocol(cfg: DictConfig) -> Protocol:
         )
     # A partial: the protocol takes the whole run config, not a copy merged into `task`.
     protocol = instantiate(task, _partial_=True)(cfg)
-    if not isinstance(protocol, Protocol):
+    if not isinstance(protocol, ExperimentProtocol):
         raise ConfigError(f"task._target_={task._target_} is not a protocol (ser.training.protocols)")
     return protocol
 
@@ -116,7 +116,7 @@ def finished_result(path: Path, this_hash: str) -> dict[str, Any] | None:
 
 
 def run_experiment(
-    cfg: DictConfig, protocol: Protocol, output_dir: Path, implementation: str | None = None
+    cfg: DictConfig, protocol: ExperimentProtocol, output_dir: Path, implementation: str | None = None
 ) -> float:
     """The units of `protocol`, in the output directory `train` holds; returns the objective.
 

@@ -2,20 +2,13 @@
 
 Strategies (`cv.strategy`):
 - `kfold`: the papers' protocol, random folds over utterances (speaker-dependent).
-- `speaker`: speaker-independent folds. Utterances are grouped by speaker, or by
-  recording session where every row has one (IEMOCAP: leave-one-session-out, each
-  session holding two speakers); `cv.group_by` makes the choice explicit. With
-  `cv.folds=null` each group is one test fold (leave-one-group-out: CASIA and SAVEE 4
-  folds, EMODB 10, EMOVO 6, IEMOCAP 5 sessions). With `cv.folds=K` the groups, in
-  natural order, are cut into K contiguous blocks of (nearly) equal numbers of groups
-  and each block is one test fold: RAVDESS with `cv.folds=6` tests actors 01-04,
-  05-08, ..., 21-24, each block two male (odd) and two female (even) actors.
+- `speaker`: speaker-independent folds over speakers, or recording sessions where every
+  row has one (IEMOCAP; `cv.group_by` chooses explicitly). `cv.folds=null`: one test fold
+  per group (leave-one-group-out); `cv.folds=K`: the groups in natural order cut into K
+  contiguous blocks (RAVDESS with `cv.folds=6`: actors 01-04, 05-08, ..., 21-24).
+- `predefined`: the one fold a manifest's split column fixes (train, test, val rows).
 
-- `predefined`: the one fold the data fixes, from each row's split (a manifest's split
-  column): train rows train, test rows test, val rows are the validation split.
-
-`validation_split` carves a stratified validation set out of a training fold; it never
-touches the test rows.
+`validation_split` carves a stratified validation set out of a training fold.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ import torch
 from omegaconf import OmegaConf
 
 from ser.data.feature_kinds import feature_settings
-from ser.data.features import settings_from_mapping
 from ser.sweeps import callbacks, launch
 from ser.tracking import provenance
 from ser.training.checkpoint import load_dict
@@ -277,8 +276,8 @@ def test_se_on_and_off_are_option_names_not_booleans(choice: str, enabled: bool)
 
 def test_logmel_features_are_n_mels_wide() -> None:
     logmel = compose_config(["features=logmel"]).features
-    assert settings_from_mapping(logmel).num_features == logmel.n_mels == 128
-    assert settings_from_mapping(compose_config([]).features).num_features == 39
+    assert feature_settings(logmel, signal_length=96000).num_features == logmel.n_mels == 128
+    assert feature_settings(compose_config([]).features, signal_length=96000).num_features == 39
 
 
 @pytest.mark.parametrize(
