@@ -17,6 +17,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.types import Override
 
+from ser.errors import ConfigError
+
 
 @dataclass
 class PointsSweeperConf:
@@ -44,7 +46,7 @@ class PointsSweeper(BasicSweeper):
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         if not points:
-            raise ValueError("hydra.sweeper.points is empty: name at least one point")
+            raise ConfigError("hydra.sweeper.points is empty: name at least one point")
         self.points = {str(name): [str(o) for o in overrides or ()] for name, overrides in points.items()}
         self.label = str(label)
 

@@ -13,6 +13,8 @@ import soundfile
 import torch
 import torchaudio
 
+from ser.errors import InputError, InputNotFound
+
 SILENCE_PEAK = 1e-4
 # What a header may declare before anything is allocated for it. Corpora are recorded at
 # 8-48 kHz; 384 kHz is the highest rate audio interfaces offer. A FLAC or OGG header
@@ -31,7 +33,7 @@ ROLLOFF = 0.9475937167399596
 KAISER_BETA = 14.769656459379492
 
 
-class AudioFileError(ValueError):
+class AudioFileError(InputError):
     """A file that should hold audio cannot be used: unreadable, not audio, truncated or empty."""
 
 
@@ -50,7 +52,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if not path.exists():
-        raise FileNotFoundError(f"audio file not found: {path}")
+        raise InputNotFound(f"audio file not found: {path}")
     try:
         _check_wav_not_truncated(path)
         with soundfile.SoundFile(str(path)) as audio:

@@ -37,6 +37,7 @@ from ser.data.extraction import (
 from ser.data.feature_kinds import AnyFeatureSettings, feature_settings
 from ser.data.manifest import Manifest
 from ser.data.sampling import EpochSeededSampler
+from ser.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class FoldDataModule(pl.LightningDataModule):
         # A registered layout by name, or a corpus built from its settings (a manifest).
         self.corpus: Corpus = corpus if isinstance(corpus, Corpus) else get_corpus(corpus)
         if batch_size < 1:
-            raise ValueError(f"dataset.batch_size must be a positive integer, got {batch_size}")
+            raise ConfigError(f"dataset.batch_size must be a positive integer, got {batch_size}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.feature_settings: AnyFeatureSettings
@@ -209,13 +210,13 @@ class CorpusDataModule(FoldDataModule):
             self._feature_settings = feature_settings(features, signal_length, corpus_seconds)
         self.cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else None
         if on_bad_file not in BAD_FILE_CHOICES:
-            raise ValueError(f"dataset.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
+            raise ConfigError(f"dataset.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
         self.on_bad_file = on_bad_file
         self.check_counts = check_counts
         resolve_feature_device(str(feature_device))  # a bad setting fails here, not later
         self.feature_device = str(feature_device)
         if load_threads is not None and load_threads < 1:
-            raise ValueError(f"dataset.load_threads must be positive or null, got {load_threads}")
+            raise ConfigError(f"dataset.load_threads must be positive or null, got {load_threads}")
         self.load_threads = load_threads or min(4, os.cpu_count() or 1)
 
     @property
@@ -296,7 +297,7 @@ class FixedCorpusDataModule(CorpusDataModule):
 
     def __init__(self, corpus: str | None = None, **kwargs: Any) -> None:
         if corpus is not None and corpus != self.corpus_name:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__} reads the {self.corpus_name!r} corpus, but "
                 f"dataset.corpus={corpus!r}; use dataset={corpus} instead"
             )

@@ -25,6 +25,7 @@ from ser.data.corpora import CorpusError
 from ser.data.feature_kinds import AnyFeatureSettings
 from ser.data.features import fix_length
 from ser.data.manifest import Manifest
+from ser.errors import ConfigError
 from ser.tracking.atomic import atomic_torch_save, exclusive_lock
 from ser.tracking.progress import bar
 
@@ -45,13 +46,13 @@ class SilentAudioWarning(UserWarning):
 def resolve_feature_device(setting: str) -> torch.device:
     """The device `dataset.feature_device` names: auto = the GPU when there is one."""
     if setting not in FEATURE_DEVICES:
-        raise ValueError(
+        raise ConfigError(
             f"dataset.feature_device must be one of {list(FEATURE_DEVICES)}, got {setting!r}"
         )
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if setting == "cuda" and not torch.cuda.is_available():
-        raise ValueError("dataset.feature_device=cuda, but no CUDA device is available")
+        raise ConfigError("dataset.feature_device=cuda, but no CUDA device is available")
     return torch.device(setting)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ser.data.features import HYDRA_KEYS, FeatureSettings
 from ser.data.ssl_features import SSLFeatureSettings
+from ser.errors import ConfigError
 
 AnyFeatureSettings = FeatureSettings | SSLFeatureSettings
 SETTINGS_BY_KIND: dict[str, type] = {
@@ -40,11 +41,11 @@ def feature_settings(
     kind = str(values.get("kind", "mfcc"))
     cls = SETTINGS_BY_KIND.get(kind)
     if cls is None:
-        raise ValueError(f"features.kind must be one of {sorted(SETTINGS_BY_KIND)}, got {kind!r}")
+        raise ConfigError(f"features.kind must be one of {sorted(SETTINGS_BY_KIND)}, got {kind!r}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown feature setting(s) {unknown} for features.kind={kind}; valid: {sorted(known)}")
+        raise ConfigError(f"unknown feature setting(s) {unknown} for features.kind={kind}; valid: {sorted(known)}")
     if signal_length is None and seconds is None and "signal_length" in values:
         signal_length = values["signal_length"]  # settings that carry their length (checkpoints)
     if signal_length is None:

@@ -26,6 +26,8 @@ import torch
 import torchaudio
 from torch import Tensor
 
+from ser.errors import ConfigError
+
 FeatureKind = Literal["mfcc", "logmel"]
 
 FEATURE_KINDS = ("mfcc", "logmel")
@@ -75,42 +77,42 @@ class FeatureSettings:
             object.__setattr__(self, name, _as_float(name, value))
 
         if self.kind not in FEATURE_KINDS:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.kind must be one of {FEATURE_KINDS}, got {self.kind!r}"
             )
         if self.pad_mode not in PAD_MODES:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}"
             )
         for name in _INT_FIELDS:
             if getattr(self, name) <= 0:
-                raise ValueError(
+                raise ConfigError(
                     f"FeatureSettings.{name} must be positive, got {getattr(self, name)}"
                 )
         if self.n_mfcc > self.n_mels:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.n_mfcc ({self.n_mfcc}) cannot exceed n_mels ({self.n_mels})"
             )
         if self.hop_length > self.n_fft:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.hop_length ({self.hop_length}) must not exceed n_fft ({self.n_fft})"
             )
         if self.pad_mode == "reflect" and self.signal_length <= self.n_fft // 2:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.signal_length ({self.signal_length}) must exceed n_fft // 2 "
                 f"({self.n_fft // 2}) for pad_mode 'reflect'"
             )
         if self.top_db is not None and self.top_db < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.top_db must be non-negative or None, got {self.top_db}"
             )
         nyquist = self.sample_rate / 2
         if not 0 <= self.f_min < nyquist:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.f_min must lie in [0, {nyquist}) Hz, got {self.f_min}"
             )
         if self.f_max is not None and not self.f_min < self.f_max <= nyquist:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.f_max must lie in (f_min={self.f_min}, {nyquist}] Hz or be None, "
                 f"got {self.f_max}"
             )
@@ -147,17 +149,17 @@ class FeatureSettings:
 def _as_int(name: str, value: Any) -> int:
     # bool is an int subclass; True as a sample rate is surely a config mistake.
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"FeatureSettings.{name} must be an integer, got {value!r}")
+        raise ConfigError(f"FeatureSettings.{name} must be an integer, got {value!r}")
     if isinstance(value, float | np.floating) and not float(value).is_integer():
-        raise ValueError(f"FeatureSettings.{name} must be an integer, got {value!r}")
+        raise ConfigError(f"FeatureSettings.{name} must be an integer, got {value!r}")
     return int(value)
 
 
 def _as_float(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"FeatureSettings.{name} must be a number, got {value!r}")
+        raise ConfigError(f"FeatureSettings.{name} must be a number, got {value!r}")
     if not math.isfinite(float(value)):
-        raise ValueError(f"FeatureSettings.{name} must be finite, got {value!r}")
+        raise ConfigError(f"FeatureSettings.{name} must be finite, got {value!r}")
     return float(value)
 
 
@@ -171,7 +173,7 @@ def settings_from_mapping(mapping: Mapping[str, Any]) -> FeatureSettings:
     values = {str(k): v for k, v in mapping.items() if str(k) not in HYDRA_KEYS}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown feature setting(s) {unknown}; valid settings are {sorted(known)}"
         )
     return FeatureSettings(**values)

@@ -32,6 +32,8 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
+from ser.errors import ConfigError, InputError
+
 # The self-supervised bundles of torchaudio.pipelines (the ASR fine-tuned ones are left
 # out: their features are trained for characters, not for speech in general).
 SSL_BUNDLES = (
@@ -49,14 +51,14 @@ DOWNLOAD_ROOT = "https://download.pytorch.org/torchaudio/models/"
 WRAPPED_PREFIX = "model."
 
 
-class SSLWeightsError(ValueError):
+class SSLWeightsError(InputError):
     """Weights of a self-supervised model that are missing or unusable; names the file."""
 
 
 def bundle(name: str) -> Any:
     """The torchaudio pipeline bundle `name`, one of `SSL_BUNDLES`."""
     if name not in SSL_BUNDLES:
-        raise ValueError(f"features.model={name!r}: expected one of {list(SSL_BUNDLES)}")
+        raise ConfigError(f"features.model={name!r}: expected one of {list(SSL_BUNDLES)}")
     return getattr(torchaudio.pipelines, name)
 
 
@@ -91,18 +93,18 @@ class SSLFeatureSettings:
         params = bundle(self.model)._params
         layer = self.layer
         if isinstance(layer, bool) or not (layer == MEAN or isinstance(layer, int)):
-            raise ValueError(f"features.layer={layer!r}: expected a layer index or '{MEAN}'")
+            raise ConfigError(f"features.layer={layer!r}: expected a layer index or '{MEAN}'")
         if isinstance(layer, int) and not 0 <= layer < params["encoder_num_layers"]:
-            raise ValueError(
+            raise ConfigError(
                 f"features.layer={layer}: expected 0..{params['encoder_num_layers'] - 1} "
                 f"({self.model} has {params['encoder_num_layers']} layers) or '{MEAN}'"
             )
         for name in ("batch_size", "signal_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"features.{name}={value!r}: expected a whole number >= 1")
+                raise ConfigError(f"features.{name}={value!r}: expected a whole number >= 1")
         if self.num_frames < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"signal length {self.signal_length} is shorter than one frame of {self.model} "
                 f"({params['extractor_conv_layer_config'][0][1]} samples)"
             )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import ser
 from ser.conf import group_files
+from ser.errors import ConfigError
 
 SWEEP_GROUP = "sweep"
 # The training command as a module, so that an installed package needs no checkout.
@@ -54,7 +55,7 @@ def check_sweeper(name: str, overrides: Sequence[str] = ()) -> None:
         if sweeper in OPTIONAL_SWEEPERS:
             module, extra = OPTIONAL_SWEEPERS[sweeper]
             if importlib.util.find_spec(module) is None:
-                raise ValueError(
+                raise ConfigError(
                     f"sweep {name!r} uses the {sweeper} sweeper, which is not installed: "
                     f"pip install 'ser[{extra}]'"
                 )
@@ -64,7 +65,7 @@ def sweep_command(name: str, overrides: Sequence[str], python: str = sys.executa
     """The ``python -m ser.training --multirun`` command line that runs sweep ``name``."""
     sweeps = available_sweeps()
     if name not in sweeps:
-        raise ValueError(f"unknown sweep {name!r}; available: {', '.join(sweeps)}")
+        raise ConfigError(f"unknown sweep {name!r}; available: {', '.join(sweeps)}")
     check_sweeper(name, overrides)
     return [python, "-m", TRAIN_MODULE, "--multirun", f"+sweep={name}", *overrides]
 

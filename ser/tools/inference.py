@@ -24,6 +24,7 @@ from torch import nn
 from ser.data.feature_kinds import AnyFeatureSettings, feature_settings
 from ser.data.features import fix_length
 from ser.data.ssl_features import SSLFeatureSettings, SSLWeightsError, weights_file
+from ser.errors import ConfigError, InputNotFound
 from ser.training.checkpoint import (
     EXPECTED,
     METADATA_KEY,
@@ -129,14 +130,14 @@ def find_audio_files(path: str | Path) -> list[Path]:
     """``path`` itself, or every .wav/.flac/.ogg file below a directory, in natural order."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"audio not found: {path} (expected an audio file or a directory)")
+        raise InputNotFound(f"audio not found: {path} (expected an audio file or a directory)")
     if path.is_file():
         return [path]
     files = [
         p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
     ]
     if not files:
-        raise FileNotFoundError(
+        raise InputNotFound(
             f"{path}: no audio files below this directory (expected {', '.join(AUDIO_SUFFIXES)})"
         )
     return sorted(files, key=natural_key)
@@ -149,9 +150,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise ValueError(f"device={name!r}: expected cpu, cuda, cuda:N or auto") from error
+        raise ConfigError(f"device={name!r}: expected cpu, cuda, cuda:N or auto") from error
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r}: CUDA is not available on this machine; use device=cpu")
+        raise ConfigError(f"device={name!r}: CUDA is not available on this machine; use device=cpu")
     return device
 
 
@@ -169,7 +170,7 @@ def predict_files(
 ) -> list[Prediction]:
     """Class probabilities for each file, read and featurised as at training time."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
     device = next(loaded.net.parameters()).device
     files = list(files)
     predictions: list[Prediction] = []

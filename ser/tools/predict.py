@@ -77,13 +77,14 @@ def print_table(
     predictions: Sequence[Prediction], class_names: Sequence[str], title: str, root: Path | None
 ) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title))
     table.add_column("file")
     table.add_column("predicted")
     for name in class_names:
-        table.add_column(name, justify="right")
+        table.add_column(escape(name), justify="right")
     for prediction in predictions:
         best = int(prediction.probabilities.argmax())
         shown = prediction.path.relative_to(root) if root is not None else prediction.path
@@ -91,7 +92,7 @@ def print_table(
             f"[bold]{p:.3f}[/bold]" if i == best else f"{p:.3f}"
             for i, p in enumerate(prediction.probabilities)
         ]
-        table.add_row(str(shown), class_names[best], *cells)
+        table.add_row(escape(str(shown)), escape(class_names[best]), *cells)
     console = Console()
     if not console.is_terminal:
         # Piped or captured output has no width to respect; never truncate the numbers.

@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ser.errors import InputError
 from ser.tracking import results
 from ser.tracking.atomic import atomic_write
 
@@ -41,7 +42,7 @@ RUN_LOCK = "run.lock"
 HYDRA_DIR = ".hydra"
 
 
-class OutputDirectoryError(ValueError):
+class OutputDirectoryError(InputError):
     """An output directory this run must not write into (one clear line, exit code 2)."""
 
 

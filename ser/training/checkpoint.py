@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ser.errors import InputError, InputNotFound
 from ser.models import registry
 
 METADATA_KEY = "ser_metadata"
@@ -51,7 +52,7 @@ CHECKPOINT_GLOBALS = frozenset(
 _REFUSED_OPCODES = frozenset({"STACK_GLOBAL", "INST", "EXT1", "EXT2", "EXT4"})
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A file given as a checkpoint is not a usable checkpoint of this framework.
 
     The message names the file, says what is wrong and what was expected; `reason` is
@@ -117,7 +118,7 @@ def load_file(path: str | Path, map_location: Any = "cpu") -> Any:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path} (expected {EXPECTED})")
+        raise InputNotFound(f"checkpoint not found: {path} (expected {EXPECTED})")
     if path.is_dir():
         raise refused(path, "is a directory")
     # torch.save (and Lightning) write zip archives; checking first gives a clear message

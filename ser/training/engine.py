@@ -34,11 +34,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ser.settings import ConfigError, validate_settings
+from ser.settings import ConfigError, check_resolves, validate_settings
 from ser.tracking import config_tree, embeddings, figures, provenance, results, wandb_runs
 from ser.tracking.output_dir import claim_output_dir
 from ser.tracking.progress import RunProgress
 from ser.training import distributed, gather
+from ser.training.build import check_network, check_trainer
 from ser.training.config import config_hash, defining_config, output_directory
 from ser.training.fold import run_fold
 from ser.training.implementation import check_implementation
@@ -93,14 +94,17 @@ def build_protocol(cfg: DictConfig) -> Protocol:
 
 def train(cfg: DictConfig) -> float:
     """Run the experiment `cfg` describes; return the mean of `objective` over its units."""
+    output_dir = output_directory(cfg)
+    check_resolves(cfg)
     validate_settings(cfg)
     check_selection(cfg)
     check_objective(cfg)
     implementation = check_implementation(cfg)
+    check_network(cfg)
     wandb_runs.logger_configs(cfg.get("logger"))  # a malformed `logger` fails before any work
     distributed.check_launch(cfg)
+    check_trainer(cfg)
     protocol = build_protocol(cfg)
-    output_dir = output_directory(cfg)
     # Refused, or locked for this run's units, before anything is written.
     writer = distributed.is_global_zero()
     with claim_output_dir(cfg, output_dir, config_hash(cfg), protocol.only_units, writer=writer):

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import FoldDataModule
 from ser.tracking import embeddings, wandb_runs
 from ser.tracking.history import EpochHistory, read_history
 from ser.training import distributed, resume
-from ser.training.build import build_callbacks, build_module
+from ser.training.build import build_callbacks, build_module, build_trainer
 from ser.training.config import config_hash
 from ser.training.selection import protocol_callbacks, select_checkpoint, split_validation
 
@@ -73,8 +72,8 @@ def run_fold(
     )
     started = time.time()
     try:
-        trainer: pl.Trainer = instantiate(
-            cfg.trainer,
+        trainer = build_trainer(
+            cfg,
             logger=[*loggers, history],  # the history always: the figures are drawn from it
             callbacks=protocol_callbacks(cfg, fold_seed, fold_dir) + build_callbacks(cfg, fold_dir),
             enable_progress_bar=bool(cfg.progress),

@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig
 
 from ser.cli import parse_key_values, run_cli
+from ser.errors import InputError
 from ser.tracking import results
 
 SUMMARY_CLAIM_FILE = ".summary_claimed"
@@ -36,7 +37,7 @@ OUTCOME_KEYS = ("status", "folds", "summary", "finished")
 FOLD_FILE = re.compile(r"fold_(\d+)\.json")
 
 
-class GatherError(ValueError):
+class GatherError(InputError):
     """Fold files that do not make one experiment."""
 
 

@@ -12,6 +12,7 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MeanMetric
 
+from ser.errors import ConfigError
 from ser.training.compile_cache import use_private_compile_cache
 from ser.training.metrics import (
     UtterancePredictions,
@@ -39,7 +40,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 def check_compile_mode(mode: str | None) -> str | None:
     """`model.compile`: null or one of COMPILE_MODES (a ValueError names the setting)."""
     if mode is not None and mode not in COMPILE_MODES:
-        raise ValueError(f"model.compile={mode}: expected null or one of {', '.join(COMPILE_MODES)}")
+        raise ConfigError(f"model.compile={mode}: expected null or one of {', '.join(COMPILE_MODES)}")
     return mode
 
 
