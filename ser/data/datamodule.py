@@ -11,6 +11,7 @@ fold by fold.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -74,6 +75,7 @@ class FoldDataModule(pl.LightningDataModule):
         self.test_indices: np.ndarray | None = None
         self.validation_indices: np.ndarray | None = None
         self.shuffle_seed: int | None = None
+        self._identity: str | None = None
 
     # -- what the rest of the code reads ------------------------------------------------
     @property
@@ -99,6 +101,20 @@ class FoldDataModule(pl.LightningDataModule):
 
     def build_manifest(self) -> Manifest:
         raise NotImplementedError
+
+    def identity_parts(self) -> list[Any]:
+        """What identifies the prepared data: the manifest's rows and files (its fingerprint)."""
+        if self.manifest is None:
+            raise RuntimeError("call prepare_data() before asking what the data is")
+        return [self.manifest.fingerprint()]
+
+    def data_identity(self) -> str:
+        """The prepared data's identity, 16 hex digits, which a resumed run must find again
+        (results, fold files and checkpoints record it). Computed once, after prepare_data()."""
+        if self._identity is None:
+            text = json.dumps(self.identity_parts(), sort_keys=True, default=str)
+            self._identity = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self._identity
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()
@@ -241,6 +257,10 @@ class CorpusDataModule(FoldDataModule):
                 self._feature_settings.sample_rate, round(COVERED_SHARE * 100),
             )
         return manifest
+
+    def identity_parts(self) -> list[Any]:
+        # The signal length too: with dataset.signal_length null the data chooses it.
+        return [*super().identity_parts(), self.feature_settings.signal_length]
 
     def cache_path(self, manifest: Manifest) -> Path | None:
         if self.cache_dir is None:

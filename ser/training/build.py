@@ -82,8 +82,9 @@ def build_module(cfg: DictConfig, datamodule: FoldDataModule) -> EmotionClassifi
         # Features of a self-supervised model are only as good as its weights: prediction
         # checks that it loads the same bytes (ser.tools.inference).
         "feature_weights_sha256": feature_weights_sha256(datamodule.feature_settings),
-        # Lets a restarted run check that a fold's last.ckpt belongs to this config.
+        # Lets a restarted run check that a fold's last.ckpt belongs to this config and data.
         "config_hash": config_hash(cfg),
+        "data_hash": datamodule.data_identity(),
     }
     # The config builds the module as a partial; what the data names is passed to it after,
     # as plain Python strings. A class name comes from a manifest or a folder name: data,

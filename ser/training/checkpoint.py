@@ -152,10 +152,11 @@ def load_dict(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     return checkpoint
 
 
-def saved_config_hash(checkpoint: Mapping[str, Any]) -> str | None:
-    """The config hash in a checkpoint's `ser_metadata` (None if it has none)."""
+def saved_config_hash(checkpoint: Mapping[str, Any], key: str = "config_hash") -> str | None:
+    """The config hash (or the data hash, `key="data_hash"`) in a checkpoint's `ser_metadata`
+    (None if it has none)."""
     metadata = checkpoint.get(METADATA_KEY)
-    value = metadata.get("config_hash") if isinstance(metadata, Mapping) else None
+    value = metadata.get(key) if isinstance(metadata, Mapping) else None
     return value if isinstance(value, str) else None
 
 

@@ -64,7 +64,7 @@ def run_fold(
     datamodule.set_fold(train_rows, test_rows, validation_rows, shuffle_seed=fold_seed)
     fold_dir = output_dir / "checkpoints" / f"fold_{fold:02d}"
     module = build_module(cfg, datamodule)
-    resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg))
+    resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg), datamodule.data_identity())
     resumed = {} if resume_from is None else {"resumed_from_epoch": resume.checkpoint_epoch(resume_from)}
     history = fold_history(cfg, output_dir, fold, resumed.get("resumed_from_epoch"))
     loggers = wandb_runs.fold_loggers(

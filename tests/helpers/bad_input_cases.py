@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from omegaconf import open_dict
+from omegaconf import DictConfig, open_dict
 
+from ser.tracking import results as results_file
 from tests.helpers import forged_files as forged
 from tests.helpers.audio_files import deny, write_wav
 from tests.helpers.config import compose_config
@@ -222,6 +223,45 @@ for _row, _write in SSL_WEIGHTS.items():
     setup(_row)(ssl_weights(_write))
 
 
+# -- the machine and the output directory ------------------------------------------------
+@setup("no-gpu")
+def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
+    patch.setattr(torch.cuda, "is_available", lambda: False)  # the row's machine has no GPU
+    patch.setattr(torch.cuda, "device_count", lambda: 0)
+    return {}
+
+
+@setup("devices-cores", "num-workers-cores")
+def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
+    from ser.settings import usable_cores
+
+    return {"{cores}": str(usable_cores())}
+
+
+def finished_run(folder: Path, overrides: list[str], **record: object) -> Path:
+    """The row's output directory holding the record of a run of `overrides`."""
+    from ser.training.config import config_hash
+
+    run = folder / "run"
+    header = results_file.header_path(run)
+    header.parent.mkdir(parents=True)
+    header.write_text(json.dumps({"config_hash": config_hash(row_config(overrides, folder)), **record}))
+    return header
+
+
+@setup("output-dir-callbacks")
+def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
+    return {"{file}": str(finished_run(folder, []))}  # trained with the default callbacks
+
+
+@setup("rerun-other-data")
+def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
+    places = manifest_with(folder, ["path,label", "a.wav,happy", "b.wav,happy", "c.wav,sad", "d.wav,sad"])
+    overrides = ["dataset=manifest", f"dataset.path={places['{file}']}", "cv.folds=2"]
+    header = finished_run(folder, overrides, data_hash="0" * 16)  # its folds trained on other data
+    return {**places, "{header}": str(header)}
+
+
 # -- feature files ----------------------------------------------------------------------
 def feature_file(folder: Path, data: bytes) -> Placeholders:
     return {"{file}": str(forged.write(folder / "EMODB.npy", data))}
@@ -278,9 +318,18 @@ def substitute(text: str, places: Placeholders) -> str:
     return text
 
 
+def row_config(overrides: list[str], folder: Path) -> DictConfig:
+    """The config of a row's command, writing into the row's own folder."""
+    cfg = compose_config(overrides)
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(folder / "data")
+        cfg.paths.output_dir = str(folder / "run")
+    return cfg
+
+
 def run_row(row: str, command: str, folder: Path) -> dict[str, object]:
     """Run one row's command in this process; its exit code and what it printed to stderr."""
-    from ser.cli import run_cli
+    from ser.cli import hydra_errors_in_one_line, run_cli
     from ser.data.summary import summarise_config
     from ser.training.engine import train
 
@@ -292,14 +341,13 @@ def run_row(row: str, command: str, folder: Path) -> dict[str, object]:
         program = next((p for p in programs if command.startswith(p + " ") or command == p), None)
         if program is None:
             raise ValueError(f"{row}: unknown command {command!r}")
-        cfg = compose_config(substitute(command, places)[len(program):].split())
-        with open_dict(cfg):  # where the row writes: its own folder
-            cfg.paths.data_dir = str(folder / "data")
-            cfg.paths.output_dir = str(folder / "run")
         stderr = io.StringIO()
         code: object = 0
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             try:
+                # As the commands compose their config: Hydra's errors in one line (ser.commands).
+                with hydra_errors_in_one_line():
+                    cfg = row_config(substitute(command, places)[len(program):].split(), folder)
                 run_cli(programs[program], cfg)
             except SystemExit as exit_:
                 code = exit_.code
