@@ -30,6 +30,7 @@ from ser.data.corpora.base import CORPUS_RATE
 from ser.data.corpora.labelled import COVERED_SHARE, covering_seconds
 from ser.data.extraction import (
     BAD_FILE_CHOICES,
+    FEATURE_BATCH_SIZE,
     FEATURE_CACHE_VERSION,
     extract_manifest,
     load_or_extract,
@@ -37,6 +38,7 @@ from ser.data.extraction import (
 )
 from ser.data.feature_kinds import AnyFeatureSettings, feature_settings
 from ser.data.manifest import Manifest
+from ser.data.memory import check_features_fit
 from ser.data.sampling import EpochSeededSampler
 from ser.errors import ConfigError
 
@@ -274,6 +276,8 @@ class CorpusDataModule(FoldDataModule):
         if self.features is not None:
             return
         manifest = self.build_manifest()
+        chosen = "null, chosen by the data" if self.signal_length is None else self.signal_length
+        check_features_fit(self.feature_settings, len(manifest), FEATURE_BATCH_SIZE, f"dataset.signal_length={chosen}")
         load_or_extract(
             self.cache_path(manifest), lambda: self._extract(manifest),
             lambda cached: self._adopt(manifest, cached), self.on_bad_file,

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from ser.data.features import HYDRA_KEYS, FeatureSettings
+from ser.data.features import HYDRA_KEYS, FeatureSettings, longest_signal
 from ser.data.ssl_features import SSLFeatureSettings
 from ser.errors import ConfigError
 
@@ -46,6 +46,13 @@ def feature_settings(
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown feature setting(s) {unknown} for features.kind={kind}; valid: {sorted(known)}")
+    if signal_length is not None and not isinstance(signal_length, bool) and isinstance(signal_length, int):
+        rate = cls.rate_of(values)
+        if signal_length > longest_signal(rate):  # the dataset's setting, named as the user typed it
+            raise ConfigError(
+                f"dataset.signal_length={signal_length}: expected at most {longest_signal(rate)} samples "
+                f"(an hour at {rate} Hz), or null"
+            )
     if signal_length is None and seconds is None and "signal_length" in values:
         signal_length = values["signal_length"]  # settings that carry their length (checkpoints)
     if signal_length is None:

@@ -26,6 +26,7 @@ import torch
 import torchaudio
 from torch import Tensor
 
+from ser.data.audio import MAX_SAMPLE_RATE, MAX_SECONDS
 from ser.errors import ConfigError
 
 FeatureKind = Literal["mfcc", "logmel"]
@@ -41,6 +42,13 @@ _REF = 1.0
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
 
 _INT_FIELDS = ("sample_rate", "signal_length", "n_mfcc", "n_fft", "hop_length", "n_mels")
+_HIGHEST = {"sample_rate": MAX_SAMPLE_RATE, "n_fft": 2**16, "n_mels": 2048, "n_mfcc": 2048}
+
+
+def longest_signal(sample_rate: int) -> int:
+    """The most samples a signal may have at `sample_rate`: as long as the longest audio file
+    read (ser.data.audio.MAX_SECONDS, an hour)."""
+    return int(MAX_SECONDS * sample_rate)
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,12 @@ class FeatureSettings:
                 raise ConfigError(
                     f"FeatureSettings.{name} must be positive, got {getattr(self, name)}"
                 )
+        # Upper bounds, checked before a filter bank or a signal is allocated (a checkpoint's
+        # settings are read from a file): far beyond any recipe, within what memory holds.
+        highest = {**_HIGHEST, "signal_length": longest_signal(self.sample_rate)}
+        for name, high in highest.items():
+            if getattr(self, name) > high:
+                raise ConfigError(f"FeatureSettings.{name}={getattr(self, name)}: expected at most {high}")
         if self.n_mfcc > self.n_mels:
             raise ConfigError(
                 f"FeatureSettings.n_mfcc ({self.n_mfcc}) cannot exceed n_mels ({self.n_mels})"
@@ -131,6 +145,13 @@ class FeatureSettings:
     def rate_of(values: Mapping[str, Any]) -> int:
         """The sample rate settings made of `values` read audio at."""
         return _as_int("sample_rate", values.get("sample_rate", 22050))
+
+    def memory_per_utterance(self) -> tuple[int, int]:
+        """Bytes of one utterance's features, and what extracting it takes at once: its
+        waveform, STFT (complex, then power) and mel spectrogram (dB, clipped)."""
+        frames, bins = self.num_frames, self.n_fft // 2 + 1
+        stored = 4 * frames * self.num_features
+        return stored, 4 * self.signal_length + 12 * bins * frames + 12 * self.n_mels * frames + stored
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (JSON-serialisable), e.g. for checkpoints."""

@@ -23,6 +23,7 @@ from torch import nn
 
 from ser.data.feature_kinds import AnyFeatureSettings, feature_settings
 from ser.data.features import fix_length
+from ser.data.memory import check_features_fit
 from ser.data.ssl_features import SSLFeatureSettings, SSLWeightsError, weights_file
 from ser.errors import ConfigError, InputNotFound
 from ser.training.checkpoint import (
@@ -173,6 +174,10 @@ def predict_files(
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
     device = next(loaded.net.parameters()).device
     files = list(files)
+    check_features_fit(
+        loaded.feature_settings, min(batch_size, len(files)), batch_size, f"{loaded.path}'s feature settings",
+        "give a smaller batch_size",
+    )
     predictions: list[Prediction] = []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]

@@ -105,6 +105,8 @@ AUDIO_WRITERS: dict[str, Callable[[Path], object]] = {
     "audio-rate-odd": lambda path: forged.wav_with_rate(path, 44_101),
     "audio-channels": lambda path: forged.wav_with_channels(path, 200),
     "audio-length": forged.flac_with_frames,  # FLAC content; libsndfile reads it by content
+    # 38 KB whose header declares 8 channels x 384 kHz x an hour: 41 GiB to decode.
+    "audio-declared-size": lambda path: forged.flac_with_frames(path, 384_000 * 3600, channels=8, rate=384_000),
 }
 
 
@@ -176,12 +178,60 @@ MANIFESTS: dict[str, Callable[[Path], Placeholders]] = {
     "manifest-predefined-no-split": lambda f: manifest_with(f, TWO_CLASSES),
     "manifest-classes": lambda f: manifest_with(f, TWO_CLASSES),
     "manifest-label-map": lambda f: manifest_with(f, TWO_CLASSES),
+    "manifest-duration-ms": lambda f: manifest_with(f, ["path,label,duration", "a.wav,happy,10", "b.wav,sad,10"]),
+    "manifest-duration-huge": lambda f: manifest_with(f, ["path,label,duration", "a.wav,happy,1e6"]),
+    "manifest-duration-max": lambda f: manifest_with(f, ["path,label,duration", "a.wav,happy,1e308"]),
 }
 
 
 @setup(*MANIFESTS)
 def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
     return MANIFESTS[row](folder)
+
+
+def clips_manifest(folder: Path, count: int, seconds: float = 0.2) -> Placeholders:
+    """A manifest of `count` clips of `seconds`, two classes."""
+    mine = folder / "mine"
+    for i in range(count):
+        write_wav(mine / f"{i}.wav", seconds=seconds, seed=i)
+    path = mine / "train.csv"
+    path.write_text("path,label\n" + "".join(f"{i}.wav,{('happy', 'sad')[i % 2]}\n" for i in range(count)))
+    return {"{file}": str(path), "{root}": str(mine)}
+
+
+@setup("manifest-outlier")
+def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
+    places = clips_manifest(folder, 20)
+    long = write_wav(folder / "mine" / "long.wav", seconds=5.0)  # one recording among 0.2 s clips
+    with Path(places["{file}"]).open("a") as manifest:
+        manifest.write("long.wav,happy\n")
+    return {**places, "{audio}": str(long)}
+
+
+@setup("features-memory")
+def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
+    return clips_manifest(folder, 40, seconds=0.01)
+
+
+def forged_checkpoint(folder: Path, **feature_settings: object) -> Placeholders:
+    """A checkpoint whose feature settings ask for too much, with an audio file to classify."""
+    path = folder / "forged.ckpt"
+    folder.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "class_names": ["happy", "sad"], "net": {"name": "timnet", "num_classes": 2},
+        "feature_settings": {"kind": "mfcc", "signal_length": 22050, **feature_settings},
+    }
+    torch.save({"state_dict": {}, "ser_metadata": metadata}, path)
+    return {"{file}": str(path), "{audio}": str(write_wav(folder / "new.wav")), "{out}": str(folder / "model.pt")}
+
+
+FORGED_CHECKPOINTS = {
+    "predict-n-fft": {"n_fft": 2**30},
+    "predict-n-mels": {"n_mels": 1e8},
+    "export-signal-length": {"signal_length": 1e11},
+}
+for _row, _settings in FORGED_CHECKPOINTS.items():
+    setup(_row)(lambda folder, patch, row: forged_checkpoint(folder, **FORGED_CHECKPOINTS[row]))
 
 
 def label_folders(folder: Path) -> Path:
@@ -331,6 +381,8 @@ def run_row(row: str, command: str, folder: Path) -> dict[str, object]:
     """Run one row's command in this process; its exit code and what it printed to stderr."""
     from ser.cli import hydra_errors_in_one_line, run_cli
     from ser.data.summary import summarise_config
+    from ser.tools.export import main as export_main
+    from ser.tools.predict import main as predict_main
     from ser.training.engine import train
 
     folder.mkdir(parents=True)
@@ -338,17 +390,22 @@ def run_row(row: str, command: str, folder: Path) -> dict[str, object]:
         patch = stack.enter_context(pytest.MonkeyPatch.context())
         places = prepare(row, folder, patch)
         programs = {"python train.py": train, "python -m ser.data": summarise_config}
-        program = next((p for p in programs if command.startswith(p + " ") or command == p), None)
+        tools = {"python -m ser.tools.predict": predict_main, "python -m ser.tools.export": export_main}
+        program = next((p for p in [*programs, *tools] if command.startswith(p + " ") or command == p), None)
         if program is None:
             raise ValueError(f"{row}: unknown command {command!r}")
+        arguments = substitute(command, places)[len(program):].split()
         stderr = io.StringIO()
         code: object = 0
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             try:
-                # As the commands compose their config: Hydra's errors in one line (ser.commands).
-                with hydra_errors_in_one_line():
-                    cfg = row_config(substitute(command, places)[len(program):].split(), folder)
-                run_cli(programs[program], cfg)
+                if program in tools:  # key=value arguments, their own run_cli
+                    tools[program](arguments)
+                else:
+                    # As the commands compose their config: Hydra's errors in one line (ser.commands).
+                    with hydra_errors_in_one_line():
+                        cfg = row_config(arguments, folder)
+                    run_cli(programs[program], cfg)
             except SystemExit as exit_:
                 code = exit_.code
     return {"code": code, "stderr": stderr.getvalue(), "places": places}

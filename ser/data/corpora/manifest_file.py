@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ser.data.audio import MAX_SECONDS
 from ser.data.corpora.base import CorpusError
 from ser.data.corpora.labelled import LabelledCorpus
 from ser.data.manifest import Utterance
@@ -122,6 +123,10 @@ class ManifestCorpus(LabelledCorpus):
             seconds = math.nan
         if not math.isfinite(seconds) or seconds <= 0:
             raise CorpusError(f"{at}: duration {value!r} is not a positive number of seconds")
+        if seconds > MAX_SECONDS:
+            raise CorpusError(
+                f"{at}: duration {value!r} is more than {MAX_SECONDS:.0f} s; expected the utterance's length in seconds"
+            )
         return seconds
 
 
