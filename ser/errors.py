@@ -23,3 +23,8 @@ class InputNotFound(InputError, FileNotFoundError):
 
 class ConfigError(InputError):
     """A setting with a value the framework cannot use; the message names the setting."""
+
+
+class NonFiniteError(InputError):
+    """Numbers that are not finite (NaN, infinity) where the data or the settings made them:
+    features, a loss, probabilities. The run stops, naming the file or the fold."""

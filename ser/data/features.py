@@ -200,6 +200,20 @@ def settings_from_mapping(mapping: Mapping[str, Any]) -> FeatureSettings:
     return FeatureSettings(**values)
 
 
+def non_finite_rows(features: Tensor) -> list[int]:
+    """The rows (utterances) of a feature batch holding NaN or infinity."""
+    return torch.nonzero(~torch.isfinite(features.reshape(len(features), -1)).all(dim=1)).flatten().tolist()
+
+
+def non_finite_message(path: str, signal: np.ndarray | Tensor) -> str:
+    """Why a file's features are refused: its samples are finite, but too large for them."""
+    peak = float(abs(signal).max()) if len(signal) else 0.0
+    return (
+        f"{path}: its features are not finite (NaN or infinity) although its samples are (peak {peak:.3g}); "
+        f"expected audio samples of ordinary size (within [-1, 1] for a float file)"
+    )
+
+
 def fix_length(signal: np.ndarray | Tensor, length: int) -> np.ndarray | Tensor:
     """Centre-crop or symmetrically zero-pad the last axis to ``length`` samples, as TIM-Net.
 

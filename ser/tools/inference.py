@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from ser.data.feature_kinds import AnyFeatureSettings, feature_settings
-from ser.data.features import fix_length
+from ser.data.features import fix_length, non_finite_message, non_finite_rows
 from ser.data.memory import check_features_fit
 from ser.data.ssl_features import SSLFeatureSettings, SSLWeightsError, weights_file
-from ser.errors import ConfigError, InputNotFound
+from ser.errors import ConfigError, InputNotFound, NonFiniteError
 from ser.training.checkpoint import (
     EXPECTED,
     METADATA_KEY,
@@ -183,6 +183,10 @@ def predict_files(
         chunk = files[start : start + batch_size]
         waveforms = load_waveforms(chunk, loaded.feature_settings)
         features = loaded.feature_settings.extract(waveforms, device=device)
+        for row in non_finite_rows(features):  # no "predicted" class from NaN probabilities
+            raise NonFiniteError(non_finite_message(str(chunk[row]), waveforms[row]))
         probabilities = torch.softmax(loaded.net(features.to(device)).float(), dim=1).cpu().numpy()
+        if not np.isfinite(probabilities).all():
+            raise NonFiniteError(f"{loaded.path}: its network gives probabilities that are not finite; damaged weights?")
         predictions.extend(Prediction(file, row) for file, row in zip(chunk, probabilities, strict=True))
     return predictions

@@ -7,7 +7,9 @@ fold, a cross-corpus repeat): seed, fit (resuming from `last.ckpt`), choose the 
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import FoldDataModule
+from ser.errors import NonFiniteError
 from ser.tracking import embeddings, wandb_runs
 from ser.tracking.history import EpochHistory, read_history
 from ser.training import distributed, resume
@@ -40,6 +43,15 @@ def fold_history(cfg: DictConfig, output_dir: Path, fold: int, resumed_epoch: in
     if distributed.is_global_zero():
         history.write()  # the run's id is on disk before anything is logged to it
     return history
+
+
+@contextlib.contextmanager
+def named_fold(fold: int) -> Iterator[None]:
+    """A loss that is not finite, said with its fold."""
+    try:
+        yield
+    except NonFiniteError as error:
+        raise NonFiniteError(f"fold {fold}: {error}") from error
 
 
 def run_fold(
@@ -80,11 +92,13 @@ def run_fold(
         )
         if resume_from is not None:
             print(f"[ser] {experiment}: fold {fold} resumes from {resume_from}", flush=True)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        with named_fold(fold):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         fit_seconds = time.time() - started  # the part that grows with the epochs
         history.stop()
         selected, selection = select_checkpoint(cfg, trainer, module, datamodule)
-        trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected, weights_only=True)
+        with named_fold(fold):
+            trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected, weights_only=True)
         if trainer.is_global_zero and OmegaConf.select(cfg, "plots.embeddings", default=False):
             embeddings.save_fold_embeddings(module, datamodule, fold, output_dir)
         confusion = module.test_confusion_matrix()

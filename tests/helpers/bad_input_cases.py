@@ -96,6 +96,15 @@ def non_finite(path: Path) -> None:
     soundfile.write(str(path), signal, 16000, subtype="FLOAT")
 
 
+def huge_samples(path: Path) -> Path:
+    """A float WAV whose samples are finite but 1e30: its power spectrum overflows."""
+    signal = np.full(1600, 1e30, np.float32)
+    signal[::2] *= -1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), signal, 16000, subtype="FLOAT")
+    return path
+
+
 AUDIO_WRITERS: dict[str, Callable[[Path], object]] = {
     "audio-garbage": garbage,
     "audio-truncated": truncated,
@@ -106,6 +115,7 @@ AUDIO_WRITERS: dict[str, Callable[[Path], object]] = {
     "audio-channels": lambda path: forged.wav_with_channels(path, 200),
     "audio-length": forged.flac_with_frames,  # FLAC content; libsndfile reads it by content
     # 38 KB whose header declares 8 channels x 384 kHz x an hour: 41 GiB to decode.
+    "audio-huge-samples": huge_samples,
     "audio-declared-size": lambda path: forged.flac_with_frames(path, 384_000 * 3600, channels=8, rate=384_000),
 }
 
@@ -214,15 +224,26 @@ def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
 
 
 def forged_checkpoint(folder: Path, **feature_settings: object) -> Placeholders:
-    """A checkpoint whose feature settings ask for too much, with an audio file to classify."""
+    """A checkpoint of a tiny TIM-Net (random weights) whose feature settings are the
+    defaults with `feature_settings` changed, and an audio file to classify."""
+    from ser.models import registry
+
     path = folder / "forged.ckpt"
     folder.mkdir(parents=True, exist_ok=True)
+    net = {"name": "timnet", "num_classes": 2, "input_dim": 39, "num_blocks": 1, "implementation": "reference"}
+    weights = registry.build_network(*registry.network_spec(net)).state_dict()
     metadata = {
-        "class_names": ["happy", "sad"], "net": {"name": "timnet", "num_classes": 2},
-        "feature_settings": {"kind": "mfcc", "signal_length": 22050, **feature_settings},
+        "class_names": ["happy", "sad"], "net": net,
+        "feature_settings": {"kind": "mfcc", "signal_length": 4410, **feature_settings},
     }
-    torch.save({"state_dict": {}, "ser_metadata": metadata}, path)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in weights.items()}, "ser_metadata": metadata}, path)
     return {"{file}": str(path), "{audio}": str(write_wav(folder / "new.wav")), "{out}": str(folder / "model.pt")}
+
+
+@setup("predict-huge-samples")
+def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
+    places = forged_checkpoint(folder)
+    return {**places, "{audio}": str(huge_samples(folder / "loud.wav"))}
 
 
 FORGED_CHECKPOINTS = {
