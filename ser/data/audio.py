@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -58,6 +59,9 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if not path.exists():
         raise InputNotFound(f"audio file not found: {path}")
+    special = special_file(path)
+    if special is not None:  # opening it would block (a FIFO) or never end (a device)
+        raise AudioFileError(f"{path}: {special}, not a regular file; expected an audio file")
     try:
         _check_wav_not_truncated(path)
         with soundfile.SoundFile(str(path)) as audio:
@@ -77,6 +81,18 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
         with torch.no_grad():
             signal = _resampler(file_rate, sample_rate)(torch.from_numpy(signal)).numpy()
     return np.ascontiguousarray(signal, dtype=np.float32)
+
+
+def special_file(path: Path) -> str | None:
+    """What `path` is when it is a FIFO, a device or a socket (None for files, folders, or
+    what cannot be examined: reading it then says why)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), None)
 
 
 def _read_mono(path: Path, audio: soundfile.SoundFile) -> np.ndarray:

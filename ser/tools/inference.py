@@ -25,7 +25,7 @@ from ser.data.feature_kinds import AnyFeatureSettings, feature_settings
 from ser.data.features import fix_length, non_finite_message, non_finite_rows
 from ser.data.memory import check_features_fit
 from ser.data.ssl_features import SSLFeatureSettings, SSLWeightsError, weights_file
-from ser.errors import ConfigError, InputNotFound, NonFiniteError
+from ser.errors import ConfigError, InputError, InputNotFound, NonFiniteError
 from ser.training.checkpoint import (
     EXPECTED,
     METADATA_KEY,
@@ -134,6 +134,8 @@ def find_audio_files(path: str | Path) -> list[Path]:
         raise InputNotFound(f"audio not found: {path} (expected an audio file or a directory)")
     if path.is_file():
         return [path]
+    if not path.is_dir():
+        raise InputError(f"audio={path}: not a regular file or a folder; expected an audio file or a folder of them")
     files = [
         p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
     ]

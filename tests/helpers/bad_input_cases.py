@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import pickle
 import sys
 from collections.abc import Callable, Iterator
@@ -253,6 +254,58 @@ FORGED_CHECKPOINTS = {
 }
 for _row, _settings in FORGED_CHECKPOINTS.items():
     setup(_row)(lambda folder, patch, row: forged_checkpoint(folder, **FORGED_CHECKPOINTS[row]))
+
+
+def manifest_bytes(folder: Path, data: bytes, name: str = "train.csv") -> Placeholders:
+    """A manifest of raw bytes beside the six clips a.wav .. f.wav."""
+    places = manifest_with(folder, [], name=name)
+    Path(places["{file}"]).write_bytes(data)
+    return places
+
+
+def looping(folder: Path) -> Placeholders:
+    places = manifest_with(folder, ["path,label", "loop.wav,happy"])
+    mine = Path(places["{root}"])
+    (mine / "loop.wav").symlink_to(mine / "back.wav")
+    (mine / "back.wav").symlink_to(mine / "loop.wav")
+    return places
+
+
+def piped(folder: Path) -> Placeholders:
+    places = manifest_with(folder, ["path,label", "a.wav,happy", "pipe.wav,sad"])
+    os.mkfifo(Path(places["{root}"]) / "pipe.wav")  # opening it would wait for a writer forever
+    return places
+
+
+UNREADABLE_MANIFESTS: dict[str, Callable[[Path], Placeholders]] = {
+    "manifest-open-quote": lambda f: manifest_with(
+        f, ["path,label,notes", "a.wav,happy,ok", 'b.wav,sad,"recorded outside', "c.wav,happy,ok", "d.wav,sad,ok"]
+    ),
+    "manifest-long-field": lambda f: manifest_with(f, ["path,label,notes", "a.wav,happy," + "x" * 200_000]),
+    "manifest-long-path": lambda f: manifest_with(f, ["path,label", "a" * 5000 + ".wav,happy"]),
+    "manifest-symlink-loop": looping,
+    "manifest-fifo": piped,
+    "manifest-deep-json": lambda f: manifest_bytes(
+        f, b'{"path": "a.wav", "label": "happy"}\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n", "train.jsonl"
+    ),
+    "manifest-nested-json": lambda f: manifest_bytes(
+        f, b'{"path": "a.wav", "label": "happy"}\n' + b"[" * 60_000 + b"]" * 60_000 + b"\n", "train.jsonl"
+    ),
+    "manifest-utf16": lambda f: manifest_bytes(f, "path,label\na.wav,happy\n".encode("utf-16")),
+    "manifest-latin1": lambda f: manifest_bytes(f, "path,label\na.wav,happy\nb.wav,café\n".encode("latin-1")),
+}
+
+
+@setup(*UNREADABLE_MANIFESTS)
+def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
+    return UNREADABLE_MANIFESTS[row](folder)
+
+
+@setup("folder-fifo")
+def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
+    root = label_folders(folder)
+    os.mkfifo(root / "sad" / "x.wav")
+    return {"{root}": str(root), "{file}": str(root / "sad" / "x.wav")}
 
 
 def label_folders(folder: Path) -> Path:

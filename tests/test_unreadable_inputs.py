@@ -1,0 +1,48 @@
+"""Reading a manifest loses no rows silently, and special files never hang: each case, run as
+a user runs the command, ends in one line naming the file and the line (exit 2), with
+nothing written. The other malformed manifests are rows of docs/bad_inputs.md."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.audio_files import write_wav
+from tests.helpers.bad_input_cases import UNREADABLE_MANIFESTS
+from tests.helpers.cli_runs import run_refused
+
+
+def refused(tmp_path: Path, *arguments: str, program: str = "train.py") -> str:
+    output = tmp_path / "run"
+    line = run_refused(
+        [program, *arguments, f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={output}"], cwd=tmp_path
+    )
+    assert not output.exists() or not any(p.is_file() for p in output.rglob("*")), "a refused run wrote files"
+    return line
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("manifest-open-quote", "line 3: a quoted field runs on to line 5 (a quote left open?); expected one row per line"),
+        ("manifest-deep-json", "line 2: longer than 131072 bytes; expected one short row per utterance"),
+        ("manifest-utf16", "line 1: UTF-16 text; expected UTF-8 (save the manifest as UTF-8)"),
+    ],
+)
+def test_a_manifest_that_would_lose_rows_is_refused_naming_the_line(tmp_path: Path, case: str, message: str) -> None:
+    manifest = UNREADABLE_MANIFESTS[case](tmp_path)["{file}"]
+    assert refused(tmp_path, "dataset=manifest", f"dataset.path={manifest}") == f"error: {manifest} {message}"
+
+
+def test_a_fifo_in_a_label_folder_never_blocks(tmp_path: Path) -> None:
+    for label in ("calm", "tense"):
+        for i in range(2):
+            write_wav(tmp_path / "mine" / label / f"{i}.wav", seconds=0.1, seed=i)
+    fifo = tmp_path / "mine" / "tense" / "x.wav"
+    os.mkfifo(fifo)
+    expected = f"error: {fifo}: a FIFO, not a regular file; expected an audio file"
+    # The dataset summary (which used to wait for a writer forever), and training.
+    assert refused(tmp_path, "dataset=folder", f"dataset.root={tmp_path / 'mine'}", program="ser.data") == expected
+    assert refused(tmp_path, "dataset=folder", f"dataset.root={tmp_path / 'mine'}") == expected
