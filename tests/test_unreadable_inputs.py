@@ -1,6 +1,7 @@
-"""Reading a manifest loses no rows silently, and special files never hang: each case, run as
-a user runs the command, ends in one line naming the file and the line (exit 2), with
-nothing written. The other malformed manifests are rows of docs/bad_inputs.md."""
+"""Reading a manifest loses no rows silently, special files never hang, and outputs never
+replace inputs: each case, run as a user runs the command, ends in one line naming the file
+(and the line) with exit code 2, and nothing is written or lost. The other malformed
+manifests are rows of docs/bad_inputs.md."""
 
 from __future__ import annotations
 
@@ -46,3 +47,25 @@ def test_a_fifo_in_a_label_folder_never_blocks(tmp_path: Path) -> None:
     # The dataset summary (which used to wait for a writer forever), and training.
     assert refused(tmp_path, "dataset=folder", f"dataset.root={tmp_path / 'mine'}", program="ser.data") == expected
     assert refused(tmp_path, "dataset=folder", f"dataset.root={tmp_path / 'mine'}") == expected
+
+
+def test_outputs_never_replace_inputs(tmp_path: Path) -> None:
+    """`ser-predict output=` naming the audio it classifies, and folders as outputs of
+    `ser-predict` and `ser-export`, are refused before any work; nothing is written or lost."""
+    from tests.helpers.bad_input_cases import forged_checkpoint
+    from tests.helpers.cli_runs import snapshot
+
+    places = forged_checkpoint(tmp_path / "work")
+    checkpoint, audio = places["{file}"], places["{audio}"]
+    before = snapshot(tmp_path)
+    line = run_refused(["ser.tools.predict", f"checkpoint={checkpoint}", f"audio={audio}", f"output={audio}"], tmp_path)
+    assert line == f"error: output={audio}: an audio file being classified, which writing would replace; expected another file"
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    line = run_refused(["ser.tools.predict", f"checkpoint={checkpoint}", f"audio={audio}", f"output={folder}"], tmp_path)
+    assert line == f"error: output={folder}: a folder; expected a file to write, e.g. output={folder / 'predictions.csv'}"
+    line = run_refused(["ser.tools.export", f"checkpoint={checkpoint}", "format=torchscript", f"out={folder}"], tmp_path)
+    assert line == f"error: out={folder}: a folder; expected a file to write, e.g. out={folder / 'model.pt'}"
+    line = run_refused(["ser.tools.export", f"checkpoint={checkpoint}", "format=onnx", f"out={checkpoint}"], tmp_path)
+    assert line.startswith(f"error: out={checkpoint}: the checkpoint being exported, which writing would replace")
+    assert snapshot(tmp_path) == before and list(folder.iterdir()) == []

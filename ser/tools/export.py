@@ -31,7 +31,7 @@ from omegaconf import MISSING, DictConfig
 from ser import __version__
 from ser.cli import parse_key_values, run_cli
 from ser.errors import ConfigError
-from ser.tools.inference import LoadedCheckpoint, load_checkpoint
+from ser.tools.inference import LoadedCheckpoint, check_output_path, load_checkpoint
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
@@ -148,6 +148,8 @@ def read_torchscript_metadata(path: str | Path) -> dict[str, Any]:
 def run(args: DictConfig) -> Path:
     if args.format not in FORMATS:  # before loading anything
         raise ConfigError(f"format={args.format!r}: expected one of {', '.join(FORMATS)}")
+    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    check_output_path("out", args.out, {"the checkpoint being exported": [Path(args.checkpoint)]}, f"model{suffix}")
     loaded = load_checkpoint(args.checkpoint)
     path = export(loaded, str(args.format), args.out, args.frames)
     print(f"wrote {args.format} model to {path} ({', '.join(loaded.class_names)})")

@@ -11,6 +11,7 @@ ser.training.checkpoint's: nothing in the file can run code or name a class to b
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -144,6 +145,22 @@ def find_audio_files(path: str | Path) -> list[Path]:
             f"{path}: no audio files below this directory (expected {', '.join(AUDIO_SUFFIXES)})"
         )
     return sorted(files, key=natural_key)
+
+
+def check_output_path(setting: str, path: str | Path, inputs: dict[str, Sequence[Path]], example: str) -> Path:
+    """The file `setting=path` names for a command to write, refused before any work when it
+    is a folder, or one of the files the command reads (`inputs`: what they are -> the files):
+    writing it would replace the very input. `example`: a file name to suggest instead."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{setting}={path}: a folder; expected a file to write, e.g. {setting}={path / example}")
+    for what, files in inputs.items():
+        for file in files:
+            if path.resolve() == Path(file).resolve() or (path.exists() and os.path.samefile(path, file)):
+                raise InputError(f"{setting}={path}: {what}, which writing would replace; expected another file")
+    if path.suffix.lower() in (*AUDIO_SUFFIXES, ".ckpt"):
+        raise InputError(f"{setting}={path}: the name of an audio file or a checkpoint; expected e.g. {example}")
+    return path
 
 
 def resolve_device(name: str) -> torch.device:

@@ -28,6 +28,7 @@ from omegaconf import MISSING, DictConfig
 from ser.cli import parse_key_values, run_cli
 from ser.tools.inference import (
     Prediction,
+    check_output_path,
     find_audio_files,
     load_checkpoint,
     predict_files,
@@ -104,6 +105,9 @@ def predict(args: DictConfig) -> list[Prediction]:
     """Run the CLI's work on parsed arguments; returns the predictions."""
     device = resolve_device(str(args.device))
     files = find_audio_files(args.audio)  # before loading the model: fail fast on a typo
+    if args.output:  # before any work: never in place of what is read
+        inputs = {"an audio file being classified": files, "the checkpoint": [Path(args.checkpoint)]}
+        check_output_path("output", args.output, inputs, "predictions.csv")
     loaded = load_checkpoint(args.checkpoint, device=device, feature_weights=args.feature_weights)
     predictions = predict_files(loaded, files, batch_size=int(args.batch_size))
     audio = Path(args.audio)

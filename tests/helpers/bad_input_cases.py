@@ -241,6 +241,11 @@ def forged_checkpoint(folder: Path, **feature_settings: object) -> Placeholders:
     return {"{file}": str(path), "{audio}": str(write_wav(folder / "new.wav")), "{out}": str(folder / "model.pt")}
 
 
+@setup("predict-output-audio", "predict-output-folder", "export-out-folder", "export-out-checkpoint")
+def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
+    return {**forged_checkpoint(folder), "{root}": str(folder)}
+
+
 @setup("predict-huge-samples")
 def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
     places = forged_checkpoint(folder)
