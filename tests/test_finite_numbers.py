@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.audio_files import write_wav
-from tests.helpers.bad_input_cases import forged_checkpoint, huge_samples
+from tests.helpers.case_inputs import huge_samples
 from tests.helpers.cli_runs import run_refused
 from tests.helpers.config import TINY_DATA
+from tests.helpers.untrusted_data_cases import forged_checkpoint
 
 
 def test_audio_whose_features_overflow_is_named(tmp_path: Path) -> None:

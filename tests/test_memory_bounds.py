@@ -12,8 +12,8 @@ import soundfile
 
 from tests.helpers import forged_files as forged
 from tests.helpers.audio_files import write_wav
-from tests.helpers.bad_input_cases import forged_checkpoint
 from tests.helpers.cli_runs import run_refused
+from tests.helpers.untrusted_data_cases import forged_checkpoint
 
 
 def clips(folder: Path, count: int, seconds: float = 1.0) -> list[str]:

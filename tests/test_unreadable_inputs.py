@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.audio_files import write_wav
-from tests.helpers.bad_input_cases import UNREADABLE_MANIFESTS
 from tests.helpers.cli_runs import run_refused
+from tests.helpers.untrusted_data_cases import UNREADABLE_MANIFESTS
 
 
 def refused(tmp_path: Path, *arguments: str, program: str = "train.py") -> str:
@@ -52,8 +52,8 @@ def test_a_fifo_in_a_label_folder_never_blocks(tmp_path: Path) -> None:
 def test_outputs_never_replace_inputs(tmp_path: Path) -> None:
     """`ser-predict output=` naming the audio it classifies, and folders as outputs of
     `ser-predict` and `ser-export`, are refused before any work; nothing is written or lost."""
-    from tests.helpers.bad_input_cases import forged_checkpoint
     from tests.helpers.cli_runs import snapshot
+    from tests.helpers.untrusted_data_cases import forged_checkpoint
 
     places = forged_checkpoint(tmp_path / "work")
     checkpoint, audio = places["{file}"], places["{audio}"]

@@ -4,9 +4,12 @@ tests/test_bad_inputs_doc.py reads the table, and runs every row here, in one ch
 process whose memory is limited (forged files are among the rows: a regression there is
 a crash or a huge allocation, which must fail the test, not kill the session). Each row
 is run as its command runs it (`train.py` -> ser.training.engine.train, `-m ser.data` -> the
-summary) through ser.cli.run_cli, and what it printed and its exit code are recorded.
+summary, composed as the commands compose it, Hydra's errors in one line; `-m ser.tools.predict`
+and `-m ser.tools.export` -> their `main`) through ser.cli.run_cli, and what it printed and
+its exit code are recorded.
 
-A row's SETUP (by id) writes the files it needs under a fresh folder and returns the
+A row's SETUP (by id; the registry is tests/helpers/case_inputs.py, the rows of issue 21 are
+in untrusted_data_cases.py) writes the files it needs under a fresh folder and returns the
 values of the placeholders its command and message use: `{file}` (the offending file)
 and `{root}` (dataset.root). Rows without one are settings alone.
 """
@@ -16,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import pickle
 import sys
 from collections.abc import Callable, Iterator
@@ -26,37 +28,26 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from omegaconf import DictConfig, open_dict
 
-from ser.tracking import results as results_file
 from tests.helpers import forged_files as forged
+from tests.helpers import untrusted_data_cases  # noqa: F401  (registers the SETUPs of its rows)
 from tests.helpers.audio_files import deny, write_wav
-from tests.helpers.config import compose_config
+from tests.helpers.case_inputs import (
+    SETUPS,
+    Placeholders,
+    Setup,
+    emodb_with,
+    huge_samples,
+    label_folders,
+    manifest_with,
+    row_config,
+    setup,
+)
 from tests.helpers.corpus_trees import make_emodb_tree, make_iemocap_tree, make_ravdess_tree
 from tests.helpers.feature_files import RunsShell, overflow_in_float32, save_shared, shared_arrays
 
-Placeholders = dict[str, str]
-Setup = Callable[[Path, pytest.MonkeyPatch, str], Placeholders]
-SETUPS: dict[str, Setup] = {}
-
-
-def setup(*ids: str) -> Callable[[Setup], Setup]:
-    def register(function: Setup) -> Setup:
-        for row in ids:
-            SETUPS[row] = function
-        return function
-
-    return register
-
 
 # -- corpora and audio ------------------------------------------------------------------
-def emodb_with(folder: Path, write: Callable[[Path], object], name: str = "03a01Wa.wav") -> Placeholders:
-    """An EMODB copy with one good file and the bad `name` written by `write`."""
-    root = make_emodb_tree(folder / "emodb", ["03a01Fa.wav"])
-    write(root / "wav" / name)
-    return {"{root}": str(root), "{file}": str(root / "wav" / name)}
-
-
 @setup("root-missing")
 def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
     return {"{root}": str(folder / "not-downloaded")}
@@ -95,15 +86,6 @@ def non_finite(path: Path) -> None:
     signal = np.full(800, 0.1, np.float32)
     signal[10] = np.nan
     soundfile.write(str(path), signal, 16000, subtype="FLOAT")
-
-
-def huge_samples(path: Path) -> Path:
-    """A float WAV whose samples are finite but 1e30: its power spectrum overflows."""
-    signal = np.full(1600, 1e30, np.float32)
-    signal[::2] *= -1
-    path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), signal, 16000, subtype="FLOAT")
-    return path
 
 
 AUDIO_WRITERS: dict[str, Callable[[Path], object]] = {
@@ -162,16 +144,6 @@ def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
 
 
 # -- your own data: manifests and label folders ------------------------------------------
-def manifest_with(folder: Path, lines: list[str], name: str = "train.csv") -> Placeholders:
-    """A manifest of `lines` beside six tiny clips a.wav .. f.wav."""
-    mine = folder / "mine"
-    for i, audio in enumerate("abcdef"):
-        write_wav(mine / f"{audio}.wav", seed=i)
-    path = mine / name
-    path.write_text("\n".join(lines) + "\n")
-    return {"{file}": str(path), "{root}": str(mine)}
-
-
 TWO_CLASSES = ["path,label", "a.wav,happy", "b.wav,sad"]
 MANIFESTS: dict[str, Callable[[Path], Placeholders]] = {
     "manifest-not-found": lambda f: {"{file}": str(f / "mine" / "train.csv")},
@@ -198,126 +170,6 @@ MANIFESTS: dict[str, Callable[[Path], Placeholders]] = {
 @setup(*MANIFESTS)
 def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
     return MANIFESTS[row](folder)
-
-
-def clips_manifest(folder: Path, count: int, seconds: float = 0.2) -> Placeholders:
-    """A manifest of `count` clips of `seconds`, two classes."""
-    mine = folder / "mine"
-    for i in range(count):
-        write_wav(mine / f"{i}.wav", seconds=seconds, seed=i)
-    path = mine / "train.csv"
-    path.write_text("path,label\n" + "".join(f"{i}.wav,{('happy', 'sad')[i % 2]}\n" for i in range(count)))
-    return {"{file}": str(path), "{root}": str(mine)}
-
-
-@setup("manifest-outlier")
-def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
-    places = clips_manifest(folder, 20)
-    long = write_wav(folder / "mine" / "long.wav", seconds=5.0)  # one recording among 0.2 s clips
-    with Path(places["{file}"]).open("a") as manifest:
-        manifest.write("long.wav,happy\n")
-    return {**places, "{audio}": str(long)}
-
-
-@setup("features-memory")
-def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
-    return clips_manifest(folder, 40, seconds=0.01)
-
-
-def forged_checkpoint(folder: Path, **feature_settings: object) -> Placeholders:
-    """A checkpoint of a tiny TIM-Net (random weights) whose feature settings are the
-    defaults with `feature_settings` changed, and an audio file to classify."""
-    from ser.models import registry
-
-    path = folder / "forged.ckpt"
-    folder.mkdir(parents=True, exist_ok=True)
-    net = {"name": "timnet", "num_classes": 2, "input_dim": 39, "num_blocks": 1, "implementation": "reference"}
-    weights = registry.build_network(*registry.network_spec(net)).state_dict()
-    metadata = {
-        "class_names": ["happy", "sad"], "net": net,
-        "feature_settings": {"kind": "mfcc", "signal_length": 4410, **feature_settings},
-    }
-    torch.save({"state_dict": {f"net.{k}": v for k, v in weights.items()}, "ser_metadata": metadata}, path)
-    return {"{file}": str(path), "{audio}": str(write_wav(folder / "new.wav")), "{out}": str(folder / "model.pt")}
-
-
-@setup("predict-output-audio", "predict-output-folder", "export-out-folder", "export-out-checkpoint")
-def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
-    return {**forged_checkpoint(folder), "{root}": str(folder)}
-
-
-@setup("predict-huge-samples")
-def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
-    places = forged_checkpoint(folder)
-    return {**places, "{audio}": str(huge_samples(folder / "loud.wav"))}
-
-
-FORGED_CHECKPOINTS = {
-    "predict-n-fft": {"n_fft": 2**30},
-    "predict-n-mels": {"n_mels": 1e8},
-    "export-signal-length": {"signal_length": 1e11},
-}
-for _row, _settings in FORGED_CHECKPOINTS.items():
-    setup(_row)(lambda folder, patch, row: forged_checkpoint(folder, **FORGED_CHECKPOINTS[row]))
-
-
-def manifest_bytes(folder: Path, data: bytes, name: str = "train.csv") -> Placeholders:
-    """A manifest of raw bytes beside the six clips a.wav .. f.wav."""
-    places = manifest_with(folder, [], name=name)
-    Path(places["{file}"]).write_bytes(data)
-    return places
-
-
-def looping(folder: Path) -> Placeholders:
-    places = manifest_with(folder, ["path,label", "loop.wav,happy"])
-    mine = Path(places["{root}"])
-    (mine / "loop.wav").symlink_to(mine / "back.wav")
-    (mine / "back.wav").symlink_to(mine / "loop.wav")
-    return places
-
-
-def piped(folder: Path) -> Placeholders:
-    places = manifest_with(folder, ["path,label", "a.wav,happy", "pipe.wav,sad"])
-    os.mkfifo(Path(places["{root}"]) / "pipe.wav")  # opening it would wait for a writer forever
-    return places
-
-
-UNREADABLE_MANIFESTS: dict[str, Callable[[Path], Placeholders]] = {
-    "manifest-open-quote": lambda f: manifest_with(
-        f, ["path,label,notes", "a.wav,happy,ok", 'b.wav,sad,"recorded outside', "c.wav,happy,ok", "d.wav,sad,ok"]
-    ),
-    "manifest-long-field": lambda f: manifest_with(f, ["path,label,notes", "a.wav,happy," + "x" * 200_000]),
-    "manifest-long-path": lambda f: manifest_with(f, ["path,label", "a" * 5000 + ".wav,happy"]),
-    "manifest-symlink-loop": looping,
-    "manifest-fifo": piped,
-    "manifest-deep-json": lambda f: manifest_bytes(
-        f, b'{"path": "a.wav", "label": "happy"}\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n", "train.jsonl"
-    ),
-    "manifest-nested-json": lambda f: manifest_bytes(
-        f, b'{"path": "a.wav", "label": "happy"}\n' + b"[" * 60_000 + b"]" * 60_000 + b"\n", "train.jsonl"
-    ),
-    "manifest-utf16": lambda f: manifest_bytes(f, "path,label\na.wav,happy\n".encode("utf-16")),
-    "manifest-latin1": lambda f: manifest_bytes(f, "path,label\na.wav,happy\nb.wav,café\n".encode("latin-1")),
-}
-
-
-@setup(*UNREADABLE_MANIFESTS)
-def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
-    return UNREADABLE_MANIFESTS[row](folder)
-
-
-@setup("folder-fifo")
-def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
-    root = label_folders(folder)
-    os.mkfifo(root / "sad" / "x.wav")
-    return {"{root}": str(root), "{file}": str(root / "sad" / "x.wav")}
-
-
-def label_folders(folder: Path) -> Path:
-    """A tiny `dataset=folder` corpus: two label folders of one clip each."""
-    for i, label in enumerate(("happy", "sad")):
-        write_wav(folder / "mine" / label / "clip.wav", seconds=0.1, seed=i)
-    return folder / "mine"
 
 
 @setup("folder-no-audio")
@@ -350,45 +202,6 @@ SSL_WEIGHTS: dict[str, Callable[[Path], object]] = {
 }
 for _row, _write in SSL_WEIGHTS.items():
     setup(_row)(ssl_weights(_write))
-
-
-# -- the machine and the output directory ------------------------------------------------
-@setup("no-gpu")
-def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
-    patch.setattr(torch.cuda, "is_available", lambda: False)  # the row's machine has no GPU
-    patch.setattr(torch.cuda, "device_count", lambda: 0)
-    return {}
-
-
-@setup("devices-cores", "num-workers-cores")
-def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
-    from ser.settings import usable_cores
-
-    return {"{cores}": str(usable_cores())}
-
-
-def finished_run(folder: Path, overrides: list[str], **record: object) -> Path:
-    """The row's output directory holding the record of a run of `overrides`."""
-    from ser.training.config import config_hash
-
-    run = folder / "run"
-    header = results_file.header_path(run)
-    header.parent.mkdir(parents=True)
-    header.write_text(json.dumps({"config_hash": config_hash(row_config(overrides, folder)), **record}))
-    return header
-
-
-@setup("output-dir-callbacks")
-def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
-    return {"{file}": str(finished_run(folder, []))}  # trained with the default callbacks
-
-
-@setup("rerun-other-data")
-def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
-    places = manifest_with(folder, ["path,label", "a.wav,happy", "b.wav,happy", "c.wav,sad", "d.wav,sad"])
-    overrides = ["dataset=manifest", f"dataset.path={places['{file}']}", "cv.folds=2"]
-    header = finished_run(folder, overrides, data_hash="0" * 16)  # its folds trained on other data
-    return {**places, "{header}": str(header)}
 
 
 # -- feature files ----------------------------------------------------------------------
@@ -445,15 +258,6 @@ def substitute(text: str, places: Placeholders) -> str:
     for name, value in places.items():
         text = text.replace(name, value)
     return text
-
-
-def row_config(overrides: list[str], folder: Path) -> DictConfig:
-    """The config of a row's command, writing into the row's own folder."""
-    cfg = compose_config(overrides)
-    with open_dict(cfg):
-        cfg.paths.data_dir = str(folder / "data")
-        cfg.paths.output_dir = str(folder / "run")
-    return cfg
 
 
 def run_row(row: str, command: str, folder: Path) -> dict[str, object]:
