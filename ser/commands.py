@@ -20,7 +20,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ser.cli import run_cli
+from ser.cli import hydra_errors_in_one_line, run_cli
 from ser.conf import CONFIG_PATH, ROOT_CONFIG
 
 # A summary is not a run: no output folder, no .hydra/ snapshot, no log file.
@@ -54,14 +54,16 @@ def train() -> None:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    train_main()
+    with hydra_errors_in_one_line():
+        train_main()
 
 
 def data() -> None:
     """ser-data"""
     # Before the user's overrides, so an explicit hydra.run.dir=... still wins.
     sys.argv[1:1] = SUMMARY_OVERRIDES
-    summary_main()
+    with hydra_errors_in_one_line():
+        summary_main()
 
 
 def sweep() -> None:

@@ -28,6 +28,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from ser.errors import ConfigError
+
 
 @dataclass
 class PointsSweeperConf:
@@ -70,7 +72,7 @@ class PointsSweeper(Sweeper):
     ) -> None:
         super().__init__()
         if not points:
-            raise ValueError("hydra.sweeper.points is empty: name at least one point")
+            raise ConfigError("hydra.sweeper.points is empty: name at least one point")
         self.max_batch_size = max_batch_size
         self.params = dict(params or {})
         self.points = {str(name): [str(o) for o in overrides or ()] for name, overrides in points.items()}

@@ -10,6 +10,7 @@ TIM-Net feature files use it too): tensors in memory, served fold by fold.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from ser.data.corpora.base import CORPUS_RATE
 from ser.data.corpora.labelled import COVERED_SHARE, covering_seconds
 from ser.data.extraction import (
     BAD_FILE_CHOICES,
+    FEATURE_BATCH_SIZE,
     FEATURE_CACHE_VERSION,
     extract_manifest,
     load_or_extract,
@@ -35,7 +37,9 @@ from ser.data.extraction import (
 )
 from ser.data.feature_kinds import AnyFeatureSettings, feature_settings
 from ser.data.manifest import Manifest
+from ser.data.memory import check_features_fit
 from ser.data.sampling import EpochSeededSampler
+from ser.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ class FoldDataModule(pl.LightningDataModule):
         # A registered layout by name, or a corpus built from its settings (a manifest).
         self.corpus: Corpus = corpus if isinstance(corpus, Corpus) else get_corpus(corpus)
         if batch_size < 1:
-            raise ValueError(f"dataset.batch_size must be a positive integer, got {batch_size}")
+            raise ConfigError(f"dataset.batch_size must be a positive integer, got {batch_size}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.feature_settings: AnyFeatureSettings
@@ -72,6 +76,7 @@ class FoldDataModule(pl.LightningDataModule):
         self.test_indices: np.ndarray | None = None
         self.validation_indices: np.ndarray | None = None
         self.shuffle_seed: int | None = None
+        self._identity: str | None = None
 
     # -- what the rest of the code reads ------------------------------------------------
     @property
@@ -97,6 +102,20 @@ class FoldDataModule(pl.LightningDataModule):
 
     def build_manifest(self) -> Manifest:
         raise NotImplementedError
+
+    def identity_parts(self) -> list[Any]:
+        """What identifies the prepared data: the manifest's rows and files (its fingerprint)."""
+        if self.manifest is None:
+            raise RuntimeError("call prepare_data() before asking what the data is")
+        return [self.manifest.fingerprint()]
+
+    def data_identity(self) -> str:
+        """The prepared data's identity, 16 hex digits, which a resumed run must find again
+        (results, fold files and checkpoints record it). Computed once, after prepare_data()."""
+        if self._identity is None:
+            text = json.dumps(self.identity_parts(), sort_keys=True, default=str)
+            self._identity = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self._identity
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()
@@ -208,13 +227,13 @@ class CorpusDataModule(FoldDataModule):
             self._feature_settings = feature_settings(features, signal_length, corpus_seconds)
         self.cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else None
         if on_bad_file not in BAD_FILE_CHOICES:
-            raise ValueError(f"dataset.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
+            raise ConfigError(f"dataset.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
         self.on_bad_file = on_bad_file
         self.check_counts = check_counts
         resolve_feature_device(str(feature_device))  # a bad setting fails here, not later
         self.feature_device = str(feature_device)
         if load_threads is not None and load_threads < 1:
-            raise ValueError(f"dataset.load_threads must be positive or null, got {load_threads}")
+            raise ConfigError(f"dataset.load_threads must be positive or null, got {load_threads}")
         self.load_threads = load_threads or min(4, os.cpu_count() or 1)
 
     @property
@@ -240,6 +259,10 @@ class CorpusDataModule(FoldDataModule):
             )
         return manifest
 
+    def identity_parts(self) -> list[Any]:
+        # The signal length too: with dataset.signal_length null the data chooses it.
+        return [*super().identity_parts(), self.feature_settings.signal_length]
+
     def cache_path(self, manifest: Manifest) -> Path | None:
         if self.cache_dir is None:
             return None
@@ -252,6 +275,8 @@ class CorpusDataModule(FoldDataModule):
         if self.features is not None:
             return
         manifest = self.build_manifest()
+        chosen = "null, chosen by the data" if self.signal_length is None else self.signal_length
+        check_features_fit(self.feature_settings, len(manifest), FEATURE_BATCH_SIZE, f"dataset.signal_length={chosen}")
         load_or_extract(
             self.cache_path(manifest), lambda: self._extract(manifest),
             lambda cached: self._adopt(manifest, cached), self.on_bad_file,

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ser.errors import InputError, InputNotFound
+
 NPY_MAGIC = b"\x93NUMPY"
 # Plain numbers only: bool, signed/unsigned integers, floats (kind + itemsize).
 NUMBER_DTYPE = re.compile(r"^(b1|[iu][1248]|f[248])$")
@@ -33,7 +35,7 @@ BYTE_ORDERS = ("<", ">", "|", "=")
 MAX_DEFLATE_RATIO = 1100
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(InputError):
     """A feature file that is not a dict of numpy arrays in the shared TIM-Net format."""
 
 
@@ -289,7 +291,7 @@ def read_feature_file(path: str | Path) -> Any:
     path = Path(path).expanduser()
     source = str(path)
     if not path.is_file():
-        raise FileNotFoundError(f"feature file not found: {source} (set dataset.path=FILE)")
+        raise InputNotFound(f"feature file not found: {source} (set dataset.path=FILE)")
     try:
         with path.open("rb") as handle:
             if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:

@@ -34,6 +34,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from ser.errors import ConfigError
 from ser.sweeps.launch import SWEEP_DIR_FILE_ENV
 from ser.tracking.output_dir import OutputDirectoryError, check_unclaimed
 
@@ -191,7 +192,7 @@ def slots_per_gpu(jobs_per_gpu: int | str, jobs: int, gpus: int) -> int:
         return max(1, math.ceil(jobs / max(1, gpus)))
     value = int(jobs_per_gpu)
     if value < 1:
-        raise ValueError(f"hydra.callbacks.gpu_slots.jobs_per_gpu={value}: expected auto or >= 1")
+        raise ConfigError(f"hydra.callbacks.gpu_slots.jobs_per_gpu={value}: expected auto or >= 1")
     return value
 
 

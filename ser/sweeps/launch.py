@@ -19,6 +19,7 @@ from pathlib import Path
 
 import ser
 from ser.conf import group_files
+from ser.errors import ConfigError
 
 SWEEP_GROUP = "sweep"
 # The training command as a module, so that an installed package needs no checkout.
@@ -81,17 +82,17 @@ def missing_extra(overrides: Sequence[str]) -> str | None:
 
 
 def check_plugins(overrides: Sequence[str]) -> None:
-    """ValueError (see `missing_extra`) when ``overrides`` need an extra that is missing."""
+    """ConfigError (see `missing_extra`) when ``overrides`` need an extra that is missing."""
     problem = missing_extra(overrides)
     if problem:
-        raise ValueError(problem)
+        raise ConfigError(problem)
 
 
 def sweep_command(name: str, overrides: Sequence[str], python: str = sys.executable) -> list[str]:
     """The ``python -m ser.training --multirun`` command line that runs sweep ``name``."""
     sweeps = available_sweeps()
     if name not in sweeps:
-        raise ValueError(f"unknown sweep {name!r}; available: {', '.join(sweeps)}")
+        raise ConfigError(f"unknown sweep {name!r}; available: {', '.join(sweeps)}")
     check_plugins([f"+sweep={name}", *overrides])
     return [python, "-m", TRAIN_MODULE, "--multirun", f"+sweep={name}", *overrides]
 

@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ser.cli import parse_key_values, run_cli
+from ser.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def count_macs(net: nn.Module, frames: int, input_dim: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     if frames < 1:
-        raise ValueError(f"frames must be positive, got {frames}")
+        raise ConfigError(f"frames must be positive, got {frames}")
     shadow = copy.deepcopy(net).to("meta").eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
@@ -96,7 +97,7 @@ def cpu_latency_ms(
 ) -> float:
     """Median milliseconds of a batch-1 CPU forward pass on ``threads`` threads."""
     if runs < 1 or threads < 1:
-        raise ValueError(f"runs and threads must be positive, got {runs} and {threads}")
+        raise ConfigError(f"runs and threads must be positive, got {runs} and {threads}")
     net = net.cpu().eval()
     x = torch.randn(1, frames, input_dim)
     times = []
@@ -182,7 +183,7 @@ def complexity_report(
     corpus_frames, input_dim, num_classes = corpus_shape(corpus, features)
     frames = int(frames or corpus_frames)
     if frames < 1:
-        raise ValueError(f"frames must be positive, got {frames}")
+        raise ConfigError(f"frames must be positive, got {frames}")
     rows = []
     for variant in variants:
         torch.manual_seed(0)

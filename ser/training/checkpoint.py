@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ser.errors import InputError, InputNotFound
 from ser.models import registry
 
 METADATA_KEY = "ser_metadata"
@@ -41,7 +42,7 @@ EXPECTED = "a checkpoint written by `python train.py` (e.g. OUTPUT_DIR/checkpoin
 CHECKPOINT_TYPES = frozenset({dict, OrderedDict, list, tuple, str, int, float, bool, type(None), torch.Tensor})
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A file given as a checkpoint is not a usable checkpoint of this framework.
 
     The message names the file, says what is wrong and what was expected; `reason` is
@@ -108,7 +109,7 @@ def load_file(path: str | Path, map_location: Any = "cpu") -> Any:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path} (expected {EXPECTED})")
+        raise InputNotFound(f"checkpoint not found: {path} (expected {EXPECTED})")
     if path.is_dir():
         raise refused(path, "is a directory")
     # torch.save (and Lightning) write zip archives; checking first gives a clear message
@@ -143,10 +144,11 @@ def load_dict(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     return checkpoint
 
 
-def saved_config_hash(checkpoint: Mapping[str, Any]) -> str | None:
-    """The config hash in a checkpoint's `ser_metadata` (None if it has none)."""
+def saved_config_hash(checkpoint: Mapping[str, Any], key: str = "config_hash") -> str | None:
+    """The config hash (or the data hash, `key="data_hash"`) in a checkpoint's `ser_metadata`
+    (None if it has none)."""
     metadata = checkpoint.get(METADATA_KEY)
-    value = metadata.get("config_hash") if isinstance(metadata, Mapping) else None
+    value = metadata.get(key) if isinstance(metadata, Mapping) else None
     return value if isinstance(value, str) else None
 
 

@@ -7,19 +7,21 @@ fold, a cross-corpus repeat): seed, fit (resuming from `last.ckpt`), choose the 
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import FoldDataModule
+from ser.errors import NonFiniteError
 from ser.tracking import embeddings, wandb_runs
 from ser.tracking.history import EpochHistory, read_history
 from ser.training import distributed, resume
-from ser.training.build import build_callbacks, build_module
+from ser.training.build import build_callbacks, build_module, build_trainer
 from ser.training.config import config_hash
 from ser.training.selection import protocol_callbacks, select_checkpoint, split_validation
 
@@ -41,6 +43,15 @@ def fold_history(cfg: DictConfig, output_dir: Path, fold: int, resumed_epoch: in
     if distributed.is_global_zero():
         history.write()  # the run's id is on disk before anything is logged to it
     return history
+
+
+@contextlib.contextmanager
+def named_fold(fold: int) -> Iterator[None]:
+    """A loss that is not finite, said with its fold."""
+    try:
+        yield
+    except NonFiniteError as error:
+        raise NonFiniteError(f"fold {fold}: {error}") from error
 
 
 def run_fold(
@@ -65,7 +76,7 @@ def run_fold(
     datamodule.set_fold(train_rows, test_rows, validation_rows, shuffle_seed=fold_seed)
     fold_dir = output_dir / "checkpoints" / f"fold_{fold:02d}"
     module = build_module(cfg, datamodule)
-    resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg))
+    resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg), datamodule.data_identity())
     resumed = {} if resume_from is None else {"resumed_from_epoch": resume.checkpoint_epoch(resume_from)}
     history = fold_history(cfg, output_dir, fold, resumed.get("resumed_from_epoch"))
     loggers = wandb_runs.fold_loggers(
@@ -73,19 +84,21 @@ def run_fold(
     )
     started = time.time()
     try:
-        trainer: pl.Trainer = instantiate(
-            cfg.trainer,
+        trainer = build_trainer(
+            cfg,
             logger=[*loggers, history],  # the history always: the figures are drawn from it
             callbacks=protocol_callbacks(cfg, fold_seed, fold_dir) + build_callbacks(cfg, fold_dir),
             enable_progress_bar=bool(cfg.progress),
         )
         if resume_from is not None:
             print(f"[ser] {experiment}: fold {fold} resumes from {resume_from}", flush=True)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        with named_fold(fold):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         fit_seconds = time.time() - started  # the part that grows with the epochs
         history.stop()
         selected, selection = select_checkpoint(cfg, trainer, module, datamodule)
-        trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected, weights_only=True)
+        with named_fold(fold):
+            trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected, weights_only=True)
         if trainer.is_global_zero and OmegaConf.select(cfg, "plots.embeddings", default=False):
             embeddings.save_fold_embeddings(module, datamodule, fold, output_dir)
         confusion = module.test_confusion_matrix()

@@ -96,8 +96,9 @@ class EpochSeeding(pl.Callback):
         np.random.seed(seed % 2**32)
 
 
-def resumable_checkpoint(checkpoint_dir: Path, config_hash: str) -> Path | None:
-    """`checkpoint_dir/last.ckpt` if it exists, loads safely and was saved by this config.
+def resumable_checkpoint(checkpoint_dir: Path, config_hash: str, data_hash: str | None = None) -> Path | None:
+    """`checkpoint_dir/last.ckpt` if it exists, loads safely and was saved by this config
+    (and, given `data_hash`, on this data).
 
     The file is read by ser.training.checkpoint (nothing in it can run code) and its config hash
     is checked before anything else in it is used. Anything else (unreadable, holding
@@ -108,7 +109,8 @@ def resumable_checkpoint(checkpoint_dir: Path, config_hash: str) -> Path | None:
     if not path.is_file():
         return None
     try:
-        saved = saved_config_hash(load_dict(path))
+        checkpoint = load_dict(path)
+        saved = saved_config_hash(checkpoint)
     except CheckpointError as error:  # a damaged or untrusted file is never used
         log.warning(
             "not resuming from %s: the file is refused (%s); the fold starts afresh", path, error.reason
@@ -118,6 +120,13 @@ def resumable_checkpoint(checkpoint_dir: Path, config_hash: str) -> Path | None:
         log.warning(
             "not resuming from %s: saved by config %s, this run is %s; the fold starts afresh",
             path, saved, config_hash,
+        )
+        return None
+    saved_data = saved_config_hash(checkpoint, "data_hash")
+    if data_hash is not None and saved_data != data_hash:
+        log.warning(
+            "not resuming from %s: saved on other data (data hash %s, this run's %s); the fold starts afresh",
+            path, saved_data, data_hash,
         )
         return None
     return path

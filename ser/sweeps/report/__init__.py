@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ser.errors import InputError, InputNotFound
 from ser.sweeps.report.collect import PAPER_BASELINE, Report, build_report
 from ser.sweeps.report.render import (
     REPORT_CHART,
@@ -38,10 +39,10 @@ def write_report(
     into it; log the table to W&B unless ``wandb_project`` is None."""
     directory = Path(directory).resolve()
     if not directory.is_dir():
-        raise FileNotFoundError(f"no such directory: {directory}")
+        raise InputNotFound(f"no such directory: {directory}")
     report = build_report(directory, baseline)
     if not report.rows:
-        raise ValueError(f"no complete results.json under {directory}")
+        raise InputError(f"no complete results.json under {directory}")
     (directory / REPORT_MARKDOWN).write_text(markdown(report))
     write_csv(report, directory / REPORT_CSV)
     chart = directory / REPORT_CHART
