@@ -4,49 +4,105 @@ Every command takes Hydra-style ``key=value`` arguments and answers ``--help``. 
 commands (training, the data summary) get both from Hydra; the small tools (predict,
 export, complexity, gather, the benchmarks, the GPU check) parse theirs with
 `parse_key_values` from a dataclass whose fields say what each key means (`sweep.py`
-keeps its subcommands: `run` hands its own arguments to Hydra). All of them report expected errors through `run_cli`:
-one line on stderr and exit code 2. ser/commands.py lists the commands.
+keeps its subcommands: `run` hands its own arguments to Hydra). All of them report the
+project's own errors (ser.errors) through `run_cli`: one line on stderr and exit code 2;
+`SER_TRACEBACK=1` shows their traceback instead. Any other exception is a bug and keeps
+its traceback. ser/commands.py lists the commands.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
 
-from hydra.errors import InstantiationException
+from hydra.errors import ConfigCompositionException, InstantiationException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-# Errors whose message already names the file or the setting and what was expected.
-# Anything else is a bug and keeps its traceback.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError, FileNotFoundError, NotADirectoryError, OmegaConfBaseException,
-)
+from ser.errors import ConfigError, InputError
+
+# Set to 1 to see the traceback of an expected error too (a developer's switch).
+TRACEBACK_ENV = "SER_TRACEBACK"
+HYDRA_FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
 
 
-def expected_cause(error: BaseException) -> BaseException | None:
-    """The user-facing error inside Hydra's wrapping, or None for an unexpected one."""
+def show_traceback() -> bool:
+    """Whether `SER_TRACEBACK=1` asks for tracebacks instead of one-line errors."""
+    return os.environ.get(TRACEBACK_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def expected_cause(error: BaseException) -> InputError | None:
+    """The project's own error inside Hydra's wrapping, or None for any other (a bug)."""
     cause: BaseException | None = error
     while isinstance(cause, InstantiationException):
         cause = cause.__cause__
-    return cause if isinstance(cause, EXPECTED_ERRORS) else None
+    return cause if isinstance(cause, InputError) else None
 
 
-def run_cli(function: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Call `function(cfg)`; an expected error ends the process with its message, exit 2."""
+def exit_with(message: str) -> NoReturn:
+    """Print `error: MESSAGE` on stderr and end the process with exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run_cli(function: Callable[[Any], Any], cfg: Any) -> Any:
+    """Call `function(cfg)`; the project's own errors (ser.errors.InputError) end the
+    process with their message and exit code 2. Everything else is a bug and keeps its
+    traceback, as does every error with `SER_TRACEBACK=1`."""
     try:
         return function(cfg)
-    except (InstantiationException, *EXPECTED_ERRORS) as error:
+    except (InstantiationException, InputError) as error:
         cause = expected_cause(error)
-        if cause is None:
+        if cause is None or show_traceback():
             raise
-        message = str(cause)
-        if isinstance(cause, OmegaConfBaseException):  # its message goes on with key details
-            message = message.splitlines()[0]
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(str(cause))
+
+
+def hydra_error_message(error: BaseException) -> str:
+    """One line of a Hydra error about the command line (an unknown key or option, an override
+    that does not parse); Hydra's own text spans several lines and lists its search path."""
+    lines = []
+    for line in (line.strip() for line in str(error).splitlines()):
+        if line.startswith(("Config search path", "See https://", "Available options in")):
+            break
+        if line:
+            lines.append(line.rstrip("."))
+    first, rest = (lines[0] if lines else type(error).__name__), lines[1:]
+    if isinstance(error.__cause__, OmegaConfBaseException):  # a key the config does not have
+        first += f" ({str(error.__cause__).splitlines()[0]})"
+    override = getattr(error, "override", None)
+    if override and override not in first:  # OverrideParseException: which argument
+        first = f"{override}: {first}"
+    options = getattr(error, "options", None)
+    if options:  # MissingConfigException: an option the group does not have
+        rest = [f"expected one of: {', '.join(options)}"]
+    return "; ".join([first, *(line[:1].lower() + line[1:] for line in rest)])
+
+
+@contextlib.contextmanager
+def hydra_errors_in_one_line() -> Iterator[None]:
+    """Hydra's errors about the command line as one line and exit code 2.
+
+    Hydra prints them over several lines (with its search path) and exits with 1, unless
+    `HYDRA_FULL_ERROR=1` asks it to raise them: set here, so that they reach this block.
+    """
+    previous = os.environ.get(HYDRA_FULL_ERROR_ENV)
+    os.environ[HYDRA_FULL_ERROR_ENV] = "1"
+    try:
+        yield
+    except (ConfigCompositionException, OverrideParseException) as error:
+        if show_traceback():
+            raise
+        exit_with(hydra_error_message(error))
+    finally:
+        if previous is None:
+            os.environ.pop(HYDRA_FULL_ERROR_ENV, None)
+        else:
+            os.environ[HYDRA_FULL_ERROR_ENV] = previous
 
 
 def describe_arguments(schema: type) -> str:
@@ -72,7 +128,7 @@ def parse_key_values(argv: Sequence[str], schema: type, usage: str) -> DictConfi
 
     The small entry points (``python -m ser.tools.predict``, ``ser.tools.export``) use this instead
     of ``@hydra.main``, which would create an output directory per call. Unknown keys,
-    missing required values (``???``) and ill-typed values raise a ``ValueError`` naming the key, which
+    missing required values (``???``) and ill-typed values raise a ``ConfigError`` naming the key, which
     :func:`run_cli` reports without a traceback.
     """
     if any(arg in ("-h", "--help") for arg in argv):
@@ -80,7 +136,7 @@ def parse_key_values(argv: Sequence[str], schema: type, usage: str) -> DictConfi
         sys.exit(0)
     malformed = [arg for arg in argv if "=" not in arg or arg.startswith("=")]
     if malformed:
-        raise ValueError(f"expected key=value arguments, got {malformed[0]!r}\n{usage}")
+        raise ConfigError(f"expected key=value arguments, got {malformed[0]!r}\n{usage}")
     defaults = OmegaConf.structured(schema)
     try:
         cfg = OmegaConf.merge(defaults, OmegaConf.from_dotlist(list(argv)))
@@ -88,8 +144,8 @@ def parse_key_values(argv: Sequence[str], schema: type, usage: str) -> DictConfi
         # omegaconf's messages span several lines; one line naming the key is enough.
         key = getattr(error, "full_key", None) or "?"
         reason = str(error).splitlines()[0]
-        raise ValueError(f"argument {key!r}: {reason}\n{usage}") from None
+        raise ConfigError(f"argument {key!r}: {reason}\n{usage}") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ValueError(f"missing required argument(s): {', '.join(f'{k}=...' for k in missing)}\n{usage}")
+        raise ConfigError(f"missing required argument(s): {', '.join(f'{k}=...' for k in missing)}\n{usage}")
     return cfg

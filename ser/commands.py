@@ -20,7 +20,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ser.cli import run_cli
+from ser.cli import hydra_errors_in_one_line, run_cli
 from ser.conf import CONFIG_PATH, ROOT_CONFIG
 
 # A summary is not a run: no output folder, no .hydra/ snapshot, no log file.
@@ -48,14 +48,22 @@ def summary_main(cfg: DictConfig) -> None:
 
 def train() -> None:
     """ser-train"""
-    train_main()
+    from ser.sweeps.launch import missing_extra
+
+    problem = missing_extra(sys.argv[1:])  # a launcher or sweeper of an extra not installed
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    with hydra_errors_in_one_line():
+        train_main()
 
 
 def data() -> None:
     """ser-data"""
     # Before the user's overrides, so an explicit hydra.run.dir=... still wins.
     sys.argv[1:1] = SUMMARY_OVERRIDES
-    summary_main()
+    with hydra_errors_in_one_line():
+        summary_main()
 
 
 def sweep() -> None:

@@ -15,18 +15,18 @@ stay where the data is known (ser.training.folds).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from ser.errors import ConfigError
 
 # Fold k trains with seed + k: numpy's seeds are 32-bit, so 31 bits leave room for k.
 MAX_SEED = 2**31 - 1
-
-
-class ConfigError(ValueError):
-    """A setting with a value the framework cannot use (one clear line, exit code 2)."""
 
 
 class SettingError(ConfigError):
@@ -131,7 +131,19 @@ RULES: dict[str, Number] = {
     "callbacks.early_stopping.min_delta": Number(low=0),
 }
 
+# Settings bounded by this machine, checked after RULES: each loader worker is a process,
+# and more of them than cores adds nothing but processes (a thousand hang the machine).
+MACHINE_BOUND = ("dataset.num_workers", "test_dataset.num_workers")
+
 _ABSENT = object()
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, e.g. a SLURM allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _shown(value: Any) -> str:
@@ -160,6 +172,31 @@ def validate_settings(cfg: DictConfig, groups: Iterable[str] | None = None) -> N
         value = _plain(OmegaConf.select(cfg, key))
         if not _fits(rule, value):
             raise SettingError(f"{key}={_shown(value)}: expected {rule.describe()}")
+    for key in MACHINE_BOUND:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if (chosen is None or key.split(".")[0] in chosen) and isinstance(value, int) and value > usable_cores():
+            raise SettingError(
+                f"{key}={value}: expected at most {usable_cores()}, the CPU cores this process may use "
+                f"(each loader worker is a process)"
+            )
+
+
+def check_resolves(cfg: DictConfig, groups: Iterable[str] | None = None) -> None:
+    """Raise :class:`ConfigError` naming the first setting that has no value: a `???` left
+    unset, or an interpolation that fails (`seed=${oc.env:UNSET}`). Read before anything
+    else, so OmegaConf's own multi-line error never reaches the user."""
+    for group in cfg if groups is None else groups:
+        if group not in cfg:
+            continue
+        try:
+            node = cfg[group]  # a scalar setting is resolved by reading it
+            if OmegaConf.is_config(node):
+                OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+        except MissingMandatoryValue as error:
+            raise ConfigError(f"Missing mandatory value: {error.full_key}") from None
+        except OmegaConfBaseException as error:
+            reason = str(error).splitlines()[0]
+            raise ConfigError(f"{error.full_key or group}: {reason}") from None
 
 
 def _fits(rule: Number, value: Any) -> bool:

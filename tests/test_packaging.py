@@ -1,15 +1,18 @@
 """The package works installed, not only from a checkout: the wheel carries the configs, the
 kernels' C sources and every module; its console scripts name functions that exist; each
-command answers --help.
+command answers --help; the base install needs none of the extras nor the test tools.
 
-The full check (a fresh virtual environment, `pip install .`, `ser-train debug=fast` from
-another folder) installs torch and takes minutes; it is done by hand before a release.
+The full check (a fresh virtual environment, `pip install -c constraints.txt .`,
+`ser-train debug=fast` from another folder) installs torch and takes minutes; it is done by
+hand before a release. Here the same run goes in an environment that lacks those packages.
 """
 
 from __future__ import annotations
 
 import configparser
+import email
 import importlib
+import importlib.metadata
 import json
 import shutil
 import subprocess
@@ -19,6 +22,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.helpers.config import ROOT, cli_environment
 
@@ -113,3 +118,73 @@ def test_every_command_answers_help(tmp_path: Path) -> None:
     assert "checkpoint=..." in answers["ser-predict"][1]
     assert "dir=..." in answers["ser-gather"][1]
     assert not list(tmp_path.iterdir()), "--help wrote files"
+
+
+# What `pip install .` must not bring: the extras' packages and the test tools.
+NOT_IN_BASE = (
+    "optuna", "sqlalchemy", "librosa", "pytest", "onnxruntime", "onnx", "ruff",
+    "hydra-optuna-sweeper", "hydra-joblib-launcher", "hydra-submitit-launcher", "submitit",
+)
+
+
+def test_the_base_install_requires_no_extra_nor_test_tool(wheel: zipfile.ZipFile) -> None:
+    (name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    metadata = email.message_from_bytes(wheel.read(name))
+    required = [Requirement(line) for line in metadata.get_all("Requires-Dist")]
+    base = {canonicalize_name(r.name): r for r in required if r.marker is None}
+    assert not set(base) & set(NOT_IN_BASE)
+    assert {"torch", "torchaudio", "pytorch-lightning", "hydra-core", "filelock"} <= set(base)
+    assert str(base["torch"].specifier) == "<2.12,>=2.11"  # the exact pin is constraints.txt's
+    extras = {canonicalize_name(r.name) for r in required if r.marker is not None}
+    assert {"hydra-joblib-launcher", "hydra-submitit-launcher"} <= extras
+    assert set(metadata.get_all("Provides-Extra")) == {"cluster", "optuna", "onnx", "dev"}
+
+
+def mirror(source: Path, target: Path, hidden: set[Path]) -> None:
+    """`target`: links to everything in the folder `source` but the files `hidden`
+    (relative to `source`); a folder that holds none of them is linked whole."""
+    target.mkdir()
+    for entry in source.iterdir():
+        relative = entry.relative_to(source)
+        inside = {path.relative_to(relative) for path in hidden if path.is_relative_to(relative)}
+        if not inside:
+            (target / entry.name).symlink_to(entry)
+        elif entry.is_dir():
+            left = [f for f in entry.rglob("*") if f.is_file() and "__pycache__" not in f.parts
+                    and f.relative_to(entry) not in inside]
+            if left:
+                mirror(entry, target / entry.name, inside)
+
+
+@pytest.mark.slow
+def test_ser_train_runs_without_the_extras_and_test_tools(tmp_path: Path) -> None:
+    """`ser-train debug=fast` from another folder, in this environment less the packages of
+    NOT_IN_BASE (their files and metadata), as a `pip install .` would leave it."""
+    site_packages = Path(importlib.metadata.distribution("torch").locate_file(""))
+    hidden = set()
+    for name in NOT_IN_BASE:
+        try:
+            files = importlib.metadata.distribution(name).files or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        hidden |= {Path(f) for f in files if ".." not in Path(f).parts}
+    assert hidden, "the dev install should have the packages this test hides"
+    mirror(site_packages, tmp_path / "site", hidden)
+    child = (
+        "import importlib.util, site, sys\n"
+        f"site.addsitedir({str(tmp_path / 'site')!r})\n"
+        f"assert not [n for n in {NOT_IN_BASE!r} if importlib.util.find_spec(n.replace('-', '_'))]\n"
+        "sys.argv = ['ser-train', *sys.argv[1:]]\n"
+        "from ser.commands import train\n"
+        "train()\n"
+    )
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", child, "debug=fast", f"paths.data_dir={tmp_path / 'data'}",
+         f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env=cli_environment(PYTHONPATH=str(ROOT)),  # this checkout's ser
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "complete" and len(results["folds"]) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import numpy as np
 import soundfile
 import torch
 import torchaudio
+
+from ser.errors import InputError, InputNotFound
 
 SILENCE_PEAK = 1e-4
 # What a header may declare before anything is allocated for it. Corpora are recorded at
@@ -21,6 +24,11 @@ MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 384_000
 MAX_CHANNELS = 64
 MAX_SECONDS = 3600.0
+# The samples one file may decode to (per channel, mixed to mono as they are read): 1 GiB
+# as float32, an hour at 74.5 kHz. A header's frame count is only a promise: the samples
+# are read in blocks, so memory follows what the file holds, never what it declares.
+MAX_SAMPLES = 2**28
+READ_BLOCK = 2**20
 # Polyphase resampling builds a (new / g) x (orig / g + 2 * width) kernel, g = gcd of
 # the rates: for 44.1/48/16/8 kHz and 22.05 kHz a few hundred thousand values; for a
 # rate prime to the target (1 000 003 Hz), billions.
@@ -31,7 +39,7 @@ ROLLOFF = 0.9475937167399596
 KAISER_BETA = 14.769656459379492
 
 
-class AudioFileError(ValueError):
+class AudioFileError(InputError):
     """A file that should hold audio cannot be used: unreadable, not audio, truncated or empty."""
 
 
@@ -50,12 +58,15 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if not path.exists():
-        raise FileNotFoundError(f"audio file not found: {path}")
+        raise InputNotFound(f"audio file not found: {path}")
+    special = special_file(path)
+    if special is not None:  # opening it would block (a FIFO) or never end (a device)
+        raise AudioFileError(f"{path}: {special}, not a regular file; expected an audio file")
     try:
         _check_wav_not_truncated(path)
         with soundfile.SoundFile(str(path)) as audio:
             check_header(path, audio.samplerate, audio.channels, audio.frames, sample_rate)
-            data = audio.read(dtype="float32", always_2d=True)
+            signal = _read_mono(path, audio)
         file_rate = audio.samplerate
     except OSError as error:
         raise AudioFileError(f"{path}: cannot be read ({error.strerror or error})") from error
@@ -64,16 +75,45 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
             f"{path}: expected an audio file readable by libsndfile (WAV, FLAC, OGG, ...), "
             f"but it could not be decoded ({error})"
         ) from error
-    if data.shape[0] == 0:
+    if signal.shape[0] == 0:
         raise AudioFileError(f"{path}: expected audio samples, but the file holds none")
-    if not np.all(np.isfinite(data)):
-        raise AudioFileError(f"{path}: expected finite audio samples, found NaN or infinity")
-    # (frames, channels) -> mono
-    signal = np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
     if file_rate != sample_rate:
         with torch.no_grad():
             signal = _resampler(file_rate, sample_rate)(torch.from_numpy(signal)).numpy()
     return np.ascontiguousarray(signal, dtype=np.float32)
+
+
+def special_file(path: Path) -> str | None:
+    """What `path` is when it is a FIFO, a device or a socket (None for files, folders, or
+    what cannot be examined: reading it then says why)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), None)
+
+
+def _read_mono(path: Path, audio: soundfile.SoundFile) -> np.ndarray:
+    """The file's samples mixed to mono, read in blocks (never more than MAX_SAMPLES)."""
+    blocks, total = [], 0
+    while True:
+        data = audio.read(READ_BLOCK, dtype="float32", always_2d=True)
+        if data.shape[0] == 0:
+            break
+        if not np.all(np.isfinite(data)):  # per block, before the channels are mixed
+            raise AudioFileError(f"{path}: expected finite audio samples, found NaN or infinity")
+        total += data.shape[0]
+        if total > MAX_SAMPLES:
+            raise AudioFileError(
+                f"{path}: more than {MAX_SAMPLES} samples per channel, beyond what its header declares; "
+                f"damaged or forged"
+            )
+        blocks.append(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+    if len(blocks) == 1:
+        return np.ascontiguousarray(blocks[0])
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
 
 def check_header(
@@ -94,6 +134,12 @@ def check_header(
         raise AudioFileError(
             f"{path}: expected at most {MAX_SECONDS:.0f} s of audio, but its header declares "
             f"{frames} frames ({frames / file_rate:.0f} s at {file_rate} Hz); damaged or forged"
+        )
+    if frames > MAX_SAMPLES:
+        raise AudioFileError(
+            f"{path}: its header declares {channels} channel(s) x {frames} frames ({frames / file_rate:.0f} s at "
+            f"{file_rate} Hz), {frames * channels * 4 / 2**30:.1f} GiB to decode; expected at most {MAX_SAMPLES} "
+            f"frames (1 GiB as float32): cut the recording into utterances"
         )
     if sample_rate is not None and file_rate != sample_rate:
         common = math.gcd(file_rate, sample_rate)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,6 +103,7 @@ class CrossCorpusDataModule(FoldDataModule):
         )
         class_map = class_map or {}
         self.shared = list(classes)
+        self.source, self.target = source, target
         self.source_name, self.target_name = source.corpus.name, target.corpus.name
         self.feature_settings = source.feature_settings
         assert source.features is not None and target.features is not None
@@ -135,6 +137,11 @@ class CrossCorpusDataModule(FoldDataModule):
                 for row, label in zip(rows.tolist(), labels.tolist(), strict=True)
             ],
         )
+
+    def identity_parts(self) -> list[Any]:
+        """Both corpora's data, and which of their rows this experiment takes."""
+        return [self.source.data_identity(), self.target.data_identity(), self.source_rows.tolist(),
+                self.target_rows.tolist(), self.shared]
 
     @property
     def class_names(self) -> list[str]:

@@ -1,23 +1,23 @@
 """LightningDataModules: manifest -> cached features -> per-fold loaders.
 
-`CorpusDataModule` does the work for every corpus; a corpus differs only in its
-`Corpus` layout (ser.data.corpora), and each has a thin named subclass
-(`EmoDBDataModule`, `RavdessDataModule`, ...). Features are extracted once per corpus
-state and feature settings (ser.data.extraction), cached under a key made of both, and
-kept in memory as tensors. `FoldDataModule` is the part every
-data source shares (the TIM-Net feature files use it too): tensors in memory, served
-fold by fold.
+`CorpusDataModule` serves every corpus: a corpus differs only in its `Corpus` layout
+(ser.data.corpora), named by `corpus:` in its dataset config (ser/conf/dataset/*.yaml);
+`SyntheticDataModule` generates the default corpus first. Features are extracted once per
+corpus state and feature settings (ser.data.extraction), cached under a key made of both,
+and kept in memory as tensors. `FoldDataModule` is the part every data source shares (the
+TIM-Net feature files use it too): tensors in memory, served fold by fold.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -29,6 +29,7 @@ from ser.data.corpora.base import CORPUS_RATE
 from ser.data.corpora.labelled import COVERED_SHARE, covering_seconds
 from ser.data.extraction import (
     BAD_FILE_CHOICES,
+    FEATURE_BATCH_SIZE,
     FEATURE_CACHE_VERSION,
     extract_manifest,
     load_or_extract,
@@ -36,7 +37,9 @@ from ser.data.extraction import (
 )
 from ser.data.feature_kinds import AnyFeatureSettings, feature_settings
 from ser.data.manifest import Manifest
+from ser.data.memory import check_features_fit
 from ser.data.sampling import EpochSeededSampler
+from ser.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class FoldDataModule(pl.LightningDataModule):
         # A registered layout by name, or a corpus built from its settings (a manifest).
         self.corpus: Corpus = corpus if isinstance(corpus, Corpus) else get_corpus(corpus)
         if batch_size < 1:
-            raise ValueError(f"dataset.batch_size must be a positive integer, got {batch_size}")
+            raise ConfigError(f"dataset.batch_size must be a positive integer, got {batch_size}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.feature_settings: AnyFeatureSettings
@@ -73,6 +76,7 @@ class FoldDataModule(pl.LightningDataModule):
         self.test_indices: np.ndarray | None = None
         self.validation_indices: np.ndarray | None = None
         self.shuffle_seed: int | None = None
+        self._identity: str | None = None
 
     # -- what the rest of the code reads ------------------------------------------------
     @property
@@ -98,6 +102,20 @@ class FoldDataModule(pl.LightningDataModule):
 
     def build_manifest(self) -> Manifest:
         raise NotImplementedError
+
+    def identity_parts(self) -> list[Any]:
+        """What identifies the prepared data: the manifest's rows and files (its fingerprint)."""
+        if self.manifest is None:
+            raise RuntimeError("call prepare_data() before asking what the data is")
+        return [self.manifest.fingerprint()]
+
+    def data_identity(self) -> str:
+        """The prepared data's identity, 16 hex digits, which a resumed run must find again
+        (results, fold files and checkpoints record it). Computed once, after prepare_data()."""
+        if self._identity is None:
+            text = json.dumps(self.identity_parts(), sort_keys=True, default=str)
+            self._identity = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self._identity
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()
@@ -218,13 +236,13 @@ class CorpusDataModule(FoldDataModule):
             self._feature_settings = feature_settings(features, signal_length, corpus_seconds)
         self.cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else None
         if on_bad_file not in BAD_FILE_CHOICES:
-            raise ValueError(f"dataset.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
+            raise ConfigError(f"dataset.on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
         self.on_bad_file = on_bad_file
         self.check_counts = check_counts
         resolve_feature_device(str(feature_device))  # a bad setting fails here, not later
         self.feature_device = str(feature_device)
         if load_threads is not None and load_threads < 1:
-            raise ValueError(f"dataset.load_threads must be positive or null, got {load_threads}")
+            raise ConfigError(f"dataset.load_threads must be positive or null, got {load_threads}")
         self.load_threads = load_threads or min(4, os.cpu_count() or 1)
 
     @property
@@ -250,6 +268,10 @@ class CorpusDataModule(FoldDataModule):
             )
         return manifest
 
+    def identity_parts(self) -> list[Any]:
+        # The signal length too: with dataset.signal_length null the data chooses it.
+        return [*super().identity_parts(), self.feature_settings.signal_length]
+
     def cache_path(self, manifest: Manifest) -> Path | None:
         if self.cache_dir is None:
             return None
@@ -262,6 +284,8 @@ class CorpusDataModule(FoldDataModule):
         if self.features is not None:
             return
         manifest = self.build_manifest()
+        chosen = "null, chosen by the data" if self.signal_length is None else self.signal_length
+        check_features_fit(self.feature_settings, len(manifest), FEATURE_BATCH_SIZE, f"dataset.signal_length={chosen}")
         load_or_extract(
             self.cache_path(manifest), lambda: self._extract(manifest),
             lambda cached: self._adopt(manifest, cached), self.on_bad_file,
@@ -296,75 +320,3 @@ class SyntheticDataModule(CorpusDataModule):
 
         ensure_corpus(self.root, SyntheticCorpusSettings(**self.generator))
         return super().build_manifest()
-
-
-class FixedCorpusDataModule(CorpusDataModule):
-    """A CorpusDataModule for one named corpus (`dataset.corpus` must agree if given)."""
-
-    corpus_name: ClassVar[str]
-
-    def __init__(self, corpus: str | None = None, **kwargs: Any) -> None:
-        if corpus is not None and corpus != self.corpus_name:
-            raise ValueError(
-                f"{type(self).__name__} reads the {self.corpus_name!r} corpus, but "
-                f"dataset.corpus={corpus!r}; use dataset={corpus} instead"
-            )
-        super().__init__(corpus=self.corpus_name, **kwargs)
-
-
-class CasiaDataModule(FixedCorpusDataModule):
-    """CASIA (Chinese, 6 classes, 4 speakers)."""
-
-    corpus_name = "casia"
-
-
-class EmoDBDataModule(FixedCorpusDataModule):
-    """Berlin EMODB (German, 7 classes, 10 speakers)."""
-
-    corpus_name = "emodb"
-
-
-class EmovoDataModule(FixedCorpusDataModule):
-    """EMOVO (Italian, 7 classes, 6 speakers)."""
-
-    corpus_name = "emovo"
-
-
-class IemocapDataModule(FixedCorpusDataModule):
-    """IEMOCAP, 4 classes (exc merged into happy), 10 speakers in 5 sessions."""
-
-    corpus_name = "iemocap"
-
-
-class RavdessDataModule(FixedCorpusDataModule):
-    """RAVDESS speech (English, 8 classes, 24 actors; song files left out)."""
-
-    corpus_name = "ravdess"
-
-
-class SaveeDataModule(FixedCorpusDataModule):
-    """SAVEE (British English, 7 classes, 4 speakers; both file layouts)."""
-
-    corpus_name = "savee"
-
-
-class CremaDDataModule(FixedCorpusDataModule):
-    """CREMA-D (English, 6 classes, 91 actors; AudioWAV/ only)."""
-
-    corpus_name = "crema_d"
-
-
-class TessDataModule(FixedCorpusDataModule):
-    """TESS (English, 7 classes, 2 speakers)."""
-
-    corpus_name = "tess"
-
-
-DATAMODULES: dict[str, type[FixedCorpusDataModule]] = {
-    cls.corpus_name: cls
-    for cls in (
-        CasiaDataModule, EmoDBDataModule, EmovoDataModule,
-        IemocapDataModule, RavdessDataModule, SaveeDataModule,
-        CremaDDataModule, TessDataModule,
-    )
-}

@@ -23,8 +23,9 @@ import torch
 from ser.data.audio import AudioFileError, is_silent, load_audio
 from ser.data.corpora import CorpusError
 from ser.data.feature_kinds import AnyFeatureSettings
-from ser.data.features import fix_length
+from ser.data.features import fix_length, non_finite_message, non_finite_rows
 from ser.data.manifest import Manifest
+from ser.errors import ConfigError
 from ser.tracking.atomic import atomic_torch_save, exclusive_lock
 from ser.tracking.progress import bar
 
@@ -45,13 +46,13 @@ class SilentAudioWarning(UserWarning):
 def resolve_feature_device(setting: str) -> torch.device:
     """The device `dataset.feature_device` names: auto = the GPU when there is one."""
     if setting not in FEATURE_DEVICES:
-        raise ValueError(
+        raise ConfigError(
             f"dataset.feature_device must be one of {list(FEATURE_DEVICES)}, got {setting!r}"
         )
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if setting == "cuda" and not torch.cuda.is_available():
-        raise ValueError("dataset.feature_device=cuda, but no CUDA device is available")
+        raise ConfigError("dataset.feature_device=cuda, but no CUDA device is available")
     return torch.device(setting)
 
 
@@ -87,20 +88,33 @@ def extract_manifest(
     """Features of every readable file of `manifest` (see the module doc for the keys).
 
     `on_bad_file="error"` raises the first unusable file's error; "skip" leaves such
-    files out and lists them. Silent files are kept with a warning. `progress`: a bar
+    files out and lists them; a file whose features are not finite (samples too large for the
+    power spectrum) is such a file. Silent files are kept with a warning. `progress`: a bar
     over the files (done/total, rate, time left; ser.tracking.progress).
     """
     device = resolve_feature_device(feature_device)
     pieces: list[torch.Tensor] = []
     signals: list[np.ndarray] = []
     kept: list[int] = []
+    batch_rows: list[int] = []  # the manifest rows of `signals`
     skipped: list[dict[str, str]] = []
 
     def flush() -> None:
-        if signals:
-            waveforms = torch.from_numpy(np.stack(signals))
-            pieces.append(settings.extract(waveforms, device=device))
-            signals.clear()
+        if not signals:
+            return
+        features = settings.extract(torch.from_numpy(np.stack(signals)), device=device)
+        bad = non_finite_rows(features)  # finite samples can still overflow the power spectrum
+        for index in bad:
+            error = AudioFileError(non_finite_message(paths[batch_rows[index]], signals[index]))
+            if on_bad_file == "error":
+                raise error
+            skipped.append({"path": paths[batch_rows[index]], "reason": str(error)})
+        good = [i for i in range(len(signals)) if i not in bad]
+        if good:
+            pieces.append(features[good] if bad else features)
+        kept.extend(batch_rows[i] for i in good)
+        signals.clear()
+        batch_rows.clear()
 
     paths = [u.path for u in manifest.utterances]
     with bar(f"{manifest.corpus}: features", len(paths), enabled=progress) as files:
@@ -117,7 +131,7 @@ def extract_manifest(
                 log.warning(message)
                 warnings.warn(message, SilentAudioWarning, stacklevel=2)
             signals.append(fix_length(np.asarray(signal, dtype=np.float32), settings.signal_length))
-            kept.append(row)
+            batch_rows.append(row)
             if len(signals) == FEATURE_BATCH_SIZE:
                 flush()
         flush()
@@ -171,7 +185,7 @@ def load_or_extract(
         use(extract())
         return
     waiting = f"waiting for another process to extract the features into {path}"
-    with exclusive_lock(path.parent / f".{path.name}.lock", waiting=waiting):
+    with exclusive_lock(path, waiting=waiting):
         if path.exists() and _use_cache(path, use, on_bad_file):
             return
         cached = extract()

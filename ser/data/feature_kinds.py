@@ -13,8 +13,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from ser.data.features import HYDRA_KEYS, FeatureSettings
+from ser.data.features import HYDRA_KEYS, FeatureSettings, longest_signal
 from ser.data.ssl_features import SSLFeatureSettings
+from ser.errors import ConfigError
 
 AnyFeatureSettings = FeatureSettings | SSLFeatureSettings
 SETTINGS_BY_KIND: dict[str, type] = {
@@ -40,11 +41,18 @@ def feature_settings(
     kind = str(values.get("kind", "mfcc"))
     cls = SETTINGS_BY_KIND.get(kind)
     if cls is None:
-        raise ValueError(f"features.kind must be one of {sorted(SETTINGS_BY_KIND)}, got {kind!r}")
+        raise ConfigError(f"features.kind must be one of {sorted(SETTINGS_BY_KIND)}, got {kind!r}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown feature setting(s) {unknown} for features.kind={kind}; valid: {sorted(known)}")
+        raise ConfigError(f"unknown feature setting(s) {unknown} for features.kind={kind}; valid: {sorted(known)}")
+    if signal_length is not None and not isinstance(signal_length, bool) and isinstance(signal_length, int):
+        rate = cls.rate_of(values)
+        if signal_length > longest_signal(rate):  # the dataset's setting, named as the user typed it
+            raise ConfigError(
+                f"dataset.signal_length={signal_length}: expected at most {longest_signal(rate)} samples "
+                f"(an hour at {rate} Hz), or null"
+            )
     if signal_length is None and seconds is None and "signal_length" in values:
         signal_length = values["signal_length"]  # settings that carry their length (checkpoints)
     if signal_length is None:

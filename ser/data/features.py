@@ -26,6 +26,9 @@ import torch
 import torchaudio
 from torch import Tensor
 
+from ser.data.audio import MAX_SAMPLE_RATE, MAX_SECONDS
+from ser.errors import ConfigError
+
 FeatureKind = Literal["mfcc", "logmel"]
 
 FEATURE_KINDS = ("mfcc", "logmel")
@@ -39,6 +42,13 @@ _REF = 1.0
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
 
 _INT_FIELDS = ("sample_rate", "signal_length", "n_mfcc", "n_fft", "hop_length", "n_mels")
+_HIGHEST = {"sample_rate": MAX_SAMPLE_RATE, "n_fft": 2**16, "n_mels": 2048, "n_mfcc": 2048}
+
+
+def longest_signal(sample_rate: int) -> int:
+    """The most samples a signal may have at `sample_rate`: as long as the longest audio file
+    read (ser.data.audio.MAX_SECONDS, an hour)."""
+    return int(MAX_SECONDS * sample_rate)
 
 
 @dataclass(frozen=True)
@@ -75,42 +85,48 @@ class FeatureSettings:
             object.__setattr__(self, name, _as_float(name, value))
 
         if self.kind not in FEATURE_KINDS:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.kind must be one of {FEATURE_KINDS}, got {self.kind!r}"
             )
         if self.pad_mode not in PAD_MODES:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}"
             )
         for name in _INT_FIELDS:
             if getattr(self, name) <= 0:
-                raise ValueError(
+                raise ConfigError(
                     f"FeatureSettings.{name} must be positive, got {getattr(self, name)}"
                 )
+        # Upper bounds, checked before a filter bank or a signal is allocated (a checkpoint's
+        # settings are read from a file): far beyond any recipe, within what memory holds.
+        highest = {**_HIGHEST, "signal_length": longest_signal(self.sample_rate)}
+        for name, high in highest.items():
+            if getattr(self, name) > high:
+                raise ConfigError(f"FeatureSettings.{name}={getattr(self, name)}: expected at most {high}")
         if self.n_mfcc > self.n_mels:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.n_mfcc ({self.n_mfcc}) cannot exceed n_mels ({self.n_mels})"
             )
         if self.hop_length > self.n_fft:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.hop_length ({self.hop_length}) must not exceed n_fft ({self.n_fft})"
             )
         if self.pad_mode == "reflect" and self.signal_length <= self.n_fft // 2:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.signal_length ({self.signal_length}) must exceed n_fft // 2 "
                 f"({self.n_fft // 2}) for pad_mode 'reflect'"
             )
         if self.top_db is not None and self.top_db < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.top_db must be non-negative or None, got {self.top_db}"
             )
         nyquist = self.sample_rate / 2
         if not 0 <= self.f_min < nyquist:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.f_min must lie in [0, {nyquist}) Hz, got {self.f_min}"
             )
         if self.f_max is not None and not self.f_min < self.f_max <= nyquist:
-            raise ValueError(
+            raise ConfigError(
                 f"FeatureSettings.f_max must lie in (f_min={self.f_min}, {nyquist}] Hz or be None, "
                 f"got {self.f_max}"
             )
@@ -130,6 +146,13 @@ class FeatureSettings:
         """The sample rate settings made of `values` read audio at."""
         return _as_int("sample_rate", values.get("sample_rate", 22050))
 
+    def memory_per_utterance(self) -> tuple[int, int]:
+        """Bytes of one utterance's features, and what extracting it takes at once: its
+        waveform, STFT (complex, then power) and mel spectrogram (dB, clipped)."""
+        frames, bins = self.num_frames, self.n_fft // 2 + 1
+        stored = 4 * frames * self.num_features
+        return stored, 4 * self.signal_length + 12 * bins * frames + 12 * self.n_mels * frames + stored
+
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (JSON-serialisable), e.g. for checkpoints."""
         return dataclasses.asdict(self)
@@ -147,34 +170,32 @@ class FeatureSettings:
 def _as_int(name: str, value: Any) -> int:
     # bool is an int subclass; True as a sample rate is surely a config mistake.
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"FeatureSettings.{name} must be an integer, got {value!r}")
+        raise ConfigError(f"FeatureSettings.{name} must be an integer, got {value!r}")
     if isinstance(value, float | np.floating) and not float(value).is_integer():
-        raise ValueError(f"FeatureSettings.{name} must be an integer, got {value!r}")
+        raise ConfigError(f"FeatureSettings.{name} must be an integer, got {value!r}")
     return int(value)
 
 
 def _as_float(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"FeatureSettings.{name} must be a number, got {value!r}")
+        raise ConfigError(f"FeatureSettings.{name} must be a number, got {value!r}")
     if not math.isfinite(float(value)):
-        raise ValueError(f"FeatureSettings.{name} must be finite, got {value!r}")
+        raise ConfigError(f"FeatureSettings.{name} must be finite, got {value!r}")
     return float(value)
 
 
-def settings_from_mapping(mapping: Mapping[str, Any]) -> FeatureSettings:
-    """Build settings from a dict or an omegaconf ``DictConfig`` (e.g. ``cfg.features``).
+def non_finite_rows(features: Tensor) -> list[int]:
+    """The rows (utterances) of a feature batch holding NaN or infinity."""
+    return torch.nonzero(~torch.isfinite(features.reshape(len(features), -1)).all(dim=1)).flatten().tolist()
 
-    Unknown keys are rejected (a misspelt ``n_mfc`` must not silently fall back to the
-    default); Hydra's own keys such as ``_target_`` are ignored.
-    """
-    known = {f.name for f in dataclasses.fields(FeatureSettings)}
-    values = {str(k): v for k, v in mapping.items() if str(k) not in HYDRA_KEYS}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown feature setting(s) {unknown}; valid settings are {sorted(known)}"
-        )
-    return FeatureSettings(**values)
+
+def non_finite_message(path: str, signal: np.ndarray | Tensor) -> str:
+    """Why a file's features are refused: its samples are finite, but too large for them."""
+    peak = float(abs(signal).max()) if len(signal) else 0.0
+    return (
+        f"{path}: its features are not finite (NaN or infinity) although its samples are (peak {peak:.3g}); "
+        f"expected audio samples of ordinary size (within [-1, 1] for a float file)"
+    )
 
 
 def fix_length(signal: np.ndarray | Tensor, length: int) -> np.ndarray | Tensor:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -63,10 +63,12 @@ class Manifest:
         return {name: counts.get(name, 0) for name in self.class_names}
 
     def fingerprint(self) -> str:
-        """A hash of what defines the file list: relative paths, sizes, mtimes and labels.
+        """A hash of what defines the data: every row (relative path, label, speaker,
+        session, split, stated duration), in order, with each file's size and mtime.
 
-        Any change to a file, a label or the order gives a new fingerprint, so cached
-        features are never reused for a different corpus state.
+        Any change to a file, a row or the order gives a new fingerprint, so cached
+        features are never reused for a different corpus state, and a resumed run is
+        refused other data (the identity of a run's data, `data_identity`).
         """
         digest = hashlib.sha256()
         digest.update(json.dumps([self.corpus, self.class_names]).encode())
@@ -77,9 +79,8 @@ class Manifest:
             except OSError:
                 size, mtime = -1, -1
             digest.update(
-                json.dumps([u.relative_to(Path(self.root)), u.label, u.speaker, size, mtime]).encode()
+                json.dumps([
+                    u.relative_to(Path(self.root)), u.label, u.speaker, u.session, u.split, u.duration, size, mtime,
+                ]).encode()
             )
         return digest.hexdigest()[:16]
-
-    def to_rows(self) -> list[dict]:
-        return [asdict(u) for u in self.utterances]

@@ -1,24 +1,15 @@
 """Reading numpy arrays from files nobody vouches for: no code runs, no memory is forged.
 
-A TIM-Net feature file is `np.save` of a dict, i.e. a pickle inside a `.npy` container.
-Refusing every global but numpy's array builders (as a restricted unpickler does) is not
-enough: those builders trust the file too. A forged dtype state makes numpy copy raw
-bytes into an object array (pointers, then a segfault); a forged shape makes
-`_reconstruct` allocate gigabytes before any check; a forged memo index makes the
-unpickler itself allocate; a `.npy` header may declare terabytes. numpy offers no safe
-reader for pickled arrays, so this module is one:
-
-- the opcodes are walked first (pickletools, which runs nothing) to check every length
-  and memo index against the bytes present;
-- the unpickler hands out stand-ins for numpy's builders that only record their
-  arguments; after loading, each array is built by `np.frombuffer` from bytes that are
-  in the file, once its dtype is a plain number type and its shape matches those bytes;
-- object dtypes are refused everywhere except the 0-d wrapper `np.save` puts around the
-  dict, and that one is never built: its element is taken from its pickled list;
-- `.npy` and `.npz` headers are checked against the bytes that follow before numpy
-  reads (allocates) anything.
-
-Every error is a :class:`FeatureFileError` (a ``ValueError``) naming the file.
+A TIM-Net feature file is `np.save` of a dict: a pickle inside a `.npy` container. numpy's
+own array builders trust the file (a forged dtype state yields an object array of raw
+pointers, a forged shape allocates gigabytes, a `.npy` header may declare terabytes), and
+numpy has no safe reader for pickled arrays, so this module is one: the opcodes are walked
+first (pickletools) to check every length and memo index against the bytes present; the
+unpickler's numpy builders only record their arguments, and each array is then built by
+`np.frombuffer` from bytes in the file, once its dtype is a plain number type and its
+shape fits; object dtypes are refused (the 0-d wrapper around the dict is never built);
+`.npy`/`.npz` headers are checked before numpy reads anything. Every error is a
+:class:`FeatureFileError` (a ``ValueError``) naming the file.
 """
 
 from __future__ import annotations
@@ -34,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ser.errors import InputError, InputNotFound
+
 NPY_MAGIC = b"\x93NUMPY"
 # Plain numbers only: bool, signed/unsigned integers, floats (kind + itemsize).
 NUMBER_DTYPE = re.compile(r"^(b1|[iu][1248]|f[248])$")
@@ -42,7 +35,7 @@ BYTE_ORDERS = ("<", ">", "|", "=")
 MAX_DEFLATE_RATIO = 1100
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(InputError):
     """A feature file that is not a dict of numpy arrays in the shared TIM-Net format."""
 
 
@@ -298,7 +291,7 @@ def read_feature_file(path: str | Path) -> Any:
     path = Path(path).expanduser()
     source = str(path)
     if not path.is_file():
-        raise FileNotFoundError(f"feature file not found: {source} (set dataset.path=FILE)")
+        raise InputNotFound(f"feature file not found: {source} (set dataset.path=FILE)")
     try:
         with path.open("rb") as handle:
             if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:

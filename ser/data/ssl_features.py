@@ -32,6 +32,9 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
+from ser.data.features import longest_signal
+from ser.errors import ConfigError, InputError
+
 # The self-supervised bundles of torchaudio.pipelines (the ASR fine-tuned ones are left
 # out: their features are trained for characters, not for speech in general).
 SSL_BUNDLES = (
@@ -49,14 +52,21 @@ DOWNLOAD_ROOT = "https://download.pytorch.org/torchaudio/models/"
 WRAPPED_PREFIX = "model."
 
 
-class SSLWeightsError(ValueError):
+class SSLWeightsError(InputError):
     """Weights of a self-supervised model that are missing or unusable; names the file."""
 
 
 def bundle(name: str) -> Any:
-    """The torchaudio pipeline bundle `name`, one of `SSL_BUNDLES`."""
+    """The torchaudio pipeline bundle `name`, one of `SSL_BUNDLES`.
+
+    Its architecture (`_model_type`, `_params`), weights file (`_path`) and input
+    normalisation (`_normalize_waveform`) are private fields: the bundle's public
+    `get_model()` downloads the weights, which an offline cluster cannot, and nothing
+    public says the rest. They are read in this module only (torchaudio pinned in
+    constraints.txt), which tests/data/test_ssl_features.py exercises.
+    """
     if name not in SSL_BUNDLES:
-        raise ValueError(f"features.model={name!r}: expected one of {list(SSL_BUNDLES)}")
+        raise ConfigError(f"features.model={name!r}: expected one of {list(SSL_BUNDLES)}")
     return getattr(torchaudio.pipelines, name)
 
 
@@ -91,18 +101,18 @@ class SSLFeatureSettings:
         params = bundle(self.model)._params
         layer = self.layer
         if isinstance(layer, bool) or not (layer == MEAN or isinstance(layer, int)):
-            raise ValueError(f"features.layer={layer!r}: expected a layer index or '{MEAN}'")
+            raise ConfigError(f"features.layer={layer!r}: expected a layer index or '{MEAN}'")
         if isinstance(layer, int) and not 0 <= layer < params["encoder_num_layers"]:
-            raise ValueError(
+            raise ConfigError(
                 f"features.layer={layer}: expected 0..{params['encoder_num_layers'] - 1} "
                 f"({self.model} has {params['encoder_num_layers']} layers) or '{MEAN}'"
             )
-        for name in ("batch_size", "signal_length"):
+        for name, high in (("batch_size", 4096), ("signal_length", longest_signal(self.sample_rate))):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"features.{name}={value!r}: expected a whole number >= 1")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise ConfigError(f"features.{name}={value!r}: expected a whole number in 1..{high}")
         if self.num_frames < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"signal length {self.signal_length} is shorter than one frame of {self.model} "
                 f"({params['extractor_conv_layer_config'][0][1]} samples)"
             )
@@ -123,6 +133,13 @@ class SSLFeatureSettings:
     @property
     def num_frames(self) -> int:
         return frames_for(self.signal_length, bundle(self.model)._params["extractor_conv_layer_config"])
+
+    def memory_per_utterance(self) -> tuple[int, int]:
+        """Bytes of one utterance's features, and (roughly) what extracting it takes: its
+        waveform, and the feature encoder's first convolution, 512 channels at a fifth of the
+        rate (about 400 bytes per sample), with its normalisation as much again."""
+        stored = 4 * self.num_frames * self.num_features
+        return stored, 4 * self.signal_length + 800 * self.signal_length + stored
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -17,10 +17,11 @@ import soundfile
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ser.data.audio import check_header
-from ser.settings import validate_settings
+from ser.settings import check_resolves, validate_settings
 
 
 @dataclass
@@ -136,7 +137,7 @@ def _count_table(title: str, column: str, rows: list[CountRow]) -> Table:
     for row in rows:
         style = None if row.ok else "bold red"
         expected = "-" if row.expected is None else str(row.expected)
-        table.add_row(row.name, str(row.found), expected, style=style)
+        table.add_row(escape(row.name), str(row.found), expected, style=style)
     return table
 
 
@@ -150,12 +151,12 @@ def print_summary(summary: DatasetSummary, console: Console | None = None) -> No
     state = "complete" if summary.complete else "differs from a complete copy (rows in red)"
     if summary.expected_total is None:
         state = "no fixed size"
-    console.print(f"[bold]{summary.title}[/bold] at {summary.source}: {total} utterances, {state}")
+    console.print(f"[bold]{escape(summary.title)}[/bold] at {escape(summary.source)}: {total} utterances, {state}")
     console.print(_count_table("Classes (found vs expected)", "class", summary.classes))
     console.print(_count_table("Speakers (found vs expected)", "speaker", summary.speakers))
     if summary.excluded:
         left_out = ", ".join(f"{reason}: {n}" for reason, n in sorted(summary.excluded.items()))
-        console.print(f"Left out or merged on purpose: {left_out}")
+        console.print(f"Left out or merged on purpose: {escape(left_out)}")
     if summary.durations is not None:
         d = summary.durations
         console.print(
@@ -167,7 +168,7 @@ def print_summary(summary: DatasetSummary, console: Console | None = None) -> No
     if summary.unreadable:
         console.print(f"[bold red]{len(summary.unreadable)} unreadable file(s):[/bold red]")
         for item in summary.unreadable[:20]:
-            console.print(f"  {item['path']}: {item['reason']}")
+            console.print(f"  {escape(item['path'])}: {escape(item['reason'])}")
         if len(summary.unreadable) > 20:
             console.print(f"  ... and {len(summary.unreadable) - 20} more")
     frames, features = summary.feature_shape
@@ -181,6 +182,7 @@ def print_summary(summary: DatasetSummary, console: Console | None = None) -> No
 
 def summarise_config(cfg: DictConfig) -> DatasetSummary:
     """Build the configured dataset, print its summary and return it."""
+    check_resolves(cfg, ("dataset", "features"))
     validate_settings(cfg, groups=("dataset", "features"))
     summary = summarise(datamodule_from_config(cfg))
     print_summary(summary)

@@ -167,6 +167,11 @@ class TimNetFeatureDataModule(FoldDataModule):
         self.feature_settings = FeatureSettings(**settings)
         self.check_counts = check_counts
 
+    def identity_parts(self) -> list[Any]:
+        # The rows name the file (FILE#i); the file itself is the data.
+        stat = self.path.stat()
+        return [*super().identity_parts(), stat.st_size, stat.st_mtime_ns]
+
     def build_manifest(self) -> Manifest:
         """Load and check the file; the manifest has one row per feature row."""
         self.prepare_data()

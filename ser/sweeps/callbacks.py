@@ -26,13 +26,15 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from ser.errors import ConfigError
 from ser.sweeps.launch import SWEEP_DIR_FILE_ENV
 from ser.tracking.output_dir import OutputDirectoryError, check_unclaimed
 
@@ -99,16 +101,16 @@ class SweepDirectory(Callback):
 
 @dataclass
 class DeviceClaim:
-    """A GPU held by this process: an exclusive lock on its lock file, or shared."""
+    """A GPU held by this process: an exclusive lock on its slot's lock file, or shared."""
 
     device: str
     shared: bool
-    handle: IO[str] | None = None
+    lock: FileLock | None = None
 
     def release(self) -> None:
-        if self.handle is not None:
-            self.handle.close()  # closing the file drops the flock
-            self.handle = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def default_lock_dir() -> Path:
@@ -120,13 +122,11 @@ def claim_device(candidates: Sequence[str], lock_dir: Path, slots_per_device: in
     """Lock a free slot of one of the devices in ``candidates``; fill the devices evenly.
 
     Each device has ``slots_per_device`` slots: the first slot of every device is taken
-    before any second one, so jobs spread over the devices. Locks are ``flock``s on one
-    file per slot in ``lock_dir``: the operating system drops them when the holder exits,
-    even on a crash, so nothing goes stale. When every slot is held (more parallel jobs
-    than slots) the process shares a device chosen by its process id, rather than waiting.
+    before any second one, so jobs spread over the devices. Each slot is a file lock
+    (`filelock`) in ``lock_dir``: the operating system drops it when the holder exits, even
+    on a crash, so nothing goes stale. When every slot is held (more parallel jobs than
+    slots) the process shares a device chosen by its process id, rather than waiting.
     """
-    import fcntl
-
     if not candidates:
         raise ValueError("claim_device needs at least one candidate device")
     if slots_per_device < 1:
@@ -136,18 +136,13 @@ def claim_device(candidates: Sequence[str], lock_dir: Path, slots_per_device: in
         for device in candidates:
             name = re.sub(r"[^A-Za-z0-9_.-]", "_", device)
             suffix = "" if slot == 0 else f"-slot{slot}"
-            # Kept open for the life of the process: closing it would drop the lock.
-            handle = open(lock_dir / f"gpu-{name}{suffix}.lock", "a+")
+            # Held for the life of the process (or until released).
+            lock = FileLock(lock_dir / f"gpu-{name}{suffix}.lock")
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
+                lock.acquire(timeout=0)
+            except Timeout:
                 continue
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-            return DeviceClaim(device=device, shared=False, handle=handle)
+            return DeviceClaim(device=device, shared=False, lock=lock)
     return DeviceClaim(device=candidates[os.getpid() % len(candidates)], shared=True)
 
 
@@ -197,7 +192,7 @@ def slots_per_gpu(jobs_per_gpu: int | str, jobs: int, gpus: int) -> int:
         return max(1, math.ceil(jobs / max(1, gpus)))
     value = int(jobs_per_gpu)
     if value < 1:
-        raise ValueError(f"hydra.callbacks.gpu_slots.jobs_per_gpu={value}: expected auto or >= 1")
+        raise ConfigError(f"hydra.callbacks.gpu_slots.jobs_per_gpu={value}: expected auto or >= 1")
     return value
 
 
@@ -210,16 +205,11 @@ class GpuSlots(Callback):
     """Place the jobs that run at once on one machine (joblib launcher) on its GPUs.
 
     At its first job a process locks a free slot of a visible GPU and sets
-    ``CUDA_VISIBLE_DEVICES`` to that GPU, before CUDA starts. Each GPU has
-    ``jobs_per_gpu`` slots, filled evenly (every GPU's first slot before any second one);
-    ``auto`` gives each GPU an even share of ``hydra.launcher.n_jobs``. So
-    ``hydra.launcher.n_jobs=10`` on one GPU trains ten fold jobs on it at once, and on two
-    GPUs five on each; with ``jobs_per_gpu=1`` every job has a GPU of its own and extra
-    workers share one, with a warning. Jobs that share a machine also share its cores:
-    each job process gets ``cores // n_jobs`` torch threads (unless ``OMP_NUM_THREADS``
-    is set). No GPU is chosen with none visible (CPU runs; SLURM and submitit jobs get
-    their own ``CUDA_VISIBLE_DEVICES``), with ``trainer.accelerator=cpu``, for
-    data-parallel jobs (several devices or nodes), or once CUDA is initialised.
+    ``CUDA_VISIBLE_DEVICES`` to it before CUDA starts. Each GPU has ``jobs_per_gpu`` slots,
+    filled evenly; ``auto`` shares ``hydra.launcher.n_jobs`` evenly over the GPUs, and extra
+    workers share a GPU, with a warning. Each job process gets ``cores // n_jobs`` torch
+    threads (unless ``OMP_NUM_THREADS`` is set). Nothing is chosen without a visible GPU, for
+    CPU or data-parallel jobs, or once CUDA is initialised (SLURM jobs get their own GPUs).
     """
 
     def __init__(

@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from ser.errors import InputError
+
 
 def report_options(parser: argparse.ArgumentParser) -> None:
     from ser.sweeps.report import PAPER_BASELINE
@@ -66,7 +68,7 @@ def main(argv: list[str]) -> int:
         args = parser.parse_intermixed_args(rest)
         try:
             code, sweep_dir = run_sweep(args.name, args.overrides)
-        except ValueError as error:  # a sweeper that is not installed
+        except InputError as error:  # an unknown sweep, or a sweeper or launcher of an extra not installed
             print(f"error: {error}", file=sys.stderr)
             return 2
         if code != 0 or not args.report:
@@ -83,7 +85,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_intermixed_args(rest)
     try:
         return report(args.directory, args)
-    except (FileNotFoundError, ValueError) as error:
+    except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import ser
 from ser.conf import group_files
+from ser.errors import ConfigError
 
 SWEEP_GROUP = "sweep"
 # The training command as a module, so that an installed package needs no checkout.
@@ -39,33 +40,60 @@ def available_sweeps() -> dict[str, str]:
     return sweeps
 
 
-# Sweepers that come with an optional extra of the package: (Hydra plugin module, extra).
-OPTIONAL_SWEEPERS = {"optuna": ("hydra_plugins.hydra_optuna_sweeper", "optuna")}
+# Hydra plugins that come with an optional extra of the package:
+# (config group, option) -> (the plugin's module, the extra that installs it).
+OPTIONAL_PLUGINS = {
+    ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
+    ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "cluster"),
+    ("hydra/launcher", "parallel"): ("hydra_plugins.hydra_joblib_launcher", "cluster"),
+    ("hydra/launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+    ("hydra/launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+    ("hydra/launcher", "slurm"): ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+}
 
 
-def check_sweeper(name: str, overrides: Sequence[str] = ()) -> None:
-    """ValueError naming the extra to install when sweep ``name`` (or an override) picks a
-    sweeper that is not installed, before Hydra fails on it with a composition error."""
-    path = next(p for p in group_files(SWEEP_GROUP) if p.name == f"{name}.yaml")
-    chosen = [line.split(":", 1)[1].strip() for line in path.read_text().splitlines()
-              if line.strip().startswith("- override /hydra/sweeper:")]
-    chosen += [o.split("=", 1)[1] for o in overrides if o.startswith("hydra/sweeper=")]
-    for sweeper in chosen:
-        if sweeper in OPTIONAL_SWEEPERS:
-            module, extra = OPTIONAL_SWEEPERS[sweeper]
-            if importlib.util.find_spec(module) is None:
-                raise ValueError(
-                    f"sweep {name!r} uses the {sweeper} sweeper, which is not installed: "
-                    f"pip install 'ser[{extra}]'"
-                )
+def chosen_plugins(overrides: Sequence[str]) -> list[tuple[str, str]]:
+    """The (group, option) pairs of Hydra's sweeper and launcher that ``overrides`` choose,
+    directly (``hydra/launcher=slurm``) or through a named sweep (``+sweep=hpo``)."""
+    chosen = []
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in ("hydra/sweeper", "hydra/launcher"):
+            chosen.append((key, value))
+        elif key == SWEEP_GROUP:
+            path = next((p for p in group_files(SWEEP_GROUP) if p.name == f"{value}.yaml"), None)
+            lines = path.read_text().splitlines() if path else []
+            for line in lines:
+                group, _, option = line.strip().removeprefix("- override /").partition(":")
+                if line.strip().startswith("- override /") and group in ("hydra/sweeper", "hydra/launcher"):
+                    chosen.append((group, option.strip()))
+    return chosen
+
+
+def missing_extra(overrides: Sequence[str]) -> str | None:
+    """What to install when ``overrides`` choose a sweeper or launcher of an extra that is
+    not installed (one line, said before Hydra fails on it with a composition error)."""
+    for group, option in chosen_plugins(overrides):
+        module, extra = OPTIONAL_PLUGINS.get((group, option), (None, None))
+        if module is not None and importlib.util.find_spec(module) is None:
+            kind = group.rsplit("/", 1)[1]
+            return f"{group}={option}: the {option} {kind} is not installed: pip install 'ser[{extra}]'"
+    return None
+
+
+def check_plugins(overrides: Sequence[str]) -> None:
+    """ConfigError (see `missing_extra`) when ``overrides`` need an extra that is missing."""
+    problem = missing_extra(overrides)
+    if problem:
+        raise ConfigError(problem)
 
 
 def sweep_command(name: str, overrides: Sequence[str], python: str = sys.executable) -> list[str]:
     """The ``python -m ser.training --multirun`` command line that runs sweep ``name``."""
     sweeps = available_sweeps()
     if name not in sweeps:
-        raise ValueError(f"unknown sweep {name!r}; available: {', '.join(sweeps)}")
-    check_sweeper(name, overrides)
+        raise ConfigError(f"unknown sweep {name!r}; available: {', '.join(sweeps)}")
+    check_plugins([f"+sweep={name}", *overrides])
     return [python, "-m", TRAIN_MODULE, "--multirun", f"+sweep={name}", *overrides]
 
 

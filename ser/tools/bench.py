@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from ser.cli import parse_key_values, run_cli
+from ser.errors import ConfigError
 from ser.tools.bench_folds import fold_benchmark, print_fold_table
 from ser.tools.bench_report import load_average, native_kernels, print_table, processor_name
 from ser.tools.bench_stacked import print_stacking, time_stacking
@@ -340,23 +341,23 @@ def check_arguments(args: Any) -> Any:
         "batch_size", "frames", "steps", "reference_steps", "inference_runs", "stacked_rounds", "epochs", "rounds",
     ):
         if getattr(args, name) < 1:
-            raise ValueError(f"{name}={getattr(args, name)}: expected a whole number >= 1")
+            raise ConfigError(f"{name}={getattr(args, name)}: expected a whole number >= 1")
     for name in ("warmup", "stacked"):
         if getattr(args, name) < 0:
-            raise ValueError(f"{name}={getattr(args, name)}: expected a whole number >= 0")
+            raise ConfigError(f"{name}={getattr(args, name)}: expected a whole number >= 0")
     for name, allowed in (("models", MODELS), ("implementations", IMPLEMENTATIONS)):
         unknown = [value for value in getattr(args, name) if value not in allowed]
         if unknown or not getattr(args, name):
-            raise ValueError(f"{name}={list(getattr(args, name))}: expected some of {list(allowed)}")
+            raise ConfigError(f"{name}={list(getattr(args, name))}: expected some of {list(allowed)}")
     if args.precision not in PRECISIONS:
-        raise ValueError(f"precision={args.precision}: expected one of {list(PRECISIONS)}")
+        raise ConfigError(f"precision={args.precision}: expected one of {list(PRECISIONS)}")
     if args.compile is not None and args.compile not in COMPILE_MODES:
-        raise ValueError(f"compile={args.compile}: expected null or one of {list(COMPILE_MODES)}")
+        raise ConfigError(f"compile={args.compile}: expected null or one of {list(COMPILE_MODES)}")
     if args.precision == "bf16" and "fast" in args.implementations:
-        raise ValueError("precision=bf16: the fast implementation computes in float32 only; "
+        raise ConfigError("precision=bf16: the fast implementation computes in float32 only; "
                          "give implementations=[reference]")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={args.device}: no CUDA device is available")
+        raise ConfigError(f"device={args.device}: no CUDA device is available")
     return args
 
 

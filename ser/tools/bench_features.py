@@ -34,13 +34,14 @@ from ser.data.datamodule import CorpusDataModule
 from ser.data.feature_kinds import feature_settings
 from ser.data.features import FeatureSettings, extract_features, fix_length
 from ser.data.synthetic import EMOTION_LETTERS, SPEAKER_CODES, TEXT_CODES
+from ser.errors import ConfigError
 
 
 def write_clips(root: Path, count: int, sample_rate: int, seed: int) -> list[Path]:
     """`count` clips of harmonic tones in noise, named as EMODB files under root/wav."""
     limit = len(SPEAKER_CODES) * len(EMOTION_LETTERS) * len(TEXT_CODES) * 26
     if not 1 <= count <= limit:
-        raise ValueError(f"--files must be 1..{limit} (unique EMODB-style names), got {count}")
+        raise ConfigError(f"--files must be 1..{limit} (unique EMODB-style names), got {count}")
     rng = np.random.default_rng(seed)
     wav_dir = root / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,7 @@ def compare(args: DictConfig) -> None:
     try:
         import librosa
     except ImportError:
-        raise ValueError("librosa is not installed: pip install 'ser[dev]'") from None
+        raise ConfigError("librosa is not installed: pip install 'ser[dev]'") from None
 
     settings = FeatureSettings(signal_length=args.signal_length)
     rows: list[tuple[str, float]] = []

@@ -4,18 +4,12 @@
         [latency=false] [train_step=BATCH] [out=report.json|report.md]
     (or python -m ser.tools.complexity ...)
 
-Each variant is composed from the Hydra configs in ``ser/conf/`` (``model=...`` plus the
-ablation groups), so the report always describes the networks that ``train.py`` builds.
-
-- parameters: trainable parameters;
-- size MB: bytes of parameters and buffers (fp32; BatchNorm statistics included) / 1e6;
-- MACs: multiply-accumulates of one utterance, counted by
-  ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2). It counts matrix products and
-  convolutions, which dominate; elementwise ops, pooling and activations are not counted;
-- latency: median wall time of a batch-1 forward pass on the CPU under
-  ``torch.inference_mode`` after warm-up runs, on one thread by default: with several
-  threads on a shared or busy machine, timings of these small convolutions swing by
-  orders of magnitude, while one thread gives repeatable numbers.
+Each variant is composed from the Hydra configs (``model=...`` and the ablation groups),
+so the report describes the networks ``train.py`` builds. Size counts fp32 parameters and
+buffers; MACs are ``torch.utils.flop_counter.FlopCounterMode``'s FLOPs / 2 (matrix products
+and convolutions only); latency is the median batch-1 forward on the CPU after warm-up,
+on one thread by default, since several threads on a shared machine swing by orders of
+magnitude.
 """
 
 from __future__ import annotations
@@ -34,6 +28,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ser.cli import parse_key_values, run_cli
+from ser.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -89,7 +84,7 @@ def count_macs(net: nn.Module, frames: int, input_dim: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     if frames < 1:
-        raise ValueError(f"frames must be positive, got {frames}")
+        raise ConfigError(f"frames must be positive, got {frames}")
     shadow = copy.deepcopy(net).to("meta").eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
@@ -102,7 +97,7 @@ def cpu_latency_ms(
 ) -> float:
     """Median milliseconds of a batch-1 CPU forward pass on ``threads`` threads."""
     if runs < 1 or threads < 1:
-        raise ValueError(f"runs and threads must be positive, got {runs} and {threads}")
+        raise ConfigError(f"runs and threads must be positive, got {runs} and {threads}")
     net = net.cpu().eval()
     x = torch.randn(1, frames, input_dim)
     times = []
@@ -188,7 +183,7 @@ def complexity_report(
     corpus_frames, input_dim, num_classes = corpus_shape(corpus, features)
     frames = int(frames or corpus_frames)
     if frames < 1:
-        raise ValueError(f"frames must be positive, got {frames}")
+        raise ConfigError(f"frames must be positive, got {frames}")
     rows = []
     for variant in variants:
         torch.manual_seed(0)

@@ -30,7 +30,8 @@ from omegaconf import MISSING, DictConfig
 
 from ser import __version__
 from ser.cli import parse_key_values, run_cli
-from ser.tools.inference import LoadedCheckpoint, load_checkpoint
+from ser.errors import ConfigError
+from ser.tools.inference import LoadedCheckpoint, check_output_path, load_checkpoint
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
@@ -81,7 +82,7 @@ def export_onnx(loaded: LoadedCheckpoint, out: Path, frames: int | None = None) 
     try:
         import onnx
     except ImportError:
-        raise ValueError(
+        raise ConfigError(
             "format=onnx needs the onnx package: pip install 'ser[onnx]' (or format=torchscript)"
         ) from None
 
@@ -128,9 +129,9 @@ def export_torchscript(loaded: LoadedCheckpoint, out: Path, frames: int | None =
 def export(loaded: LoadedCheckpoint, kind: str, out: str | Path, frames: int | None = None) -> Path:
     """Export ``loaded``'s network as ``kind`` ("onnx" or "torchscript") to ``out``."""
     if kind not in FORMATS:
-        raise ValueError(f"format={kind!r}: expected one of {', '.join(FORMATS)}")
+        raise ConfigError(f"format={kind!r}: expected one of {', '.join(FORMATS)}")
     if frames is not None and frames < 1:
-        raise ValueError(f"frames must be positive, got {frames}")
+        raise ConfigError(f"frames must be positive, got {frames}")
     out = Path(out)
     if kind == "onnx":
         return export_onnx(loaded, out, frames)
@@ -146,7 +147,9 @@ def read_torchscript_metadata(path: str | Path) -> dict[str, Any]:
 
 def run(args: DictConfig) -> Path:
     if args.format not in FORMATS:  # before loading anything
-        raise ValueError(f"format={args.format!r}: expected one of {', '.join(FORMATS)}")
+        raise ConfigError(f"format={args.format!r}: expected one of {', '.join(FORMATS)}")
+    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    check_output_path("out", args.out, {"the checkpoint being exported": [Path(args.checkpoint)]}, f"model{suffix}")
     loaded = load_checkpoint(args.checkpoint)
     path = export(loaded, str(args.format), args.out, args.frames)
     print(f"wrote {args.format} model to {path} ({', '.join(loaded.class_names)})")

@@ -50,6 +50,7 @@ from typing import Any
 import torch
 
 from ser.cli import parse_key_values, run_cli
+from ser.errors import ConfigError
 from ser.tools.gpu_runs import (
     Check,
     Sizes,
@@ -227,13 +228,13 @@ class CheckArguments:
 def check_gpu(args: Any) -> int:
     """Run the check the arguments describe; 1 if a step failed, else 0."""
     if args.compile is not None and args.compile not in COMPILE_MODES:
-        raise ValueError(f"compile={args.compile}: expected null or one of {list(COMPILE_MODES)}")
+        raise ConfigError(f"compile={args.compile}: expected null or one of {list(COMPILE_MODES)}")
     if args.full_jobs is not None and args.full_jobs < 1:
-        raise ValueError(f"full_jobs={args.full_jobs}: expected a number of jobs >= 1")
+        raise ConfigError(f"full_jobs={args.full_jobs}: expected a number of jobs >= 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if any(out.glob("*.json")):
-        raise ValueError(f"out={out}: holds records of an earlier check; give an empty folder")
+        raise ConfigError(f"out={out}: holds records of an earlier check; give an empty folder")
     dry = args.dry or not torch.cuda.is_available()
     root = Path(args.work or out / "work").resolve()
     check = Check(

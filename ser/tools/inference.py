@@ -11,6 +11,7 @@ ser.training.checkpoint's: nothing in the file can run code or name a class to b
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ import torch
 from torch import nn
 
 from ser.data.feature_kinds import AnyFeatureSettings, feature_settings
-from ser.data.features import fix_length
+from ser.data.features import fix_length, non_finite_message, non_finite_rows
+from ser.data.memory import check_features_fit
 from ser.data.ssl_features import SSLFeatureSettings, SSLWeightsError, weights_file
+from ser.errors import ConfigError, InputError, InputNotFound, NonFiniteError
 from ser.training.checkpoint import (
     EXPECTED,
     METADATA_KEY,
@@ -129,17 +132,35 @@ def find_audio_files(path: str | Path) -> list[Path]:
     """``path`` itself, or every .wav/.flac/.ogg file below a directory, in natural order."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"audio not found: {path} (expected an audio file or a directory)")
+        raise InputNotFound(f"audio not found: {path} (expected an audio file or a directory)")
     if path.is_file():
         return [path]
+    if not path.is_dir():
+        raise InputError(f"audio={path}: not a regular file or a folder; expected an audio file or a folder of them")
     files = [
         p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
     ]
     if not files:
-        raise FileNotFoundError(
+        raise InputNotFound(
             f"{path}: no audio files below this directory (expected {', '.join(AUDIO_SUFFIXES)})"
         )
     return sorted(files, key=natural_key)
+
+
+def check_output_path(setting: str, path: str | Path, inputs: dict[str, Sequence[Path]], example: str) -> Path:
+    """The file `setting=path` names for a command to write, refused before any work when it
+    is a folder, or one of the files the command reads (`inputs`: what they are -> the files):
+    writing it would replace the very input. `example`: a file name to suggest instead."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{setting}={path}: a folder; expected a file to write, e.g. {setting}={path / example}")
+    for what, files in inputs.items():
+        for file in files:
+            if path.resolve() == Path(file).resolve() or (path.exists() and os.path.samefile(path, file)):
+                raise InputError(f"{setting}={path}: {what}, which writing would replace; expected another file")
+    if path.suffix.lower() in (*AUDIO_SUFFIXES, ".ckpt"):
+        raise InputError(f"{setting}={path}: the name of an audio file or a checkpoint; expected e.g. {example}")
+    return path
 
 
 def resolve_device(name: str) -> torch.device:
@@ -149,9 +170,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise ValueError(f"device={name!r}: expected cpu, cuda, cuda:N or auto") from error
+        raise ConfigError(f"device={name!r}: expected cpu, cuda, cuda:N or auto") from error
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r}: CUDA is not available on this machine; use device=cpu")
+        raise ConfigError(f"device={name!r}: CUDA is not available on this machine; use device=cpu")
     return device
 
 
@@ -169,14 +190,22 @@ def predict_files(
 ) -> list[Prediction]:
     """Class probabilities for each file, read and featurised as at training time."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
     device = next(loaded.net.parameters()).device
     files = list(files)
+    check_features_fit(
+        loaded.feature_settings, min(batch_size, len(files)), batch_size, f"{loaded.path}'s feature settings",
+        "give a smaller batch_size",
+    )
     predictions: list[Prediction] = []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         waveforms = load_waveforms(chunk, loaded.feature_settings)
         features = loaded.feature_settings.extract(waveforms, device=device)
+        for row in non_finite_rows(features):  # no "predicted" class from NaN probabilities
+            raise NonFiniteError(non_finite_message(str(chunk[row]), waveforms[row]))
         probabilities = torch.softmax(loaded.net(features.to(device)).float(), dim=1).cpu().numpy()
+        if not np.isfinite(probabilities).all():
+            raise NonFiniteError(f"{loaded.path}: its network gives probabilities that are not finite; damaged weights?")
         predictions.extend(Prediction(file, row) for file, row in zip(chunk, probabilities, strict=True))
     return predictions

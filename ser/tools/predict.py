@@ -28,6 +28,7 @@ from omegaconf import MISSING, DictConfig
 from ser.cli import parse_key_values, run_cli
 from ser.tools.inference import (
     Prediction,
+    check_output_path,
     find_audio_files,
     load_checkpoint,
     predict_files,
@@ -77,13 +78,14 @@ def print_table(
     predictions: Sequence[Prediction], class_names: Sequence[str], title: str, root: Path | None
 ) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title))
     table.add_column("file")
     table.add_column("predicted")
     for name in class_names:
-        table.add_column(name, justify="right")
+        table.add_column(escape(name), justify="right")
     for prediction in predictions:
         best = int(prediction.probabilities.argmax())
         shown = prediction.path.relative_to(root) if root is not None else prediction.path
@@ -91,7 +93,7 @@ def print_table(
             f"[bold]{p:.3f}[/bold]" if i == best else f"{p:.3f}"
             for i, p in enumerate(prediction.probabilities)
         ]
-        table.add_row(str(shown), class_names[best], *cells)
+        table.add_row(escape(str(shown)), escape(class_names[best]), *cells)
     console = Console()
     if not console.is_terminal:
         # Piped or captured output has no width to respect; never truncate the numbers.
@@ -103,6 +105,9 @@ def predict(args: DictConfig) -> list[Prediction]:
     """Run the CLI's work on parsed arguments; returns the predictions."""
     device = resolve_device(str(args.device))
     files = find_audio_files(args.audio)  # before loading the model: fail fast on a typo
+    if args.output:  # before any work: never in place of what is read
+        inputs = {"an audio file being classified": files, "the checkpoint": [Path(args.checkpoint)]}
+        check_output_path("output", args.output, inputs, "predictions.csv")
     loaded = load_checkpoint(args.checkpoint, device=device, feature_weights=args.feature_weights)
     predictions = predict_files(loaded, files, batch_size=int(args.batch_size))
     audio = Path(args.audio)

@@ -4,6 +4,7 @@ one) and an exclusive lock between processes that prepare the same file."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -11,6 +12,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from filelock import FileLock, Timeout
+
+from ser.private_folder import user_cache_folder
 
 log = logging.getLogger(__name__)
 
@@ -56,42 +61,33 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
+def lock_file(path: str | os.PathLike[str]) -> Path:
+    """The lock file that guards `path`: in the user's own cache folder
+    (`$XDG_CACHE_HOME/ser/locks`), named by a digest of the resolved path, so that no lock
+    file lies beside the user's data; one small file per guarded path, reused."""
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
+    return user_cache_folder("ser") / "locks" / f"{digest}.lock"
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike[str], waiting: str | None = None) -> Iterator[None]:
-    """Hold an exclusive advisory lock (flock) on the file `path` against other processes.
+    """Hold an exclusive lock on `path` (`filelock` on `lock_file(path)`) against other
+    processes; the operating system releases it if its holder dies.
 
     `waiting` is logged once if another process holds the lock, before waiting for it.
-    The lock file exists only while the lock is held, so no lock files pile up beside
-    what they guard; the operating system releases the lock if its holder dies. Without
-    advisory locks (Windows) this does not lock; the writes it guards stay atomic.
+    Processes that share the cache folder exclude each other (one machine; nodes sharing
+    a home folder); elsewhere the writes this guards stay atomic, only done twice.
     """
+    lock = lock_file(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    held = FileLock(lock)
     try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting:
-                log.info(waiting)
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-        # The previous holder removes the file before releasing it; if that happened
-        # after this process opened it, the lock is on a file nobody else sees: retry.
-        opened = os.fstat(descriptor)
-        try:
-            current = os.stat(path)
-        except FileNotFoundError:
-            current = None
-        if current is not None and (current.st_ino, current.st_dev) == (opened.st_ino, opened.st_dev):
-            break
-        os.close(descriptor)
+        held.acquire(timeout=0)
+    except Timeout:
+        if waiting:
+            log.info(waiting)
+        held.acquire()
     try:
         yield
     finally:
-        os.unlink(path)  # before the release, so that the next holder starts a fresh file
-        os.close(descriptor)
+        held.release()

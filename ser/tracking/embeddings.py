@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ser.tracking.figures import literal
+
 log = logging.getLogger(__name__)
 
 EMBEDDINGS_DIR = "embeddings"
@@ -155,7 +157,7 @@ def plot_embeddings_tsne(
             chosen = fold.labels == label
             if chosen.any():
                 axis.scatter(
-                    points[chosen, 0], points[chosen, 1], s=10, color=colours(label), label=name
+                    points[chosen, 0], points[chosen, 1], s=10, color=colours(label), label=literal(name)
                 )
         axis.set_title(f"fold {fold.fold} ({len(points)} test utterances)", fontsize=9)
         axis.set_xticks([])
@@ -163,7 +165,7 @@ def plot_embeddings_tsne(
     for axis in list(axes.flat)[len(folds):]:
         axis.axis("off")
     handles = [
-        plt.Line2D([], [], marker="o", linestyle="", color=colours(i), label=name)
+        plt.Line2D([], [], marker="o", linestyle="", color=colours(i), label=literal(name))
         for i, name in enumerate(class_names)
     ]
     figure.legend(

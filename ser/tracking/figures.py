@@ -60,6 +60,12 @@ def row_recall(matrix: np.ndarray) -> np.ndarray:
         return np.where(totals > 0, matrix / np.maximum(totals, 1), np.nan)
 
 
+def literal(text: str) -> str:
+    """`text` drawn as written: a class name is data, and matplotlib would read `$...$` in it
+    as mathtext (and stop with an error at a symbol it does not know)."""
+    return str(text).replace("$", r"\$")
+
+
 def draw_matrix(axis: Any, values: np.ndarray, labels: list[str], text: list[list[str]], title: str) -> Any:
     shown = np.nan_to_num(values, nan=0.0)
     image = axis.imshow(shown, cmap="Blues", vmin=0.0, vmax=max(float(shown.max()), 1e-9))
@@ -69,6 +75,7 @@ def draw_matrix(axis: Any, values: np.ndarray, labels: list[str], text: list[lis
         axis.text(j, i, text[i][j], ha="center", va="center", fontsize=size,
                   color="white" if shown[i, j] > bright else "black")
     ticks = range(len(labels))
+    labels = [literal(label) for label in labels]
     axis.set_xticks(ticks, labels, rotation=45, ha="right")
     axis.set_yticks(ticks, labels)
     axis.set_xlabel("predicted")

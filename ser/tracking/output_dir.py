@@ -1,11 +1,10 @@
 """The output directory of a run: refused before anything is written, locked while in use.
 
-A run's output directory holds finished work (fold results, checkpoints), so `claim`,
-which the experiment engine (ser.training.engine) enters before writing anything:
-
+`claim_output_dir`, which the engine (ser.training.engine) enters before writing anything:
 1. refuses, reading only, a directory whose `results.json` or `folds/experiment.json`
-   belongs to another configuration (config hash), so a refused rerun leaves it
-   byte-identical;
+   belongs to another configuration (config hash), or whose results, header or finished
+   units were computed on other data (the data hash: the manifest's rows and each file's
+   size and mtime), so a refused rerun leaves it byte-identical;
 2. takes the run's locks (`.locks/` below the directory; `flock`, which the operating
    system drops when the process ends, even when it is killed, so no lock goes stale).
    A run of every fold locks `.locks/run.lock` exclusively; a job of some folds
@@ -16,7 +15,8 @@ which the experiment engine (ser.training.engine) enters before writing anything
 3. checks again under the lock (a run that finished meanwhile), then writes Hydra's record
    of the job, `.hydra/config.yaml`, `hydra.yaml` and `overrides.yaml`, which Hydra itself
    would write before the task starts, i.e. before the check (ser/conf/hydra/default.yaml sets
-   `hydra.output_subdir: null` for that reason).
+   `hydra.output_subdir: null` for that reason), and opens the job's log file
+   (`ClaimedLogFile`: the lines logged until then, reading the data included, wait in memory).
 
 Under DDP every process runs the engine; rank zero alone locks and writes (the engine says
 which process is the writer, ser.training.distributed).
@@ -24,6 +24,8 @@ which process is the writer, ser.training.distributed).
 
 from __future__ import annotations
 
+import collections
+import logging
 import os
 import socket
 from collections.abc import Iterator, Sequence
@@ -33,6 +35,7 @@ from typing import IO, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ser.errors import InputError
 from ser.tracking import results
 from ser.tracking.atomic import atomic_write
 
@@ -41,7 +44,7 @@ RUN_LOCK = "run.lock"
 HYDRA_DIR = ".hydra"
 
 
-class OutputDirectoryError(ValueError):
+class OutputDirectoryError(InputError):
     """An output directory this run must not write into (one clear line, exit code 2)."""
 
 
@@ -49,19 +52,31 @@ class OutputDirectoryBusy(OutputDirectoryError):
     """Another live run holds the output directory (or some of its folds)."""
 
 
-def check_unclaimed(output_dir: Path, config_hash: str) -> None:
-    """Refuse `output_dir` if it holds results of another configuration. Reads only."""
-    for path in (Path(output_dir) / results.RESULTS_FILE, results.header_path(output_dir)):
+def check_unclaimed(
+    output_dir: Path, config_hash: str, data_hash: str | None = None, unit_paths: Sequence[Path] = ()
+) -> None:
+    """Refuse `output_dir` if it holds results of another configuration, or (given
+    `data_hash`, the identity of this run's data) work done on other data: in results.json,
+    the header or the finished units' files `unit_paths`. Reads only."""
+    records = (Path(output_dir) / results.RESULTS_FILE, results.header_path(output_dir))
+    for path in (*records, *(unit_paths if data_hash is not None else ())):
         if not path.exists():
             continue
         try:
-            saved = results.read_json(path).get("config_hash")
+            record = results.read_json(path)
+            saved, saved_data = record.get("config_hash"), record.get("data_hash")
         except (OSError, ValueError, AttributeError) as error:
             raise OutputDirectoryError(
                 f"{path} cannot be read ({error}); choose a new output directory "
                 f"(hydra.run.dir=...) rather than overwrite what it holds"
             ) from None
-        if saved != config_hash:
+        if saved == config_hash and data_hash is not None and saved_data != data_hash:
+            raise OutputDirectoryError(
+                f"{path} was computed on other data (data hash {saved_data}, this run's data {data_hash}): "
+                f"the manifest's rows or the audio files changed since; choose a new output directory "
+                f"(hydra.run.dir=...) rather than mix results of two datasets"
+            )
+        if saved != config_hash and path in records:
             raise OutputDirectoryError(
                 f"{path} belongs to a different configuration (config hash {saved}, this run "
                 f"{config_hash}); choose a new output directory (hydra.run.dir=..., or "
@@ -110,7 +125,14 @@ def holder(handle: IO[str], mode: int) -> str:
 
 
 def take_locks(output_dir: Path, folds: Sequence[int] | None) -> Locks:
-    """Lock `output_dir` for a run of every fold (None) or of `folds`; see the module doc."""
+    """Lock `output_dir` for a run of every fold (None) or of `folds`; see the module doc.
+
+    `fcntl.flock` itself, not `filelock` (ser.tracking.atomic): these locks are shared as
+    well as exclusive, and filelock's shared lock (ReadWriteLock) is an SQLite database,
+    which can neither carry the holder's name that this writes into the lock file for the
+    message of a run that finds the directory busy, nor be probed the way `holder` tells
+    a shared holder from an exclusive one.
+    """
     import fcntl
 
     directory = Path(output_dir) / LOCK_DIR
@@ -140,6 +162,38 @@ def take_locks(output_dir: Path, folds: Sequence[int] | None) -> Locks:
     return locks
 
 
+class ClaimedLogFile(logging.FileHandler):
+    """The job's log file (hydra/job_logging=delayed_file), written only once the run holds
+    its output directory: lines logged before (the checks, reading the data) wait in memory,
+    so a refused run leaves no log file behind. Processes that never claim the directory (DDP
+    ranks other than zero) keep at most the last `BUFFERED` lines, and write none."""
+
+    BUFFERED = 10_000
+
+    def __init__(self, filename: str, mode: str = "a", encoding: str | None = None, delay: bool = True) -> None:
+        super().__init__(filename, mode, encoding, delay=True)
+        self.waiting: collections.deque[logging.LogRecord] | None = collections.deque(maxlen=self.BUFFERED)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.waiting is not None:
+            self.waiting.append(record)
+        else:
+            super().emit(record)
+
+    def open_file(self) -> None:
+        """Start writing: the waiting lines first."""
+        waiting, self.waiting = self.waiting, None
+        for record in waiting or ():
+            super().emit(record)
+
+
+def open_log_files() -> None:
+    """Let the job's log files (`ClaimedLogFile`) be written: the directory is this run's."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, ClaimedLogFile):
+            handler.open_file()
+
+
 def save_hydra_record(cfg: DictConfig) -> None:
     """Write the current Hydra job's `.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`.
 
@@ -165,25 +219,28 @@ def save_hydra_record(cfg: DictConfig) -> None:
 
 @contextmanager
 def claim_output_dir(
-    cfg: DictConfig, output_dir: Path, config_hash: str, only_folds: Any = None, writer: bool = True
+    cfg: DictConfig, output_dir: Path, config_hash: str, only_folds: Any = None, writer: bool = True,
+    data_hash: str | None = None, unit_paths: Sequence[Path] = (),
 ) -> Iterator[None]:
     """Hold `output_dir` for this run: check, lock, check again, record the Hydra job.
 
-    Raises OutputDirectoryError (another configuration's results) or OutputDirectoryBusy
+    Raises OutputDirectoryError (another configuration's results, or, given `data_hash`,
+    work done on other data in results.json, the header or `unit_paths`) or OutputDirectoryBusy
     (another run holds the directory or one of the folds `only_folds` names) before
     anything is written. The locks are released when the block ends. A process that is
     not the `writer` (DDP ranks other than zero) only checks: rank zero locks and writes
     for every rank.
     """
-    check_unclaimed(output_dir, config_hash)
+    check_unclaimed(output_dir, config_hash, data_hash, unit_paths)
     if not writer:
         yield
         return
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     locks = take_locks(output_dir, lock_folds(only_folds))
     try:
-        check_unclaimed(output_dir, config_hash)  # a run that finished while we checked
+        check_unclaimed(output_dir, config_hash, data_hash, unit_paths)  # a run that finished while we checked
         save_hydra_record(cfg)
+        open_log_files()
         yield
     finally:
         locks.release()

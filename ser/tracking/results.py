@@ -52,9 +52,10 @@ def summarise(folds: list[dict[str, Any]]) -> dict[str, float | int]:
 def print_table(title: str, folds: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     """A rich table of UAR and WAR per fold with mean +- std."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title))  # names and paths, not markup
     table.add_column("fold", justify="right")
     table.add_column("test utterances", justify="right")
     table.add_column("UAR %", justify="right")

@@ -17,6 +17,7 @@ from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
 
 from ser.settings import ConfigError
 
@@ -114,8 +115,8 @@ def fold_loggers(
     return loggers
 
 
-def wandb_logger(loggers: Sequence[Any]) -> Any:
-    return next((logger for logger in loggers if type(logger).__name__ == "WandbLogger"), None)
+def wandb_logger(loggers: Sequence[Any]) -> WandbLogger | None:
+    return next((logger for logger in loggers if isinstance(logger, WandbLogger)), None)
 
 
 def log_fold_result(loggers: Sequence[Any], result: dict[str, Any], class_names: list[str]) -> None:
@@ -147,15 +148,15 @@ def log_fold_result(loggers: Sequence[Any], result: dict[str, Any], class_names:
 def finish_loggers(loggers: Sequence[Any]) -> None:
     """Close a fold's loggers; W&B runs are always finished so sweeps never reuse one."""
     for logger in loggers:
-        if type(logger).__name__ == "WandbLogger":
-            import wandb
-
-            if logger._experiment is not None:  # only finish a run that was started
-                logger.experiment.finish()
-            elif wandb.run is not None:
-                wandb.run.finish()
-        else:
+        if not isinstance(logger, WandbLogger):
             logger.finalize("success")
+            continue
+        import wandb
+
+        # Lightning makes the fold's run wandb's current run (`wandb.run`) when it starts it;
+        # finishing that one never starts a run only to end it, as `logger.experiment` would.
+        if wandb.run is not None:
+            wandb.run.finish()
 
 
 FOLD_COLUMNS = ("num_test", "test/uar", "test/war", "val/uar", "epochs", "seconds")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import FoldDataModule
 from ser.data.feature_kinds import feature_weights_sha256
+from ser.errors import ConfigError
 from ser.models import registry
 from ser.training.config import config_hash
 from ser.training.implementation import resolve_for_run
@@ -38,12 +42,29 @@ def build_datamodule(cfg: DictConfig) -> FoldDataModule:
     return instantiate_datamodule(cfg.dataset, "fit", progress=bool(cfg.progress))
 
 
+def check_network(cfg: DictConfig) -> None:
+    """Refuse a `model.net` of a registered network that it would refuse, before anything is
+    built or written: its arguments checked against ser.models.registry (plain types, ranges),
+    then the network built on the meta device (its own checks; nothing is allocated)."""
+    description = registry.checkpoint_description(
+        OmegaConf.to_container(cfg.model.net, resolve=True) | {"num_classes": 2, "input_dim": 39}
+    )
+    if registry.NAME_KEY not in description:
+        return  # a user's own network class: built as configured
+    description["implementation"] = "reference"  # `auto` is resolved for the device later
+    try:
+        registry.expected_state_shapes(*registry.network_spec(description))
+    except ValueError as error:  # NetworkSpecError, or the constructor's own argument checks
+        raise ConfigError(f"model.net: {error}") from None
+
+
 def build_module(cfg: DictConfig, datamodule: FoldDataModule) -> EmotionClassifier:
     """The LightningModule `model` configures, with a fresh network and optimiser factory.
 
     The config holds every setting of the module, its `net` and its `_partial_` optimizer;
-    only what the data decides is added here: the network's class count and input width,
-    the class names, and the metadata a checkpoint carries; and `implementation=auto`
+    only what the data decides is added here: the network's class count and input width
+    (numbers), the class names and the metadata a checkpoint carries (plain values, never
+    through OmegaConf); and `implementation=auto`
     becomes the implementation measured fastest on the trainer's device
     (ser.training.implementation), which the checkpoint records.
     """
@@ -61,15 +82,45 @@ def build_module(cfg: DictConfig, datamodule: FoldDataModule) -> EmotionClassifi
         # Features of a self-supervised model are only as good as its weights: prediction
         # checks that it loads the same bytes (ser.tools.inference).
         "feature_weights_sha256": feature_weights_sha256(datamodule.feature_settings),
-        # Lets a restarted run check that a fold's last.ckpt belongs to this config.
+        # Lets a restarted run check that a fold's last.ckpt belongs to this config and data.
         "config_hash": config_hash(cfg),
+        "data_hash": datamodule.data_identity(),
     }
-    # _convert_="all": the module's arguments become plain lists and dicts, which is what
-    # its checkpoints may hold (they are read back with weights_only=True).
-    return instantiate(
-        cfg.model, net=sizes, class_names=list(datamodule.class_names), metadata=metadata,
-        _convert_="all",
-    )
+    # The config builds the module as a partial; what the data names is passed to it after,
+    # as plain Python strings. A class name comes from a manifest or a folder name: data,
+    # never config. Merged into the config, `${oc.env:SECRET}` would be resolved and
+    # `${oc.create:{_target_: ...}}` instantiated. _convert_="all": the module's settings
+    # become plain lists and dicts, which is what its checkpoints may hold (they are read
+    # back with weights_only=True).
+    factory = instantiate(cfg.model, net=sizes, _partial_=True, _convert_="all")
+    return factory(class_names=[str(name) for name in datamodule.class_names], metadata=metadata)
+
+
+def build_trainer(cfg: DictConfig, **arguments: Any) -> pl.Trainer:
+    """The Lightning Trainer `trainer` configures, with the fold's loggers and callbacks.
+
+    Lightning checks its settings as the Trainer is built (an unknown precision or strategy,
+    a value of the wrong type): such a refusal is reported as a ConfigError naming `trainer`.
+    """
+    try:
+        return instantiate(cfg.trainer, **arguments)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, ValueError | TypeError | MisconfigurationException):
+            raise ConfigError(f"trainer: {str(cause).splitlines()[0]}") from error
+        raise
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Build the configured Trainer once, without loggers or callbacks, so that Lightning
+    refuses a bad `trainer` setting before anything is written (not at the first fold)."""
+    device_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = device_log.level
+    device_log.setLevel(logging.WARNING)  # its "GPU available" lines belong to the folds
+    try:
+        build_trainer(cfg, logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False)
+    finally:
+        device_log.setLevel(level)
 
 
 def build_callbacks(cfg: DictConfig, fold_dir: Path) -> list[pl.Callback]:

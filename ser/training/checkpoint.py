@@ -4,10 +4,10 @@ Every reader goes through here: resuming a fold (ser.training.resume, and Lightn
 loads through `AtomicCheckpointIO`), selecting the best epoch (ser.training.selection),
 `ser.tools.predict` and `ser.tools.export` (ser.tools.inference), whatever the experiment's protocol.
 
-- `load_file`: a torch.save zip archive whose pickle refers to nothing outside
-  `CHECKPOINT_GLOBALS`, then `torch.load(weights_only=True)`. The pickle is scanned
-  before it is unpickled, so a file naming any other callable is refused without a
-  single object being built.
+- `load_file`: a torch.save zip archive that torch's weights-only loader accepts, and whose
+  contents are tensors and plain containers (`CHECKPOINT_TYPES`). A file whose pickle names
+  any callable outside torch's weights-only allow-list is refused before a single object
+  is built.
 - `read_checkpoint`: a train.py checkpoint: `state_dict` and `ser_metadata`.
 - `saved_config_hash`: the configuration a checkpoint was saved by, read before anything
   else in it is used.
@@ -18,8 +18,8 @@ loads through `AtomicCheckpointIO`), selecting the best epoch (ser.training.sele
 from __future__ import annotations
 
 import pickle
-import pickletools
 import zipfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,31 +27,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from ser.errors import InputError, InputNotFound
 from ser.models import registry
 
 METADATA_KEY = "ser_metadata"
 NET_PREFIX = "net."
 EXPECTED = "a checkpoint written by `python train.py` (e.g. OUTPUT_DIR/checkpoints/fold_00/last.ckpt)"
 
-# Everything the pickle of a checkpoint written by this project refers to: the dicts of
-# Lightning's checkpoint (the model's state dict is an OrderedDict) and tensors. Loop,
-# callback, optimiser and hyperparameter state are plain ints, floats, strings, lists and
-# dicts, which a pickle holds without naming any class. torch.save writes storages under
-# these legacy typed names. Widening this list means letting a file name more code.
-_STORAGES = (
-    "FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage", "LongStorage",
-    "IntStorage", "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage",
-)
-CHECKPOINT_GLOBALS = frozenset(
-    {"collections OrderedDict", "torch._utils _rebuild_tensor_v2"}
-    | {f"torch {name}" for name in _STORAGES}
-)
-# Opcodes that build objects from something other than a GLOBAL checked above (the
-# copyreg extension registry, or a class path taken from the stack).
-_REFUSED_OPCODES = frozenset({"STACK_GLOBAL", "INST", "EXT1", "EXT2", "EXT4"})
+# What a checkpoint written by this project holds: the dicts of Lightning's checkpoint
+# (the model's state dict is an OrderedDict), tensors, and plain values. Loop, callback,
+# optimiser and hyperparameter state are ints, floats, strings, lists and dicts. Torch's
+# weights-only loader also builds dtypes, sizes, devices and the like; a file holding them
+# is not one of ours and is refused. Widening this set means accepting more in a file.
+CHECKPOINT_TYPES = frozenset({dict, OrderedDict, list, tuple, str, int, float, bool, type(None), torch.Tensor})
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A file given as a checkpoint is not a usable checkpoint of this framework.
 
     The message names the file, says what is wrong and what was expected; `reason` is
@@ -73,51 +64,52 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _pickle_references(data: bytes) -> set[str]:
-    """The "module name" globals a pickle refers to; CheckpointError for unscannable ones."""
-    found = set()
+def _check_globals(path: Path) -> None:
+    """Refuse a file whose pickle names a callable torch's weights-only loader would refuse
+    (torch's static scan of the pickle: nothing is unpickled)."""
     try:
-        for opcode, argument, _ in pickletools.genops(data):
-            if opcode.name in _REFUSED_OPCODES:
-                raise CheckpointError(f"its pickle uses {opcode.name}, which this project never writes")
-            if opcode.name == "GLOBAL":
-                found.add(str(argument))
-    except CheckpointError:
-        raise
-    except (ValueError, pickle.UnpicklingError) as error:  # malformed opcode stream
-        raise CheckpointError(f"its pickle is malformed ({_first_line(error)})") from error
-    return found
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except (pickle.UnpicklingError, EOFError) as error:  # malformed, or opcodes torch never writes
+        raise CheckpointError(f"its pickle cannot be checked for what it calls ({_first_line(error)})") from error
+    if unsafe:
+        shown = ", ".join(sorted(unsafe)[:4])
+        raise CheckpointError(
+            f"holds pickled objects other than tensors and plain containers ({shown}), "
+            "which are not loaded for safety"
+        )
 
 
-def _check_archive(path: Path) -> None:
-    """Refuse an archive whose pickles name anything outside CHECKPOINT_GLOBALS."""
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        if len(names) != len(set(names)):
-            raise CheckpointError("its archive holds two entries of one name")
-        pickles = [name for name in names if name.endswith(".pkl")]
-        if not pickles:
-            raise CheckpointError("its archive holds no pickle (data.pkl)")
-        for name in pickles:
-            unknown = _pickle_references(archive.read(name)) - CHECKPOINT_GLOBALS
-            if unknown:
-                shown = ", ".join(sorted(item.replace(" ", ".") for item in unknown)[:4])
-                raise CheckpointError(
-                    f"holds pickled objects other than tensors and plain containers ({shown}), "
-                    "which are not loaded for safety"
-                )
+def _check_contents(checkpoint: Any) -> None:
+    """Refuse a loaded object holding anything but `CHECKPOINT_TYPES` (walked without
+    recursion, each object once, so a deep or cyclic structure costs no stack)."""
+    pending, seen = [checkpoint], set()
+    while pending:
+        item = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if type(item) not in CHECKPOINT_TYPES:
+            raise CheckpointError(
+                f"holds pickled objects other than tensors and plain containers "
+                f"({type(item).__module__}.{type(item).__qualname__}), which this project never writes"
+            )
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
 
 
 def load_file(path: str | Path, map_location: Any = "cpu") -> Any:
     """The object a torch.save zip archive at `path` holds, loaded without running code.
 
     CheckpointError (naming the file) for a missing file, a directory, a file that is no
-    torch.save archive, a pickle that refers to anything outside `CHECKPOINT_GLOBALS`, or
-    one torch cannot read.
+    torch.save archive, a pickle that names a callable outside torch's weights-only
+    allow-list, contents other than `CHECKPOINT_TYPES`, or one torch cannot read.
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path} (expected {EXPECTED})")
+        raise InputNotFound(f"checkpoint not found: {path} (expected {EXPECTED})")
     if path.is_dir():
         raise refused(path, "is a directory")
     # torch.save (and Lightning) write zip archives; checking first gives a clear message
@@ -125,11 +117,12 @@ def load_file(path: str | Path, map_location: Any = "cpu") -> Any:
     if not zipfile.is_zipfile(path):
         raise refused(path, "not a PyTorch checkpoint (no torch.save zip archive)")
     try:
-        _check_archive(path)
-        # The scan above already limits what the pickle may name; weights_only is torch's
-        # own restricted unpickler, a second line of defence (no safe_globals are added:
-        # our checkpoints need nothing beyond tensors and plain containers).
-        return torch.load(path, map_location=map_location, weights_only=True)
+        _check_globals(path)
+        # torch's own restricted unpickler (no safe_globals are added: our checkpoints need
+        # nothing beyond its defaults), then the narrower check of what it built.
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        _check_contents(checkpoint)
+        return checkpoint
     except CheckpointError as error:
         raise refused(path, str(error)) from error
     except pickle.UnpicklingError as error:
@@ -151,10 +144,11 @@ def load_dict(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     return checkpoint
 
 
-def saved_config_hash(checkpoint: Mapping[str, Any]) -> str | None:
-    """The config hash in a checkpoint's `ser_metadata` (None if it has none)."""
+def saved_config_hash(checkpoint: Mapping[str, Any], key: str = "config_hash") -> str | None:
+    """The config hash (or the data hash, `key="data_hash"`) in a checkpoint's `ser_metadata`
+    (None if it has none)."""
     metadata = checkpoint.get(METADATA_KEY)
-    value = metadata.get("config_hash") if isinstance(metadata, Mapping) else None
+    value = metadata.get(key) if isinstance(metadata, Mapping) else None
     return value if isinstance(value, str) else None
 
 

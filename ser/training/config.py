@@ -19,11 +19,23 @@ from omegaconf import DictConfig, OmegaConf
 from ser.settings import ConfigError
 from ser.training.gather import JOB_CV_KEYS
 
-# Settings that say where and how loudly a run happens, not what it computes.
-NON_DEFINING_KEYS = ("paths", "logger", "hydra", "progress", "callbacks", "plots", "objective")
+# Settings proven not to change what is computed, each for a reason; everything else,
+# callbacks included (early stopping changes the epochs a fold trains), is part of the hash.
+# tests/training/test_config_hash.py changes every other key and every config group option
+# and checks the hash changes, and trains with these changed to the same figures.
+NON_DEFINING_KEYS = (
+    "paths",  # where files go
+    "logger",  # where metrics are sent (every fold's history is kept whatever it says)
+    "hydra",  # the launcher's own settings
+    "progress",  # progress bars
+    "plots",  # figures drawn after every fold is finished
+    "objective",  # which mean train() returns to a sweeper
+)
+_WHERE_THE_DATA_IS_READ = ("cache_dir", "num_workers")  # a cache, the loader's processes
 NON_DEFINING_NESTED_KEYS = {
     "trainer": ("default_root_dir", "enable_progress_bar"),
-    "dataset": ("cache_dir", "num_workers"),
+    "dataset": _WHERE_THE_DATA_IS_READ,
+    "test_dataset": _WHERE_THE_DATA_IS_READ,
 }
 
 

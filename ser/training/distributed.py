@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import warnings
 
-from omegaconf import DictConfig
+import torch
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from ser.errors import ConfigError
+from ser.settings import usable_cores
 
 # Strategies that run fit and test in worker processes started by Lightning itself: the
 # test predictions would stay in the workers, never reaching the driver's results.
@@ -27,7 +31,7 @@ warnings.filterwarnings(
 )
 
 
-class LaunchError(ValueError):
+class LaunchError(ConfigError):
     """A trainer setting that cannot run under this launch (a ValueError: one clear line)."""
 
 
@@ -47,9 +51,43 @@ def uses_several_processes(trainer_cfg: DictConfig) -> bool:
     return str(devices) not in ("1", "[0]") or int(trainer_cfg.get("num_nodes", 1) or 1) > 1
 
 
-def check_launch(cfg: DictConfig) -> None:
-    """Refuse multi-process trainer settings this driver cannot run correctly.
+def check_devices(trainer_cfg: DictConfig) -> None:
+    """Refuse an accelerator this machine lacks, or more devices than it has, before Lightning
+    fails on it with a traceback or, for CPU processes, starts them all and hangs."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto")).lower()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator in ("gpu", "cuda") and not gpus:
+        raise LaunchError(
+            f"trainer.accelerator={accelerator}, but this machine has no CUDA GPU that torch can use; "
+            f"use trainer.accelerator=cpu (or auto)"
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise LaunchError("trainer.accelerator=mps, but this machine has no Apple GPU; use trainer.accelerator=cpu (or auto)")
+    if accelerator not in ("auto", "cpu", "gpu", "cuda", "mps"):
+        raise LaunchError(f"trainer.accelerator={accelerator}: expected auto, cpu, gpu, cuda or mps")
+    devices = trainer_cfg.get("devices", 1)
+    on_gpu = accelerator not in ("cpu", "mps") and gpus > 0
+    available, what = (gpus, "GPUs") if on_gpu else (usable_cores(), "CPU cores (one process per device)")
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        wanted = devices
+    elif OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
+        wanted = len(devices) if on_gpu else max(len(devices), 1)
+        if on_gpu and any(not isinstance(i, int) or not 0 <= i < gpus for i in devices):
+            raise LaunchError(f"trainer.devices={list(devices)}: expected GPU indices in 0..{gpus - 1}")
+    else:
+        return  # "auto", -1 or a string Lightning parses: every device, never more
+    if wanted == 0 or wanted < -1:
+        raise LaunchError(f"trainer.devices={devices}: expected a number of devices >= 1, -1 or auto")
+    if wanted > available:
+        raise LaunchError(
+            f"trainer.devices={devices}: this machine has {available} {what}; expected at most {available}"
+        )
 
+
+def check_launch(cfg: DictConfig) -> None:
+    """Refuse trainer settings this machine or this driver cannot run correctly.
+
+    - an accelerator the machine lacks, or more devices than it has (`check_devices`);
     - ddp_spawn / ddp_fork / ddp_notebook: the driver would never see the test
       predictions made in the worker processes; use `trainer=ddp`.
     - Lightning's `ddp` launcher inside a Hydra multirun (`-m`): it relaunches the command
@@ -57,7 +95,10 @@ def check_launch(cfg: DictConfig) -> None:
       processes started by the cluster (SLURM tasks through submitit, torchrun).
     """
     trainer_cfg = cfg.get("trainer")
-    if trainer_cfg is None or not uses_several_processes(trainer_cfg):
+    if trainer_cfg is None:
+        return
+    check_devices(trainer_cfg)
+    if not uses_several_processes(trainer_cfg):
         return
     strategy = str(trainer_cfg.get("strategy", "auto"))
     if any(kind in strategy for kind in WORKER_PROCESS_STRATEGIES):
@@ -67,7 +108,7 @@ def check_launch(cfg: DictConfig) -> None:
             f"it as `python train.py ...`"
         )
     from hydra.core.hydra_config import HydraConfig
-    from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+    from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
     if not HydraConfig.initialized() or HydraConfig.get().mode.name != "MULTIRUN":
         return

@@ -35,15 +35,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ser.settings import ConfigError, validate_settings
+from ser.data.datamodule import FoldDataModule
+from ser.settings import ConfigError, check_resolves, validate_settings
 from ser.tracking import config_tree, embeddings, figures, provenance, results, wandb_runs
-from ser.tracking.output_dir import claim_output_dir
+from ser.tracking.output_dir import check_unclaimed, claim_output_dir
 from ser.tracking.progress import RunProgress
 from ser.training import distributed, gather
+from ser.training.build import check_network, check_trainer
 from ser.training.config import config_hash, defining_config, output_directory
 from ser.training.fold import run_fold
 from ser.training.implementation import check_implementation
-from ser.training.protocols.base import Protocol, Unit
+from ser.training.protocols.base import ExperimentProtocol, Unit
 from ser.training.selection import check_selection
 from ser.training.stacked.policy import resolve_stacking
 from ser.training.stacked.run import run_stacked
@@ -79,7 +81,7 @@ def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float:
     return float(summary[key])
 
 
-def build_protocol(cfg: DictConfig) -> Protocol:
+def build_protocol(cfg: DictConfig) -> ExperimentProtocol:
     """The protocol `task._target_` names, built with the run's config."""
     task = cfg.get("task")
     if not isinstance(task, DictConfig) or "_target_" not in task:
@@ -89,41 +91,56 @@ def build_protocol(cfg: DictConfig) -> Protocol:
         )
     # A partial: the protocol takes the whole run config, not a copy merged into `task`.
     protocol = instantiate(task, _partial_=True)(cfg)
-    if not isinstance(protocol, Protocol):
+    if not isinstance(protocol, ExperimentProtocol):
         raise ConfigError(f"task._target_={task._target_} is not a protocol (ser.training.protocols)")
     return protocol
 
 
 def train(cfg: DictConfig) -> float:
     """Run the experiment `cfg` describes; return the mean of `objective` over its units."""
+    output_dir = output_directory(cfg)
+    check_resolves(cfg)
     validate_settings(cfg)
     check_selection(cfg)
     check_objective(cfg)
     implementation = check_implementation(cfg)
+    check_network(cfg)
     wandb_runs.logger_configs(cfg.get("logger"))  # a malformed `logger` fails before any work
     distributed.check_launch(cfg)
+    check_trainer(cfg)
     stacked = resolve_stacking(cfg)
     protocol = build_protocol(cfg)
-    output_dir = output_directory(cfg)
-    # Refused, or locked for this run's units, before anything is written.
+    this_hash = config_hash(cfg)
+    check_unclaimed(output_dir, this_hash)  # another configuration's directory: before reading the data
     writer = distributed.is_global_zero()
-    with claim_output_dir(cfg, output_dir, config_hash(cfg), protocol.only_units, writer=writer):
-        return run_experiment(cfg, protocol, output_dir, implementation, stacked)
+    if writer:
+        config_tree.print_config_tree(cfg)
+    datamodule = protocol.prepare()
+    # The data's identity is part of what a rerun must find again: a directory whose work
+    # was done on other data is refused, or locked for this run's units, before anything
+    # is written into it.
+    unit_paths = [protocol.unit_path(output_dir, unit.index) for unit in protocol.units()]
+    with claim_output_dir(
+        cfg, output_dir, this_hash, protocol.only_units, writer=writer,
+        data_hash=datamodule.data_identity(), unit_paths=unit_paths,
+    ):
+        return run_experiment(cfg, protocol, datamodule, output_dir, implementation, stacked)
 
 
-def finished_result(path: Path, this_hash: str) -> dict[str, Any] | None:
-    """The result a unit's file holds, if it was computed with this config hash."""
+def finished_result(path: Path, this_hash: str, data_hash: str) -> dict[str, Any] | None:
+    """The result a unit's file holds, if it was computed with this config hash on this data."""
     if not path.exists():
         return None
     saved = results.read_json(path)
-    return saved["result"] if saved.get("config_hash") == this_hash else None
+    return saved["result"] if (saved.get("config_hash"), saved.get("data_hash")) == (this_hash, data_hash) else None
 
 
 def run_experiment(
-    cfg: DictConfig, protocol: Protocol, output_dir: Path, implementation: str | None = None,
-    stacked: bool = False,
+    cfg: DictConfig, protocol: ExperimentProtocol, datamodule: FoldDataModule, output_dir: Path,
+    implementation: str | None = None, stacked: bool = False,
 ) -> float:
-    """The units of `protocol`, in the output directory `train` holds; returns the objective.
+    """The units of `protocol` on its prepared `datamodule`, in the output directory `train`
+    holds; returns the objective.
 
     `implementation`: what `model.net.implementation` resolved to on this run's device;
     `stacked`: whether the units train together (`cv.stack`, ser.training.stacked).
@@ -132,12 +149,10 @@ def run_experiment(
     # Under DDP every process runs this function; rank zero alone writes files.
     writer = distributed.is_global_zero()
     if writer:
-        config_tree.print_config_tree(cfg)
         config_tree.save_config(cfg, output_dir)
     experiment = protocol.experiment_name()
-    this_hash = config_hash(cfg)
+    this_hash, data_hash = config_hash(cfg), datamodule.data_identity()
     results_path = output_dir / results.RESULTS_FILE
-    datamodule = protocol.prepare()
     units = protocol.units()
     # Some units per job (fold-parallel jobs share the directory; ser.training.gather).
     parallel = protocol.only_units is not None
@@ -148,6 +163,7 @@ def run_experiment(
         "experiment": experiment,
         "status": "running",
         "config_hash": this_hash,
+        "data_hash": data_hash,
         **protocol.record(),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "implementation": implementation,
@@ -161,7 +177,7 @@ def run_experiment(
     if writer and protocol.gatherable:
         gather.write_header(output_dir, record)
     saved_results = {
-        unit.index: finished_result(protocol.unit_path(output_dir, unit.index), this_hash)
+        unit.index: finished_result(protocol.unit_path(output_dir, unit.index), this_hash, data_hash)
         for unit in units if unit.index in selected
     }
     finished: list[dict[str, Any]] = []
@@ -186,7 +202,9 @@ def run_experiment(
         finished.sort(key=lambda unit_result: unit_result[protocol.index_key])
         if writer:
             unit_file = protocol.unit_path(output_dir, relabelled[protocol.index_key])
-            results.atomic_write_json({"config_hash": this_hash, "result": relabelled}, unit_file)
+            results.atomic_write_json(
+                {"config_hash": this_hash, "data_hash": data_hash, "result": relabelled}, unit_file
+            )
             if not parallel:  # fold-parallel jobs leave results.json to the gather
                 record[units_key] = finished
                 results.atomic_write_json(record, results_path)

@@ -10,21 +10,23 @@ folds in one Trainer.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import FoldDataModule
+from ser.errors import NonFiniteError
 from ser.tracking import embeddings, wandb_runs
 from ser.tracking.history import EpochHistory, read_history
 from ser.training import distributed, resume
-from ser.training.build import build_callbacks, build_module
+from ser.training.build import build_callbacks, build_module, build_trainer
 from ser.training.config import config_hash
 from ser.training.module import EmotionClassifier
 from ser.training.selection import (
@@ -52,6 +54,15 @@ def fold_history(cfg: DictConfig, output_dir: Path, fold: int, resumed_epoch: in
     if distributed.is_global_zero():
         history.write()  # the run's id is on disk before anything is logged to it
     return history
+
+
+@contextlib.contextmanager
+def named_fold(fold: int) -> Iterator[None]:
+    """A loss that is not finite, said with its fold."""
+    try:
+        yield
+    except NonFiniteError as error:
+        raise NonFiniteError(f"fold {fold}: {error}") from error
 
 
 @dataclass
@@ -107,7 +118,7 @@ def prepare_fold(
     datamodule.set_fold(train_rows, test_rows, validation_rows, shuffle_seed=fold_seed)
     fold_dir = output_dir / "checkpoints" / f"fold_{fold:02d}"
     module = build_module(cfg, datamodule)
-    resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg), stacked)
+    resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg), datamodule.data_identity(), stacked)
     resumed_epoch = None if resume_from is None else resume.checkpoint_epoch(resume_from)
     history = fold_history(cfg, output_dir, fold, resumed_epoch)
     loggers = wandb_runs.fold_loggers(
@@ -134,7 +145,8 @@ def finish_fold(
     `epochs`: how many it trained) with `trainer`, and report the fold's result and its W&B run."""
     module, fold, test_rows = run.module, run.fold, run.test_rows
     selected, selection = select_checkpoint(cfg, trainer, module, datamodule, best, epochs)
-    trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected, weights_only=True)
+    with named_fold(fold):
+        trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected, weights_only=True)
     if trainer.is_global_zero and OmegaConf.select(cfg, "plots.embeddings", default=False):
         embeddings.save_fold_embeddings(module, datamodule, fold, run.output_dir)
     confusion = module.test_confusion_matrix()
@@ -184,15 +196,16 @@ def run_fold(
     run = prepare_fold(cfg, datamodule, fold, train_rows, test_rows, output_dir, experiment, run_config)
     started = time.time()
     try:
-        trainer: pl.Trainer = instantiate(
-            cfg.trainer,
+        trainer = build_trainer(
+            cfg,
             logger=[*run.loggers, run.history],  # the history always: the figures are drawn from it
             callbacks=protocol_callbacks(cfg, run.seed, run.fold_dir) + build_callbacks(cfg, run.fold_dir),
             enable_progress_bar=bool(cfg.progress),
         )
         if run.resume_from is not None:
             print(f"[ser] {experiment}: fold {fold} resumes from {run.resume_from}", flush=True)
-        trainer.fit(run.module, datamodule=datamodule, ckpt_path=run.resume_from, weights_only=True)
+        with named_fold(fold):
+            trainer.fit(run.module, datamodule=datamodule, ckpt_path=run.resume_from, weights_only=True)
         fit_seconds = time.time() - started  # the part that grows with the epochs
         run.history.stop()
         return finish_fold(

@@ -2,20 +2,13 @@
 
 Strategies (`cv.strategy`):
 - `kfold`: the papers' protocol, random folds over utterances (speaker-dependent).
-- `speaker`: speaker-independent folds. Utterances are grouped by speaker, or by
-  recording session where every row has one (IEMOCAP: leave-one-session-out, each
-  session holding two speakers); `cv.group_by` makes the choice explicit. With
-  `cv.folds=null` each group is one test fold (leave-one-group-out: CASIA and SAVEE 4
-  folds, EMODB 10, EMOVO 6, IEMOCAP 5 sessions). With `cv.folds=K` the groups, in
-  natural order, are cut into K contiguous blocks of (nearly) equal numbers of groups
-  and each block is one test fold: RAVDESS with `cv.folds=6` tests actors 01-04,
-  05-08, ..., 21-24, each block two male (odd) and two female (even) actors.
+- `speaker`: speaker-independent folds over speakers, or recording sessions where every
+  row has one (IEMOCAP; `cv.group_by` chooses explicitly). `cv.folds=null`: one test fold
+  per group (leave-one-group-out); `cv.folds=K`: the groups in natural order cut into K
+  contiguous blocks (RAVDESS with `cv.folds=6`: actors 01-04, 05-08, ..., 21-24).
+- `predefined`: the one fold a manifest's split column fixes (train, test, val rows).
 
-- `predefined`: the one fold the data fixes, from each row's split (a manifest's split
-  column): train rows train, test rows test, val rows are the validation split.
-
-`validation_split` carves a stratified validation set out of a training fold; it never
-touches the test rows.
+`validation_split` carves a stratified validation set out of a training fold.
 """
 
 from __future__ import annotations
@@ -27,6 +20,7 @@ from sklearn.model_selection import KFold, LeaveOneGroupOut, train_test_split
 
 from ser.data.corpora import natural_key
 from ser.data.manifest import Manifest
+from ser.errors import ConfigError
 
 Fold = tuple[np.ndarray, np.ndarray]
 
@@ -42,9 +36,9 @@ def kfold_splits(num_utterances: int, folds: int, seed: int) -> list[Fold]:
     to equal the published ones.
     """
     if folds < 2:
-        raise ValueError(f"cv.folds must be at least 2, got {folds}")
+        raise ConfigError(f"cv.folds must be at least 2, got {folds}")
     if folds > num_utterances:
-        raise ValueError(
+        raise ConfigError(
             f"cv.folds={folds} is more than the {num_utterances} utterances available"
         )
     splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -62,20 +56,20 @@ def speaker_groups(
     `auto` groups by session when every row has one (IEMOCAP), else by speaker.
     """
     if group_by not in GROUP_BY:
-        raise ValueError(f"cv.group_by must be one of {list(GROUP_BY)}, got {group_by!r}")
+        raise ConfigError(f"cv.group_by must be one of {list(GROUP_BY)}, got {group_by!r}")
     has_sessions = sessions is not None and len(sessions) > 0 and all(
         s is not None and s != "" for s in sessions
     )
     if group_by == "session" or (group_by == "auto" and has_sessions):
         if not has_sessions:
-            raise ValueError(
+            raise ConfigError(
                 "cv.group_by=session, but the corpus's manifest has no session for every "
                 "utterance; use cv.group_by=speaker"
             )
         assert sessions is not None
         return [str(s) for s in sessions], "session"
     if speakers is None or any(s is None or s == "" for s in speakers):
-        raise ValueError(
+        raise ConfigError(
             "cv.strategy=speaker needs the speaker of every utterance, but the manifest "
             "lacks some; use cv.strategy=kfold"
         )
@@ -95,7 +89,7 @@ def speaker_splits(
     unique = sorted(set(groups.tolist()), key=natural_key)
     if len(unique) < 2:
         found = f" (only {kind} {unique[0]!r})" if unique else ""
-        raise ValueError(
+        raise ConfigError(
             f"cv.strategy=speaker needs at least 2 {kind}s to hold one out, but the "
             f"manifest has {len(unique)}{found}; use cv.strategy=kfold"
         )
@@ -103,9 +97,9 @@ def speaker_splits(
         block_of = {group: i for i, group in enumerate(unique)}
     else:
         if folds < 2:
-            raise ValueError(f"cv.folds must be at least 2 (or null for one fold per {kind}), got {folds}")
+            raise ConfigError(f"cv.folds must be at least 2 (or null for one fold per {kind}), got {folds}")
         if folds > len(unique):
-            raise ValueError(
+            raise ConfigError(
                 f"cv.folds={folds} is more than the {len(unique)} {kind}s of the corpus "
                 f"({', '.join(unique)}); use at most {len(unique)}, or cv.folds=null for "
                 f"one fold per {kind}"
@@ -130,7 +124,7 @@ def check_class_sizes(manifest: Manifest, folds: int) -> None:
         if origins:
             file = origins[0].rsplit(" line ", 1)[0]
             where = f"{file} (lines {', '.join(o.rsplit(' line ', 1)[-1] for o in origins)})"
-        raise ValueError(
+        raise ConfigError(
             f"{where}: class {name!r} has {len(rows)} utterance(s), fewer than the {folds} folds of "
             f"cv.folds={folds}; lower cv.folds, add utterances, or merge or drop the class with dataset.label_map"
         )
@@ -142,7 +136,7 @@ def predefined_split(splits: Sequence[str | None], origins: Sequence[str | None]
     for split, origin in zip(splits, origins, strict=True):
         if split not in SPLITS:
             where = origin or corpus
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: cv=predefined needs the split (train, val or test) of every utterance, "
                 f"but this row has none; add a split column to the manifest or use cv=kfold"
             )
@@ -150,7 +144,7 @@ def predefined_split(splits: Sequence[str | None], origins: Sequence[str | None]
     train, test = np.flatnonzero(labels == "train"), np.flatnonzero(labels == "test")
     for name, rows in (("train", train), ("test", test)):
         if len(rows) == 0:
-            raise ValueError(f"{corpus}: cv=predefined, but no row has split={name}")
+            raise ConfigError(f"{corpus}: cv=predefined, but no row has split={name}")
     return train, test
 
 
@@ -177,17 +171,17 @@ def make_folds(
     """
     if strategy == "kfold":
         if folds is None:
-            raise ValueError("cv.folds must be set for cv.strategy=kfold (null is for cv=speaker)")
+            raise ConfigError("cv.folds must be set for cv.strategy=kfold (null is for cv=speaker)")
         return kfold_splits(num_utterances, folds, seed)
     if strategy == "speaker":
         groups, kind = speaker_groups(speakers, sessions, group_by)
         if len(groups) != num_utterances:
-            raise ValueError(
+            raise ConfigError(
                 f"{len(groups)} speakers/sessions for {num_utterances} utterances; the "
                 f"manifest is inconsistent"
             )
         return speaker_splits(groups, folds, kind)
-    raise ValueError(f"cv.strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+    raise ConfigError(f"cv.strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
 
 
 def validation_split(
@@ -201,7 +195,7 @@ def validation_split(
     passed in, so they can never be chosen.
     """
     if not 0.0 < float(fraction) < 1.0:
-        raise ValueError(f"cv.validation must be a fraction between 0 and 1 (or null), got {fraction}")
+        raise ConfigError(f"cv.validation must be a fraction between 0 and 1 (or null), got {fraction}")
     train_rows = np.asarray(train_rows, dtype=np.int64)
     strata = np.asarray(labels)[train_rows]
     try:
@@ -209,7 +203,7 @@ def validation_split(
             train_rows, test_size=float(fraction), random_state=seed, stratify=strata, shuffle=True,
         )
     except ValueError as error:
-        raise ValueError(
+        raise ConfigError(
             f"cv.validation={fraction} cannot give a stratified validation set from "
             f"{len(train_rows)} training utterances of {len(set(strata.tolist()))} classes "
             f"({error}); raise cv.validation or use more data"

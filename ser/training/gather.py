@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig
 
 from ser.cli import parse_key_values, run_cli
+from ser.errors import InputError
 from ser.tracking import results
 
 SUMMARY_CLAIM_FILE = ".summary_claimed"
@@ -36,7 +37,7 @@ OUTCOME_KEYS = ("status", "folds", "summary", "finished")
 FOLD_FILE = re.compile(r"fold_(\d+)\.json")
 
 
-class GatherError(ValueError):
+class GatherError(InputError):
     """Fold files that do not make one experiment."""
 
 
@@ -110,11 +111,14 @@ def gather(output_dir: Path) -> dict[str, Any]:
     header = results.read_json(path)
     expected = int(header["cv"]["folds"])
     saved = read_fold_files(output_dir)
-    foreign = sorted(fold for fold, entry in saved.items() if entry.get("config_hash") != header["config_hash"])
+    foreign = sorted(
+        fold for fold, entry in saved.items()
+        if (entry.get("config_hash"), entry.get("data_hash")) != (header["config_hash"], header.get("data_hash"))
+    )
     if foreign:
         raise GatherError(
-            f"folds {foreign} in {output_dir} were computed with a different configuration "
-            f"than {path} (config hash {header['config_hash']})"
+            f"folds {foreign} in {output_dir} were computed with a different configuration or on other "
+            f"data than {path} (config hash {header['config_hash']}, data hash {header.get('data_hash')})"
         )
     extra = sorted(fold for fold in saved if fold >= expected)
     if extra:

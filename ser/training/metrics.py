@@ -47,16 +47,6 @@ def recall_metrics(confusion: torch.Tensor | list) -> dict[str, torch.Tensor]:
     return {"uar": recall.mean(), "war": matrix.diagonal().sum() / matrix.sum()}
 
 
-def unweighted_average_recall(confusion: torch.Tensor | list) -> float:
-    """UAR from a confusion matrix: scikit-learn's macro recall (see the module docstring)."""
-    return float(recall_metrics(confusion)["uar"])
-
-
-def weighted_average_recall(confusion: torch.Tensor | list) -> float:
-    """WAR (accuracy) from a confusion matrix."""
-    return float(recall_metrics(confusion)["war"])
-
-
 class UtterancePredictions(Metric):
     """Each evaluated utterance's prediction, target and loss, keyed by its manifest row.
 

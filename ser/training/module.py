@@ -12,6 +12,7 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MeanMetric
 
+from ser.errors import ConfigError, NonFiniteError
 from ser.training.compile_cache import use_private_compile_cache
 from ser.training.metrics import (
     UtterancePredictions,
@@ -39,8 +40,18 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 def check_compile_mode(mode: str | None) -> str | None:
     """`model.compile`: null or one of COMPILE_MODES (a ValueError names the setting)."""
     if mode is not None and mode not in COMPILE_MODES:
-        raise ValueError(f"model.compile={mode}: expected null or one of {', '.join(COMPILE_MODES)}")
+        raise ConfigError(f"model.compile={mode}: expected null or one of {', '.join(COMPILE_MODES)}")
     return mode
+
+
+def check_finite(loss: torch.Tensor, what: str, epoch: int) -> None:
+    """Stop a run whose loss is not finite: its predictions, and any figure from them, mean
+    nothing. Once per epoch, on a value already reduced (no extra synchronisation)."""
+    if not bool(torch.isfinite(loss)):
+        raise NonFiniteError(
+            f"the {what} loss is {float(loss)} at epoch {epoch}; the features or the weights are not finite: "
+            f"check the data (python -m ser.data) or lower model.optimizer.lr"
+        )
 
 
 def _prefixed(values: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -115,6 +126,8 @@ class EmotionClassifier(pl.LightningModule):
             self._compiled["net"] = torch.compile(self.net, mode=self.compile_mode)
         # One graph for every batch size (the full batches and the epoch's last, smaller
         # one), compiled once, instead of a second compilation at the second size.
+        # (torch._dynamo's function, which torch's guide to dynamic shapes names: there is
+        # no torch.compiler one.)
         torch._dynamo.maybe_mark_dynamic(x, 0)
         return self._compiled["net"](x)
 
@@ -133,6 +146,7 @@ class EmotionClassifier(pl.LightningModule):
         """The epoch's training loss, UAR and WAR; the counts start again."""
         # Two reductions over the ranks, in this order on every rank.
         loss = self.train_mean_loss.compute()
+        check_finite(loss, "training", self.current_epoch)
         matrix = self.train_confusion.compute()
         values = {"train/loss": loss, **_prefixed(recall_metrics(matrix), "train/")}
         self.train_mean_loss.reset()
@@ -169,7 +183,9 @@ class EmotionClassifier(pl.LightningModule):
         """Loss, UAR and WAR of one prediction per utterance; the confusion matrix; the rows."""
         fold = predictions.fold()  # the one reduction over the ranks (a gather)
         matrix = confusion_matrix(fold["predictions"], fold["targets"], self.num_classes)
-        values = {f"{prefix}loss": fold["losses"].mean(), **_prefixed(recall_metrics(matrix), prefix)}
+        loss = fold["losses"].mean()
+        check_finite(loss, "validation" if prefix == "val/" else "test", self.current_epoch)
+        values = {f"{prefix}loss": loss, **_prefixed(recall_metrics(matrix), prefix)}
         return values, matrix, fold["rows"]
 
     def on_validation_epoch_start(self) -> None:

@@ -1,24 +1,14 @@
 """Resuming an interrupted run: atomic checkpoints, the resume decision, epoch seeding.
 
-A run killed at any moment and started again with the same output directory skips the
-folds whose `folds/fold_KK.json` matches its config hash (ser.training.engine) and continues
-the interrupted fold from `checkpoints/fold_KK/last.ckpt`, written every epoch, when
-that checkpoint carries the same config hash. Three things make this safe and exact:
-
-- `AtomicCheckpointIO` writes each checkpoint to a temporary file in the same folder,
-  fsyncs it and renames it over the old one, so a kill leaves the previous checkpoint
-  or the new one, never a torn file. (Lightning's own writer goes through an fsspec
-  transaction that stages the file in the system temp folder and moves it across, a
-  copy when that folder is on another file system.)
-- `EpochSeeding` reseeds torch's generator (dropout) before each training batch from
-  (fold seed, epoch, batch), and the DataModule's `EpochSeededSampler` draws each
-  epoch's order from (fold seed, epoch): a resumed epoch repeats the random draws of the run that was
-  not interrupted, which a checkpoint alone (weights, optimiser, loop counters) does
-  not give.
-- `resumable_checkpoint` accepts a checkpoint only if it loads safely (ser.training.checkpoint:
-  tensors and plain containers, nothing that can run code) and its saved config hash
-  matches; Lightning's own load of it (`AtomicCheckpointIO.load_checkpoint`) is the same
-  safe load.
+A run started again in the same output directory skips the folds whose
+`folds/fold_KK.json` matches its config hash (ser.training.engine) and continues the
+interrupted fold from `checkpoints/fold_KK/last.ckpt` (written every epoch) when that
+checkpoint has the same config hash. `AtomicCheckpointIO` writes checkpoints by a rename
+in their own folder, so a kill never leaves a torn file (Lightning's own writer stages
+them in the system temp folder). `EpochSeeding` and the DataModule's
+`EpochSeededSampler` draw each batch's and epoch's randomness from (fold seed, epoch,
+batch), so a resumed epoch repeats the draws of an uninterrupted one. `resumable_checkpoint`
+accepts only a checkpoint that loads safely (ser.training.checkpoint) with a matching hash.
 """
 
 from __future__ import annotations
@@ -32,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from ser.data.sampling import derived_seed
 from ser.tracking.atomic import atomic_torch_save
@@ -123,10 +113,13 @@ def written_stacked(checkpoint: dict[str, Any]) -> bool:
     return isinstance(callbacks, dict) and STACKED_STATE_KEY in callbacks
 
 
-def resumable_checkpoint(checkpoint_dir: Path, config_hash: str, stacked: bool = False) -> Path | None:
-    """`checkpoint_dir/last.ckpt` if it exists, loads safely and was saved by this config,
-    by a run of the same kind (`stacked`: folds trained together, whose checkpoints hold
-    no Lightning loop state; `cv.stack=auto` may decide differently on another device).
+def resumable_checkpoint(
+    checkpoint_dir: Path, config_hash: str, data_hash: str | None = None, stacked: bool = False
+) -> Path | None:
+    """`checkpoint_dir/last.ckpt` if it exists, loads safely and was saved by this config
+    (and, given `data_hash`, on this data), by a run of the same kind (`stacked`: folds
+    trained together, whose checkpoints hold no Lightning loop state; `cv.stack=auto` may
+    decide differently on another device).
 
     The file is read by ser.training.checkpoint (nothing in it can run code) and its config hash
     is checked before anything else in it is used. Anything else (unreadable, holding
@@ -148,6 +141,13 @@ def resumable_checkpoint(checkpoint_dir: Path, config_hash: str, stacked: bool =
         log.warning(
             "not resuming from %s: saved by config %s, this run is %s; the fold starts afresh",
             path, saved, config_hash,
+        )
+        return None
+    saved_data = saved_config_hash(checkpoint, "data_hash")
+    if data_hash is not None and saved_data != data_hash:
+        log.warning(
+            "not resuming from %s: saved on other data (data hash %s, this run's %s); the fold starts afresh",
+            path, saved_data, data_hash,
         )
         return None
     if written_stacked(checkpoint) != stacked:

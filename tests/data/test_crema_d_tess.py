@@ -14,7 +14,7 @@ import pytest
 
 from ser.data.corpora import CorpusError, get_corpus, recognise
 from ser.data.cross_corpus import shared_classes
-from ser.data.datamodule import CremaDDataModule, TessDataModule
+from ser.data.datamodule import CorpusDataModule
 from ser.data.summary import summarise
 from tests.helpers.audio_files import write_wav
 from tests.helpers.config import compose_config
@@ -80,7 +80,7 @@ def test_complete_crema_d_copy_has_its_counts(tmp_path: Path, template: Path) ->
     assert per_speaker == expected
     assert per_speaker["1001"] == 82 and per_speaker["1091"] == 82 - 6
     assert len({u.text for u in manifest.utterances}) == 12
-    summary = summarise(CremaDDataModule(root=str(root), features={}))
+    summary = summarise(CorpusDataModule(corpus="crema_d", root=str(root), features={}))
     assert summary.complete and summary.num_utterances == summary.expected_total == 7442
     assert {row.name: row.found for row in summary.speakers} == dict(expected)
 
@@ -132,7 +132,7 @@ def test_complete_tess_copy_one_folder_down(tmp_path: Path, template: Path) -> N
     assert manifest.class_counts() == {name: 400 for name in manifest.class_names}
     assert Counter(manifest.speakers) == {"OAF": 1400, "YAF": 1400}
     assert len({u.text for u in manifest.utterances}) == 200
-    summary = summarise(TessDataModule(root=str(root), features={}))
+    summary = summarise(CorpusDataModule(corpus="tess", root=str(root), features={}))
     assert summary.complete and summary.num_utterances == 2800
     assert [(row.name, row.found, row.expected) for row in summary.speakers] == [("OAF", 1400, 1400), ("YAF", 1400, 1400)]
 
@@ -155,12 +155,12 @@ def test_recognised_and_built_from_their_configs(tmp_path: Path, template: Path)
     crema = make_crema_d_tree(tmp_path / "crema", ["1001_DFA_ANG_XX.wav"], template)
     tess = make_tess_tree(tmp_path / "tess", template, words=1)
     assert recognise(crema) == ["crema_d"] and recognise(tess) == ["tess"]
-    for name, root, module in (("crema_d", crema, CremaDDataModule), ("tess", tess, TessDataModule)):
+    for name, root in (("crema_d", crema), ("tess", tess)):
         cfg = compose_config([f"dataset={name}", f"dataset.root={root}"])
         from hydra.utils import instantiate
 
         datamodule = instantiate(cfg.dataset, _recursive_=False, _convert_="all")
-        assert type(datamodule) is module and datamodule.corpus.name == name
+        assert type(datamodule) is CorpusDataModule and datamodule.corpus.name == name
     # Pointed at the other corpus, the message says which corpus the folder looks like.
     with pytest.raises(CorpusError, match=r"looks like a TESS copy \(dataset=tess\)"):
         parse("crema_d", tess)

@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from ser.cli import run_cli
-from ser.data.datamodule import CorpusDataModule, RavdessDataModule, SyntheticDataModule
+from ser.data.datamodule import CorpusDataModule, SyntheticDataModule
 from ser.data.summary import print_summary, summarise, summarise_config
 from ser.data.timnet_npy import TimNetFeatureDataModule
 from tests.helpers import forged_files as forged
@@ -29,7 +29,7 @@ def rendered(summary) -> str:
 
 def test_ravdess_summary_counts_exclusions_durations_and_shape(tmp_path: Path) -> None:
     root = make_ravdess_tree(tmp_path / "ravdess")
-    summary = summarise(RavdessDataModule(root=str(root), features={}))
+    summary = summarise(CorpusDataModule(corpus="ravdess", root=str(root), features={}))
     assert summary.num_utterances == 32 and summary.expected_total == 1440
     classes = {row.name: (row.found, row.expected) for row in summary.classes}
     assert classes["neutral"] == (4, 96) and classes["angry"] == (4, 192)

@@ -11,12 +11,8 @@ import torch
 import torchaudio
 
 from ser.data.audio import load_audio
-from ser.data.features import (
-    FeatureSettings,
-    extract_features,
-    fix_length,
-    settings_from_mapping,
-)
+from ser.data.feature_kinds import feature_settings
+from ser.data.features import FeatureSettings, extract_features, fix_length
 from ser.data.synthetic import SyntheticCorpusSettings, generate_corpus
 
 SR = 22050
@@ -226,16 +222,17 @@ class TestSettings:
             FeatureSettings(**overrides)
 
     def test_from_mapping(self) -> None:
-        settings = settings_from_mapping(
-            {"_target_": "ser.data.features.FeatureSettings", "kind": "logmel", "n_mels": 64}
+        settings = feature_settings(
+            {"_target_": "ser.data.features.FeatureSettings", "kind": "logmel", "n_mels": 64},
+            signal_length=96000,
         )
         assert settings == FeatureSettings(kind="logmel", n_mels=64)
 
     def test_from_mapping_rejects_unknown_keys(self) -> None:
         with pytest.raises(ValueError, match=r"unknown feature setting\(s\) \['n_mfc'\]"):
-            settings_from_mapping({"n_mfc": 20})
+            feature_settings({"n_mfc": 20}, signal_length=96000)
 
     def test_from_omegaconf(self) -> None:
         omegaconf = pytest.importorskip("omegaconf")
         config = omegaconf.OmegaConf.create({"kind": "mfcc", "top_db": 80, "f_max": None})
-        assert settings_from_mapping(config) == FeatureSettings()
+        assert feature_settings(config, signal_length=96000) == FeatureSettings()

@@ -116,10 +116,19 @@ def test_signal_length_covers_95_percent(tmp_path: Path) -> None:
     rows = corpus_rows(tmp_path)
     module, manifest = manifest_of(write_csv(tmp_path / "all.csv", rows))
     seconds = [0.05 * (int(Path(r["path"]).stem.split("_")[1]) + 1) for r in rows]
-    assert module.feature_settings.signal_length == round(float(np.quantile(seconds, 0.95)) * 22050)
-    # A duration column is used instead of the headers; an explicit length wins.
-    module, _ = manifest_of(write_csv(tmp_path / "d.csv", [{**r, "duration": "2.0"} for r in rows]))
-    assert module.feature_settings.signal_length == 44100
+    # One of the utterances' own lengths (never interpolated towards a longer one).
+    covering = float(np.quantile(seconds, 0.95, method="inverted_cdf"))
+    assert covering in seconds and sum(s <= covering for s in seconds) >= 0.95 * len(seconds)
+    assert module.feature_settings.signal_length == round(covering * 22050)
+    # A duration column is checked against the headers, which decide: rounded, it agrees;
+    # in another unit it is refused, naming the row.
+    stated = [{**r, "duration": f"{s:.2f}"} for r, s in zip(rows, seconds, strict=True)]
+    module, _ = manifest_of(write_csv(tmp_path / "d.csv", stated))
+    assert module.feature_settings.signal_length == round(covering * 22050)
+    in_ms = [{**r, "duration": f"{1000 * s:g}"} for r, s in zip(rows, seconds, strict=True)]
+    with pytest.raises(CorpusError, match=r"ms.csv line 2: duration 50 s, but .* lasts 0.05 s \(its header\)"):
+        manifest_of(write_csv(tmp_path / "ms.csv", in_ms))
+    # An explicit length wins.
     module, _ = manifest_of(tmp_path / "all.csv", signal_length=1000)
     assert module.feature_settings.signal_length == 1000
 

@@ -4,9 +4,12 @@ tests/test_bad_inputs_doc.py reads the table, and runs every row here, in one ch
 process whose memory is limited (forged files are among the rows: a regression there is
 a crash or a huge allocation, which must fail the test, not kill the session). Each row
 is run as its command runs it (`train.py` -> ser.training.engine.train, `-m ser.data` -> the
-summary) through ser.cli.run_cli, and what it printed and its exit code are recorded.
+summary, composed as the commands compose it, Hydra's errors in one line; `-m ser.tools.predict`
+and `-m ser.tools.export` -> their `main`) through ser.cli.run_cli, and what it printed and
+its exit code are recorded.
 
-A row's SETUP (by id) writes the files it needs under a fresh folder and returns the
+A row's SETUP (by id; the registry is tests/helpers/case_inputs.py, the rows of issue 21 are
+in untrusted_data_cases.py) writes the files it needs under a fresh folder and returns the
 values of the placeholders its command and message use: `{file}` (the offending file)
 and `{root}` (dataset.root). Rows without one are settings alone.
 """
@@ -25,36 +28,26 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from omegaconf import open_dict
 
 from tests.helpers import forged_files as forged
+from tests.helpers import untrusted_data_cases  # noqa: F401  (registers the SETUPs of its rows)
 from tests.helpers.audio_files import deny, write_wav
-from tests.helpers.config import compose_config
+from tests.helpers.case_inputs import (
+    SETUPS,
+    Placeholders,
+    Setup,
+    emodb_with,
+    huge_samples,
+    label_folders,
+    manifest_with,
+    row_config,
+    setup,
+)
 from tests.helpers.corpus_trees import make_emodb_tree, make_iemocap_tree, make_ravdess_tree
 from tests.helpers.feature_files import RunsShell, overflow_in_float32, save_shared, shared_arrays
 
-Placeholders = dict[str, str]
-Setup = Callable[[Path, pytest.MonkeyPatch, str], Placeholders]
-SETUPS: dict[str, Setup] = {}
-
-
-def setup(*ids: str) -> Callable[[Setup], Setup]:
-    def register(function: Setup) -> Setup:
-        for row in ids:
-            SETUPS[row] = function
-        return function
-
-    return register
-
 
 # -- corpora and audio ------------------------------------------------------------------
-def emodb_with(folder: Path, write: Callable[[Path], object], name: str = "03a01Wa.wav") -> Placeholders:
-    """An EMODB copy with one good file and the bad `name` written by `write`."""
-    root = make_emodb_tree(folder / "emodb", ["03a01Fa.wav"])
-    write(root / "wav" / name)
-    return {"{root}": str(root), "{file}": str(root / "wav" / name)}
-
-
 @setup("root-missing")
 def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
     return {"{root}": str(folder / "not-downloaded")}
@@ -104,6 +97,9 @@ AUDIO_WRITERS: dict[str, Callable[[Path], object]] = {
     "audio-rate-odd": lambda path: forged.wav_with_rate(path, 44_101),
     "audio-channels": lambda path: forged.wav_with_channels(path, 200),
     "audio-length": forged.flac_with_frames,  # FLAC content; libsndfile reads it by content
+    # 38 KB whose header declares 8 channels x 384 kHz x an hour: 41 GiB to decode.
+    "audio-huge-samples": huge_samples,
+    "audio-declared-size": lambda path: forged.flac_with_frames(path, 384_000 * 3600, channels=8, rate=384_000),
 }
 
 
@@ -148,16 +144,6 @@ def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
 
 
 # -- your own data: manifests and label folders ------------------------------------------
-def manifest_with(folder: Path, lines: list[str], name: str = "train.csv") -> Placeholders:
-    """A manifest of `lines` beside six tiny clips a.wav .. f.wav."""
-    mine = folder / "mine"
-    for i, audio in enumerate("abcdef"):
-        write_wav(mine / f"{audio}.wav", seed=i)
-    path = mine / name
-    path.write_text("\n".join(lines) + "\n")
-    return {"{file}": str(path), "{root}": str(mine)}
-
-
 TWO_CLASSES = ["path,label", "a.wav,happy", "b.wav,sad"]
 MANIFESTS: dict[str, Callable[[Path], Placeholders]] = {
     "manifest-not-found": lambda f: {"{file}": str(f / "mine" / "train.csv")},
@@ -175,19 +161,15 @@ MANIFESTS: dict[str, Callable[[Path], Placeholders]] = {
     "manifest-predefined-no-split": lambda f: manifest_with(f, TWO_CLASSES),
     "manifest-classes": lambda f: manifest_with(f, TWO_CLASSES),
     "manifest-label-map": lambda f: manifest_with(f, TWO_CLASSES),
+    "manifest-duration-ms": lambda f: manifest_with(f, ["path,label,duration", "a.wav,happy,10", "b.wav,sad,10"]),
+    "manifest-duration-huge": lambda f: manifest_with(f, ["path,label,duration", "a.wav,happy,1e6"]),
+    "manifest-duration-max": lambda f: manifest_with(f, ["path,label,duration", "a.wav,happy,1e308"]),
 }
 
 
 @setup(*MANIFESTS)
 def _(folder: Path, patch: pytest.MonkeyPatch, row: str) -> Placeholders:
     return MANIFESTS[row](folder)
-
-
-def label_folders(folder: Path) -> Path:
-    """A tiny `dataset=folder` corpus: two label folders of one clip each."""
-    for i, label in enumerate(("happy", "sad")):
-        write_wav(folder / "mine" / label / "clip.wav", seconds=0.1, seed=i)
-    return folder / "mine"
 
 
 @setup("folder-no-audio")
@@ -280,8 +262,10 @@ def substitute(text: str, places: Placeholders) -> str:
 
 def run_row(row: str, command: str, folder: Path) -> dict[str, object]:
     """Run one row's command in this process; its exit code and what it printed to stderr."""
-    from ser.cli import run_cli
+    from ser.cli import hydra_errors_in_one_line, run_cli
     from ser.data.summary import summarise_config
+    from ser.tools.export import main as export_main
+    from ser.tools.predict import main as predict_main
     from ser.training.engine import train
 
     folder.mkdir(parents=True)
@@ -289,18 +273,22 @@ def run_row(row: str, command: str, folder: Path) -> dict[str, object]:
         patch = stack.enter_context(pytest.MonkeyPatch.context())
         places = prepare(row, folder, patch)
         programs = {"python train.py": train, "python -m ser.data": summarise_config}
-        program = next((p for p in programs if command.startswith(p + " ") or command == p), None)
+        tools = {"python -m ser.tools.predict": predict_main, "python -m ser.tools.export": export_main}
+        program = next((p for p in [*programs, *tools] if command.startswith(p + " ") or command == p), None)
         if program is None:
             raise ValueError(f"{row}: unknown command {command!r}")
-        cfg = compose_config(substitute(command, places)[len(program):].split())
-        with open_dict(cfg):  # where the row writes: its own folder
-            cfg.paths.data_dir = str(folder / "data")
-            cfg.paths.output_dir = str(folder / "run")
+        arguments = substitute(command, places)[len(program):].split()
         stderr = io.StringIO()
         code: object = 0
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             try:
-                run_cli(programs[program], cfg)
+                if program in tools:  # key=value arguments, their own run_cli
+                    tools[program](arguments)
+                else:
+                    # As the commands compose their config: Hydra's errors in one line (ser.commands).
+                    with hydra_errors_in_one_line():
+                        cfg = row_config(arguments, folder)
+                    run_cli(programs[program], cfg)
             except SystemExit as exit_:
                 code = exit_.code
     return {"code": code, "stderr": stderr.getvalue(), "places": places}

@@ -63,3 +63,24 @@ def run_predict(*arguments: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "ser.tools.predict", *arguments],
         cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300,
     )
+
+
+def run_refused(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run a command a user runs (`train.py ...`, `-m ser.tools.predict ...`) that must be
+    refused: exit code 2 and one line, `error: ...`, last on stderr, no traceback. Returns it."""
+    program = [str(ROOT / "train.py")] if command[0] == "train.py" else ["-m", command[0]]
+    done = subprocess.run(
+        [sys.executable, *program, *command[1:]], cwd=cwd, env=env or environment(),
+        capture_output=True, text=True, timeout=RUN_TIMEOUT,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, f"exit {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    # One line of its own; a run that had started training may have printed library warnings before it.
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == lines[-1:] and "Traceback" not in done.stderr, done.stderr[-3000:]
+    return lines[-1]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file below `folder` with its bytes, to show that a refused run changed nothing."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -12,4 +12,5 @@ def prepared_datamodule(input_dim: int = 39) -> SimpleNamespace:
     return SimpleNamespace(
         num_classes=len(CLASSES), input_dim=input_dim, class_names=list(CLASSES),
         feature_settings=SimpleNamespace(signal_length=11025), corpus=SimpleNamespace(name="synthetic"),
+        data_identity=lambda: "0" * 16,  # what the checkpoint records of the data
     )

@@ -160,13 +160,14 @@ def wav_with_channels(path: Path, channels: int) -> Path:
     return write(path, bytes(data))
 
 
-def flac_with_frames(path: Path, frames: int = (1 << 36) - 1) -> Path:
-    """A one-second FLAC whose STREAMINFO declares `frames` samples (36 bits): decoding
-    would allocate that many before reading any."""
+def flac_with_frames(path: Path, frames: int = (1 << 36) - 1, channels: int = 1, rate: int = 16000) -> Path:
+    """A FLAC of 16000 samples per channel whose STREAMINFO declares `frames` (36 bits):
+    decoding would allocate that many before reading any."""
     import soundfile
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), (0.1 * np.sin(np.arange(16000) / 5.0)).astype(np.float32), 16000, format="FLAC")
+    wave = (0.1 * np.sin(np.arange(16000) / 5.0)).astype(np.float32)
+    soundfile.write(str(path), np.repeat(wave[:, None], channels, axis=1), rate, format="FLAC")
     data = bytearray(path.read_bytes())
     # STREAMINFO follows "fLaC" and a 4-byte block header; bytes 10..17 of it end with
     # the 36-bit total-samples field.

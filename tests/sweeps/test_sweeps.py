@@ -22,7 +22,6 @@ import torch
 from omegaconf import OmegaConf
 
 from ser.data.feature_kinds import feature_settings
-from ser.data.features import settings_from_mapping
 from ser.sweeps import callbacks, launch
 from ser.tracking import provenance
 from ser.training.checkpoint import load_dict
@@ -277,8 +276,8 @@ def test_se_on_and_off_are_option_names_not_booleans(choice: str, enabled: bool)
 
 def test_logmel_features_are_n_mels_wide() -> None:
     logmel = compose_config(["features=logmel"]).features
-    assert settings_from_mapping(logmel).num_features == logmel.n_mels == 128
-    assert settings_from_mapping(compose_config([]).features).num_features == 39
+    assert feature_settings(logmel, signal_length=96000).num_features == logmel.n_mels == 128
+    assert feature_settings(compose_config([]).features, signal_length=96000).num_features == 39
 
 
 @pytest.mark.parametrize(
@@ -439,13 +438,26 @@ def test_unknown_sweep_is_refused() -> None:
         launch.sweep_command("nope", [])
 
 
-def test_a_sweeper_of_an_extra_that_is_not_installed_names_the_extra(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_sweeper_or_launcher_of_an_extra_that_is_not_installed_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    launch.check_sweeper("hpo")  # the dev extra installs it
+    chosen = ["+sweep=hpo", "hydra/launcher=parallel", "hydra/launcher=slurm", "hydra/launcher=submitit_local"]
+    assert launch.missing_extra(chosen) is None  # the dev extra installs them all
     monkeypatch.setattr(launch.importlib.util, "find_spec", lambda module: None)
     with pytest.raises(ValueError, match=r"pip install 'ser\[optuna\]'"):
         launch.sweep_command("hpo", [])
-    with pytest.raises(ValueError, match="optuna sweeper"):
-        launch.check_sweeper("seeds", ["hydra/sweeper=optuna"])
-    launch.check_sweeper("ablation")  # its own sweeper needs no extra
+    with pytest.raises(ValueError, match="the optuna sweeper is not installed"):
+        launch.sweep_command("seeds", ["hydra/sweeper=optuna"])
+    for launcher in ("parallel", "joblib", "slurm", "submitit_local", "submitit_slurm"):
+        with pytest.raises(ValueError, match=rf"the {launcher} launcher .*pip install 'ser\[cluster\]'"):
+            launch.sweep_command("seeds", [f"hydra/launcher={launcher}"])
+    assert launch.missing_extra(["+sweep=ablation", "hydra/launcher=basic"]) is None  # Hydra's own
+    # ser-train (and train.py) says the same in one line, exit code 2, before Hydra starts.
+    from ser import commands
+
+    monkeypatch.setattr(sys, "argv", ["ser-train", "-m", "+parallel=folds", "hydra/launcher=slurm"])
+    with pytest.raises(SystemExit) as exit_code:
+        commands.train()
+    assert exit_code.value.code == 2
+    said = capsys.readouterr().err.strip()
+    assert said == "error: hydra/launcher=slurm: the slurm launcher is not installed: pip install 'ser[cluster]'"

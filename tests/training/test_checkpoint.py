@@ -18,7 +18,7 @@ from ser.tools.inference import load_checkpoint
 from ser.tracking.results import read_json
 from ser.training import resume
 from ser.training.checkpoint import (
-    CHECKPOINT_GLOBALS,
+    CHECKPOINT_TYPES,
     CheckpointError,
     checkpoint_epoch,
     load_dict,
@@ -134,7 +134,17 @@ def test_anything_outside_the_allow_list_is_refused(value: object, tmp_path: Pat
     with pytest.raises(CheckpointError, match="pickled objects") as error:
         load_dict(path)
     assert str(path) in str(error.value)
-    assert "collections OrderedDict" in CHECKPOINT_GLOBALS
+    assert torch.Tensor in CHECKPOINT_TYPES and torch.Size not in CHECKPOINT_TYPES
+
+
+def test_a_pickle_that_names_code_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    """torch's static scan names the callable; nothing of the file is unpickled, not even
+    the tensors and plain values beside it (a trace of unpickling would be the marker)."""
+    marker = tmp_path / "code-ran"
+    path = pickle_bearing_checkpoint(tmp_path / "bad.ckpt", marker, "abc")
+    with pytest.raises(CheckpointError, match=r"pickled objects .*posix\.mkdir") as error:
+        load_dict(path)
+    assert str(path) in str(error.value) and not marker.exists()
 
 
 # -- predict and export never build what a file names -----------------------------------

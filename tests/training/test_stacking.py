@@ -87,7 +87,8 @@ def assert_each_fold_as_alone(outcome: dict[str, Any]) -> None:
             assert ours[key] == expected, key
         fold = ours["fold"]
         assert read_json(fold_path(stacked["dir"], fold)) == {
-            "config_hash": stacked["record"]["config_hash"], "result": ours,
+            "config_hash": stacked["record"]["config_hash"], "data_hash": stacked["record"]["data_hash"],
+            "result": ours,
         }
         history = [read_history(run["dir"], fold) for run in (stacked, alone)]
         assert [e["epoch"] for e in history[0]["epochs"]] == list(range(theirs["epochs"]))

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ser.data.manifest import Manifest, Utterance
+from ser.errors import InputError
 
 # The rate `Corpus.signal_length` counts samples at: the reference's (librosa's default).
 CORPUS_RATE = 22050
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError):
     """A corpus directory that does not hold what its layout promises."""
 
 

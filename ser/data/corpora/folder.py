@@ -13,7 +13,8 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ser.data.corpora.base import natural_key
+from ser.data.audio import special_file
+from ser.data.corpora.base import CorpusError, natural_key
 from ser.data.corpora.labelled import LabelledCorpus
 from ser.data.manifest import Utterance
 
@@ -51,7 +52,11 @@ class FolderCorpus(LabelledCorpus):
                     self.excluded["files outside a label folder"] += 1
                 else:
                     found += 1
-                    yield Utterance(str(Path(directory) / name), depth[0], "")
+                    path = Path(directory) / name
+                    special = special_file(path)
+                    if special is not None:  # it would block the reading of every file after it
+                        raise CorpusError(f"{path}: {special}, not a regular file; expected an audio file")
+                    yield Utterance(str(path), depth[0], "")
         if not found:
             raise self.layout_error(root, f"found no audio files below a label folder of {str(root)!r}")
         if self.excluded:

@@ -8,7 +8,8 @@ settings (ser.data.own_data).
 
 from __future__ import annotations
 
-import math
+import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +21,11 @@ from ser.data.manifest import Manifest, Utterance
 
 # dataset.signal_length null: the length that covers this share of the utterances whole.
 COVERED_SHARE = 0.95
+# An utterance this many times longer than that length is refused as an outlier.
+OUTLIER_FACTOR = 10
+# How far a manifest's stated duration may be from its file's: rounding, not another unit.
+DURATION_TOLERANCE_SECONDS = 0.5
+DURATION_TOLERANCE_SHARE = 0.1
 
 
 class LabelledCorpus(Corpus):
@@ -114,29 +120,55 @@ def where(utterance: Utterance, source: str) -> str:
     return utterance.origin or utterance.path or source
 
 
+def header_seconds(path: str) -> float | None:
+    """An audio file's length as its header states it; None where the header cannot be read
+    (the feature extraction names such files) or the file is not a regular one."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        info = soundfile.info(path)
+    except (OSError, RuntimeError, soundfile.SoundFileError):
+        return None
+    return info.frames / info.samplerate if info.samplerate > 0 and info.frames > 0 else None
+
+
+def agrees(stated: float, seconds: float) -> bool:
+    """Whether a row's stated duration is its file's (a rounded one, not milliseconds)."""
+    return abs(stated - seconds) <= max(DURATION_TOLERANCE_SECONDS, DURATION_TOLERANCE_SHARE * seconds)
+
+
 def covering_seconds(manifest: Manifest, share: float = COVERED_SHARE) -> float:
     """The duration that `share` of the utterances fit in whole (signal length null).
 
-    From the rows' stated durations where every row has one, else from the audio
-    headers (files whose header cannot be read are left to the feature extraction,
-    which names them).
+    From the audio headers; a row's stated duration must agree with its file's (a duration
+    in milliseconds would choose a length a thousand times too long). The length is one of
+    the utterances' own, never interpolated towards a longer one, and an utterance more than
+    OUTLIER_FACTOR times longer is refused, named: one long recording among short clips
+    must not set the length of every utterance (and the memory it takes).
     """
-    seconds = [u.duration for u in manifest.utterances]
-    if any(s is None for s in seconds):
-        seconds = []
-        for utterance in manifest.utterances:
-            try:
-                info = soundfile.info(utterance.path)
-            except (OSError, RuntimeError, soundfile.SoundFileError):
-                continue
-            if info.samplerate > 0 and info.frames > 0:
-                seconds.append(info.frames / info.samplerate)
-    if not seconds:
+    lengths: list[tuple[float, Utterance]] = []
+    for utterance in manifest.utterances:
+        seconds = header_seconds(utterance.path)
+        if seconds is None:
+            continue
+        if utterance.duration is not None and not agrees(utterance.duration, seconds):
+            raise CorpusError(
+                f"{where(utterance, manifest.root)}: duration {utterance.duration:g} s, but {utterance.path} lasts "
+                f"{seconds:.2f} s (its header); expected the duration in seconds"
+            )
+        lengths.append((seconds, utterance))
+    if not lengths:
         raise CorpusError(
             f"{manifest.corpus}: no readable durations to choose a signal length from; "
             f"set dataset.signal_length"
         )
-    value = float(np.quantile(np.asarray(seconds, dtype=np.float64), share))
-    if not math.isfinite(value) or value <= 0:
-        raise CorpusError(f"{manifest.corpus}: durations give no usable signal length; set dataset.signal_length")
+    value = float(np.quantile([seconds for seconds, _ in lengths], share, method="inverted_cdf"))
+    longest, culprit = max(lengths, key=lambda length: length[0])
+    if longest > OUTLIER_FACTOR * value:
+        origin = f" ({culprit.origin})" if culprit.origin else ""
+        raise CorpusError(
+            f"{culprit.path}{origin}: {longest:.1f} s long, while {round(share * 100)}% of the utterances last at "
+            f"most {value:.2f} s (the length dataset.signal_length=null would give every utterance); cut it into "
+            f"utterances or leave it out, or set dataset.signal_length"
+        )
     return value

@@ -23,6 +23,7 @@ import numpy as np
 import soundfile
 
 from ser.data.synthetic.voice import SPEAKERS, synthesise, text_plan
+from ser.errors import ConfigError
 from ser.tracking.atomic import exclusive_lock
 
 # Bump when the synthesis changes, so that cached corpora (and features) are rebuilt.
@@ -66,24 +67,24 @@ class SyntheticCorpusSettings:
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_speakers <= len(SPEAKER_CODES):
-            raise ValueError(
+            raise ConfigError(
                 f"SyntheticCorpusSettings.num_speakers must be 1..{len(SPEAKER_CODES)}, "
                 f"got {self.num_speakers}"
             )
         limit = len(TEXT_CODES) * len(_VERSION_LETTERS)
         if not 1 <= self.utterances_per_class_per_speaker <= limit:
-            raise ValueError(
+            raise ConfigError(
                 "SyntheticCorpusSettings.utterances_per_class_per_speaker must be "
                 f"1..{limit}, got {self.utterances_per_class_per_speaker}"
             )
         if not 0.5 <= self.seconds <= 10.0:
-            raise ValueError(f"SyntheticCorpusSettings.seconds must be 0.5..10, got {self.seconds}")
+            raise ConfigError(f"SyntheticCorpusSettings.seconds must be 0.5..10, got {self.seconds}")
         if self.sample_rate < 8000:
-            raise ValueError(
+            raise ConfigError(
                 f"SyntheticCorpusSettings.sample_rate must be at least 8000, got {self.sample_rate}"
             )
         if self.variability < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"SyntheticCorpusSettings.variability must be >= 0, got {self.variability}"
             )
 
@@ -145,7 +146,7 @@ def ensure_corpus(root: str | os.PathLike[str], settings: SyntheticCorpusSetting
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     # Serialises generation across processes (DDP ranks, parallel Hydra multirun jobs).
-    with exclusive_lock(root.parent / f".{root.name}.lock"):
+    with exclusive_lock(root):
         if _marker_matches(root, settings):
             return [root / "wav" / name for name in sorted(utterance_names(settings))]
         if root.exists() and not (root / MARKER_NAME).exists() and any(root.iterdir()):

@@ -103,7 +103,8 @@ def verified(path: Path) -> bool:
 
 @contextlib.contextmanager
 def _build_lock(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the cache folder (flock on the folder itself, no lock file).
+    """Hold an exclusive lock on the cache folder (flock on the folder itself, no lock file:
+    `filelock` would need one, and this private folder holds only verified builds).
 
     Concurrent processes (DDP ranks, sweep workers) then build one at a time: the first
     compiles, the others find its verified build.

@@ -36,7 +36,7 @@ class Unit:
     test_rows: np.ndarray
 
 
-class Protocol(ABC):
+class ExperimentProtocol(ABC):
     """An experiment's data, units, labels and record fields (see the module doc)."""
 
     # The key results.json lists the units' results under ("folds", "runs").

@@ -29,7 +29,7 @@ from ser.data.datamodule import FoldDataModule
 from ser.settings import ConfigError
 from ser.training.build import build_datamodule, instantiate_datamodule
 from ser.training.config import split_seed
-from ser.training.protocols.base import Protocol, Unit
+from ser.training.protocols.base import ExperimentProtocol, Unit
 from ser.training.selection import protocol_record
 
 RUNS_DIR = "runs"
@@ -68,7 +68,7 @@ def corpus_record(datamodule: FoldDataModule, rows: np.ndarray, labels: np.ndarr
     }
 
 
-class CrossCorpus(Protocol):
+class CrossCorpus(ExperimentProtocol):
     """`cross_corpus.repeats` trainings on the source, each tested on the whole target."""
 
     results_key = RUNS_DIR

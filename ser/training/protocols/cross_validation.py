@@ -19,7 +19,7 @@ from ser.tracking import provenance, results
 from ser.training import folds
 from ser.training.build import build_datamodule
 from ser.training.config import split_seed
-from ser.training.protocols.base import Protocol, Unit
+from ser.training.protocols.base import ExperimentProtocol, Unit
 from ser.training.selection import protocol_record
 
 
@@ -41,7 +41,7 @@ def build_folds(cfg: DictConfig, datamodule: FoldDataModule) -> list[folds.Fold]
     return splits
 
 
-class CrossValidation(Protocol):
+class CrossValidation(ExperimentProtocol):
     """The folds of `cv` over `dataset`; results.json lists them under `folds`."""
 
     results_key = results.FOLDS_DIR

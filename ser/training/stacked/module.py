@@ -31,6 +31,7 @@ from torch import nn
 
 from ser.models.stacked import StackedNetworks
 from ser.training.compile_cache import use_private_compile_cache
+from ser.training.fold import named_fold
 from ser.training.module import check_compile_mode
 from ser.training.resume import batch_seed
 from ser.training.stacked.records import FoldTrack
@@ -124,7 +125,8 @@ class StackedFolds(pl.LightningModule):
         optimizers = self._optimizers()
         for i, track in enumerate(self.tracks):
             if track.trains(epoch):
-                track.end_epoch(epoch, track.module.training_values(), optimizers[i].optimizer)
+                with named_fold(track.run.fold):
+                    track.end_epoch(epoch, track.module.training_values(), optimizers[i].optimizer)
         if all(track.done_training for track in self.tracks):
             self.trainer.should_stop = True
 
@@ -141,4 +143,5 @@ class StackedFolds(pl.LightningModule):
             if self.trainer.sanity_checking or not track.trains(epoch):
                 track.module.val_predictions.reset()  # a sanity check records nothing
                 continue
-            track.validated(track.module.validation_values(), epoch)
+            with named_fold(track.run.fold):
+                track.validated(track.module.validation_values(), epoch)

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import CombinedLoader
 
 from ser.data.datamodule import FoldDataModule
 from ser.tracking import wandb_runs
+from ser.training.build import build_trainer
 from ser.training.fold import finish_fold, prepare_fold
 from ser.training.protocols.base import Unit
 from ser.training.stacked.module import StackedFolds
@@ -39,8 +39,8 @@ from ser.training.stacked.records import FoldTrack
 def stacked_trainer(cfg: DictConfig, **settings: Any) -> pl.Trainer:
     """A Trainer of the run's `trainer` settings that writes nothing of its own: each
     fold's records are its FoldTrack's (fit) or its evaluation's loggers (test)."""
-    return instantiate(
-        cfg.trainer, callbacks=[], enable_checkpointing=False,
+    return build_trainer(
+        cfg, callbacks=[], enable_checkpointing=False,
         enable_progress_bar=bool(cfg.progress), **{"logger": False, **settings},
     )
 
