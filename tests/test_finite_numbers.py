@@ -42,10 +42,11 @@ def test_predict_refuses_to_classify_such_audio(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_loss_that_is_not_finite_stops_the_run_naming_the_fold(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stacking", [[], ["cv.stack=false"]], ids=["default", "one-fold-after-another"])
+def test_a_loss_that_is_not_finite_stops_the_run_naming_the_fold(tmp_path: Path, stacking: list[str]) -> None:
     output = tmp_path / "run"
     line = run_refused(
-        ["train.py", *TINY_DATA, "trainer.max_epochs=2", "model.optimizer.lr=1e30",
+        ["train.py", *TINY_DATA, *stacking, "trainer.max_epochs=2", "model.optimizer.lr=1e30",
          f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={output}"], cwd=tmp_path,
     )
     assert line == (

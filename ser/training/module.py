@@ -142,11 +142,12 @@ class EmotionClassifier(pl.LightningModule):
         self.train_confusion.update(logits.detach().argmax(dim=1), y)
         return loss
 
-    def training_values(self) -> dict[str, torch.Tensor]:
-        """The epoch's training loss, UAR and WAR; the counts start again."""
+    def training_values(self, epoch: int | None = None) -> dict[str, torch.Tensor]:
+        """The epoch's training loss, UAR and WAR; the counts start again. `epoch`: the
+        fold's epoch where its Trainer is not its own (stacked folds), else the Trainer's."""
         # Two reductions over the ranks, in this order on every rank.
         loss = self.train_mean_loss.compute()
-        check_finite(loss, "training", self.current_epoch)
+        check_finite(loss, "training", self.current_epoch if epoch is None else epoch)
         matrix = self.train_confusion.compute()
         values = {"train/loss": loss, **_prefixed(recall_metrics(matrix), "train/")}
         self.train_mean_loss.reset()
@@ -178,13 +179,13 @@ class EmotionClassifier(pl.LightningModule):
         predictions.update(rows, logits.argmax(dim=1), y, losses)
 
     def _fold_metrics(
-        self, predictions: UtterancePredictions, prefix: str
+        self, predictions: UtterancePredictions, prefix: str, epoch: int | None = None
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """Loss, UAR and WAR of one prediction per utterance; the confusion matrix; the rows."""
         fold = predictions.fold()  # the one reduction over the ranks (a gather)
         matrix = confusion_matrix(fold["predictions"], fold["targets"], self.num_classes)
         loss = fold["losses"].mean()
-        check_finite(loss, "validation" if prefix == "val/" else "test", self.current_epoch)
+        check_finite(loss, "validation" if prefix == "val/" else "test", self.current_epoch if epoch is None else epoch)
         values = {f"{prefix}loss": loss, **_prefixed(recall_metrics(matrix), prefix)}
         return values, matrix, fold["rows"]
 
@@ -196,9 +197,10 @@ class EmotionClassifier(pl.LightningModule):
         """Batches are (x, y, manifest rows); (x, y) is accepted on a single device."""
         self._evaluate(batch, self.val_predictions)
 
-    def validation_values(self) -> dict[str, torch.Tensor]:
-        """The validation split's loss, UAR and WAR, each utterance once; the counts start again."""
-        values, _, _ = self._fold_metrics(self.val_predictions, "val/")
+    def validation_values(self, epoch: int | None = None) -> dict[str, torch.Tensor]:
+        """The validation split's loss, UAR and WAR, each utterance once; the counts start
+        again. `epoch` as for `training_values`."""
+        values, _, _ = self._fold_metrics(self.val_predictions, "val/", epoch)
         self.val_predictions.reset()
         return values
 

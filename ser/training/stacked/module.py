@@ -126,7 +126,7 @@ class StackedFolds(pl.LightningModule):
         for i, track in enumerate(self.tracks):
             if track.trains(epoch):
                 with named_fold(track.run.fold):
-                    track.end_epoch(epoch, track.module.training_values(), optimizers[i].optimizer)
+                    track.end_epoch(epoch, track.module.training_values(epoch), optimizers[i].optimizer)
         if all(track.done_training for track in self.tracks):
             self.trainer.should_stop = True
 
@@ -144,4 +144,4 @@ class StackedFolds(pl.LightningModule):
                 track.module.val_predictions.reset()  # a sanity check records nothing
                 continue
             with named_fold(track.run.fold):
-                track.validated(track.module.validation_values(), epoch)
+                track.validated(track.module.validation_values(epoch), epoch)
