@@ -4,7 +4,7 @@ MS-SENet and TIM-Net have two computations with the same parameters and state di
 (ser/models): `reference`, the direct transcription (cuDNN convolutions on a GPU), and
 `fast`, tuned for CPUs (patch GEMMs and fused C kernels). Which one is faster depends on
 the device, so the default `auto` is resolved here, once, when the network is built, from
-the benchmark records in docs/bench/ (`python -m ser.tools.bench device=...`):
+the benchmark records in docs/bench/ (`python -m benchmarks.bench device=...`):
 
 - cpu: `fast` (docs/bench/cpu-2core-*.json: 13-16x the reference's training rate for
   MS-SENet on 2 cores);
