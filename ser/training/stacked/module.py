@@ -126,7 +126,9 @@ class StackedFolds(pl.LightningModule):
         for i, track in enumerate(self.tracks):
             if track.trains(epoch):
                 with named_fold(track.run.fold):
-                    track.end_epoch(epoch, track.module.training_values(), optimizers[i].optimizer)
+                    track.end_epoch(
+                        epoch, track.module.training_values(), optimizers[i].optimizer, self.trainer
+                    )
         if all(track.done_training for track in self.tracks):
             self.trainer.should_stop = True
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import CombinedLoader
 
 from ser.data.datamodule import FoldDataModule
@@ -62,13 +63,53 @@ def fit_together(cfg: DictConfig, datamodule: FoldDataModule, tracks: Sequence[F
             logger.finalize("success")
 
 
+class AtFoldStep(Logger):
+    """One of a fold's loggers, for the Trainer that tests the fold after a stacked fit:
+    what that Trainer logs lands at the step the fold's fit reached, where a fold alone
+    logs its test. A fresh Trainer counts its logging step from zero, and Lightning has no
+    public way to set that count; everything else goes to the fold's logger as it is."""
+
+    def __init__(self, logger: Logger, step: int) -> None:
+        super().__init__()
+        self.logger, self.step = logger, step
+
+    @property
+    def name(self) -> str | None:
+        return self.logger.name
+
+    @property
+    def version(self) -> int | str | None:
+        return self.logger.version
+
+    @property
+    def save_dir(self) -> str | None:
+        return self.logger.save_dir
+
+    @property
+    def experiment(self) -> Any:
+        return self.logger.experiment
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        self.logger.log_hyperparams(params, *args, **kwargs)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.logger.log_metrics(metrics, step=self.step)
+
+    def save(self) -> None:
+        self.logger.save()
+
+    def finalize(self, status: str) -> None:
+        self.logger.finalize(status)
+
+
 def evaluation_trainer(cfg: DictConfig, track: FoldTrack) -> pl.Trainer:
     """The Trainer that tests a fold: its loggers, and the epoch and step its fit reached,
     so the test's figures are logged where a fold alone logs them."""
-    trainer = stacked_trainer(cfg, logger=track.loggers)
-    # Lightning's counters of the fold's fit (a fresh Trainer starts them at zero).
+    trainer = stacked_trainer(cfg, logger=[AtFoldStep(logger, track.steps) for logger in track.loggers])
+    # The epoch its fit reached (a fresh Trainer starts at zero), which Lightning adds to
+    # the figures it logs and the module names in a non-finite loss's message: the fit
+    # loop's public counter that Trainer.current_epoch reads (the property has no setter).
     trainer.fit_loop.epoch_progress.current.completed = track.epochs
-    trainer.fit_loop.epoch_loop._batches_that_stepped = track.steps
     return trainer
 
 
