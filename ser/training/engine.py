@@ -43,7 +43,7 @@ from ser.tracking.progress import RunProgress
 from ser.training import distributed, gather
 from ser.training.build import check_network, check_trainer
 from ser.training.config import config_hash, defining_config, output_directory
-from ser.training.fold import run_fold
+from ser.training.fold import ExperimentContext, run_fold
 from ser.training.implementation import check_implementation
 from ser.training.protocols.base import ExperimentProtocol, Unit
 from ser.training.selection import check_selection
@@ -158,6 +158,7 @@ def run_experiment(
     parallel = protocol.only_units is not None
     selected = gather.select_folds(protocol.only_units, len(units))
     run_config = defining_config(cfg)
+    context = ExperimentContext(output_dir, experiment, run_config)
     units_key = protocol.results_key
     record: dict[str, Any] = {
         "experiment": experiment,
@@ -214,7 +215,7 @@ def run_experiment(
     if stacked and pending:  # every pending unit in one Trainer (cv.stack)
         if progress is not None and writer:
             print(f"[ser] {experiment}: {progress.line(protocol.announce_together(pending, len(units)))}", flush=True)
-        run_stacked(cfg, datamodule, pending, output_dir, experiment, run_config, keep)
+        run_stacked(cfg, datamodule, pending, context, keep)
         pending = []
     for unit in pending:  # one unit after another
         log.info(
@@ -223,9 +224,7 @@ def run_experiment(
         )
         if progress is not None and writer:
             print(f"[ser] {experiment}: {progress.line(protocol.announce(unit, len(units)))}", flush=True)
-        keep(run_fold(
-            cfg, datamodule, unit.index, unit.train_rows, unit.test_rows, output_dir, experiment, run_config
-        ))
+        keep(run_fold(cfg, datamodule, unit, context))
         if progress is not None:
             progress.done()
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -31,7 +30,7 @@ from pytorch_lightning.utilities import CombinedLoader
 from ser.data.datamodule import FoldDataModule
 from ser.tracking import wandb_runs
 from ser.training.build import build_trainer
-from ser.training.fold import finish_fold, prepare_fold
+from ser.training.fold import ExperimentContext, finish_fold, prepare_fold
 from ser.training.protocols.base import Unit
 from ser.training.stacked.module import StackedFolds
 from ser.training.stacked.records import FoldTrack
@@ -117,23 +116,18 @@ def run_stacked(
     cfg: DictConfig,
     datamodule: FoldDataModule,
     units: Sequence[Unit],
-    output_dir: Path,
-    experiment: str,
-    run_config: dict[str, Any],
+    experiment: ExperimentContext,
     record: Callable[[dict[str, Any]], None],
 ) -> None:
     """Train `units` together, then test each and hand its result to `record`."""
     runs = []
     try:
         for unit in units:
-            runs.append(prepare_fold(
-                cfg, datamodule, unit.index, unit.train_rows, unit.test_rows, output_dir, experiment,
-                run_config, stacked=True,
-            ))
+            runs.append(prepare_fold(cfg, datamodule, unit, experiment, stacked=True))
         tracks = [FoldTrack(cfg, run) for run in runs]
         for run in runs:
             if run.resume_from is not None:
-                print(f"[ser] {experiment}: fold {run.fold} resumes from {run.resume_from}", flush=True)
+                print(f"[ser] {experiment.name}: fold {run.fold} resumes from {run.resume_from}", flush=True)
         started = time.time()
         training = [track for track in tracks if not track.done_training]
         if training:
