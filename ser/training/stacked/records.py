@@ -1,23 +1,13 @@
 """One fold of a stacked run: what it has trained, and the records a fold alone keeps.
 
-A fold trained alone has a Trainer of its own, whose loggers and callbacks see its
-metrics. In a stacked run one Trainer fits every fold (ser.training.stacked.module), so
-each fold's `FoldTrack` keeps, from the figures its own module computes:
-
-- its loggers (`history/fold_KK.json`, its W&B run, CSV): the hyperparameters when the
-  fit starts, then each epoch's validation and training figures with the epoch and the
-  step Lightning gives them;
-- `checkpoints/fold_KK/last.ckpt` after each epoch it trains (with `callbacks.checkpoint`,
-  as alone): a Lightning checkpoint of
-  the fold's module (state dict, optimiser state, epoch, step, callback states and
-  `ser_metadata`), which `ser-predict`, `ser-export` and a resumed stacked run read.
-  Lightning writes checkpoints only of the one module its Trainer fits (here, all folds
-  together), hence this dict is built here;
-- `best.ckpt` with `cv.select=best_val_uar`: whenever the validation UAR beats the best
-  so far, as the fold's ModelCheckpoint does alone (the first epoch always counts);
-- early stopping (`callbacks.early_stopping`): the configured EarlyStopping, judging the
-  fold's own figures each epoch through its hooks (`FoldTrainerView`); a stopped fold
-  trains no further (`trainer.min_epochs` is honoured as Lightning does).
+One Trainer fits every fold (ser.training.stacked.module), so its loggers and callbacks
+see no fold's figures; each fold's `FoldTrack` keeps, from its own module's figures, what
+the fold alone would: its loggers (history, W&B, CSV: hyperparameters, then each epoch's
+figures at Lightning's epoch and step); `last.ckpt` after each epoch (with
+`callbacks.checkpoint`), a Lightning checkpoint of the fold's module built here, as
+Lightning writes only the fitted module's (all folds); `best.ckpt` with
+`cv.select=best_val_uar`, by ModelCheckpoint's rule; and early stopping, the configured
+EarlyStopping judging the fold's figures through its hooks (`FoldTrainerView`).
 """
 
 from __future__ import annotations

@@ -1,19 +1,12 @@
 """`run_stacked`: the unfinished units of a job trained together in one Trainer (`cv.stack`).
 
-Each fold is set up exactly as alone (ser.training.fold.prepare_fold: seeded, its
-validation split carved, its module built right after `seed_everything(seed + fold)`,
-its history and W&B run opened, its `last.ckpt` found), then one Trainer fits them all
-(ser.training.stacked.module.StackedFolds), each fold keeping its own records on the way
-(ser.training.stacked.records). After the fit, each fold in turn is tested as alone
-(ser.training.fold.finish_fold: `cv.select`, the test, the result, its W&B summary) by a
-Trainer of its own, and handed to `record` at once, so an interrupted run loses no
-finished fold.
-
-Resume: a fold continues from its `last.ckpt` (weights, optimiser, early stopping and
-best-epoch state); a fold that had stopped or trained every epoch is only tested. Folds
-resumed at different epochs (a run killed between two folds' checkpoints) start one
-Trainer at the earliest of them, and each fold sits out the epochs it has already
-trained. `fit_seconds` of each fold is the time of the fit it shared.
+Each fold is set up exactly as alone (ser.training.fold.prepare_fold), one Trainer fits
+them all (ser.training.stacked.module), each fold keeping its own records
+(ser.training.stacked.records); then each fold is tested as alone (finish_fold) by a
+Trainer of its own and handed to `record` at once, so an interrupted run loses no
+finished fold. A resumed fold continues from its `last.ckpt`, or is only tested if it
+had finished; folds resumed at different epochs start one Trainer at the earliest, each
+sitting out the epochs it has trained. Each fold's `fit_seconds` is the shared fit's.
 """
 
 from __future__ import annotations
