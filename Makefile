@@ -47,15 +47,16 @@ test: install-dev
 test-fast: install-dev
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# The benchmarks compare with librosa (a dev tool), hence the dev install.
+# The benchmarks live in benchmarks/, beside the package and not installed with it (run
+# from this folder); they compare with librosa (a dev tool), hence the dev install.
 bench: install-dev
-	$(BIN)/python -m ser.tools.bench out=bench.json
+	$(BIN)/python -m benchmarks.bench out=bench.json
 
-# One-shot GPU check (ser/tools/gpu_check.py): JSON records in $(GPU_CHECK_OUT)/ within
+# One-shot GPU check (benchmarks/gpu_check.py): JSON records in $(GPU_CHECK_OUT)/ within
 # 8 minutes; on a machine without CUDA a dry run at toy sizes on the CPU.
 GPU_CHECK_OUT ?= gpu-check
 gpu-check: install-dev
-	$(BIN)/python -m ser.tools.gpu_check out=$(GPU_CHECK_OUT)
+	$(BIN)/python -m benchmarks.gpu_check out=$(GPU_CHECK_OUT)
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -1,5 +1,5 @@
-"""docs/ARCHITECTURE.md is true to the tree: every module of ser/ has its line, and every
-path the page names exists."""
+"""docs/ARCHITECTURE.md is true to the tree: every module of ser/ (and of benchmarks/, the
+developers' tools beside it) has its line, and every path the page names exists."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import re
 from tests.helpers.config import ROOT
 
 DOC = ROOT / "docs" / "ARCHITECTURE.md"
-# A repository path in backticks: `ser/...`, `tests/...`, `docs/...`, `hydra_plugins/...`.
-PATH = re.compile(r"`((?:ser|tests|docs|hydra_plugins)/[\w./-]*)`")
+# A repository path in backticks: `ser/...`, `tests/...`, `docs/...`, `hydra_plugins/...`,
+# `benchmarks/...`.
+PATH = re.compile(r"`((?:ser|tests|docs|hydra_plugins|benchmarks)/[\w./-]*)`")
 
 
 def named_paths() -> set[str]:
@@ -24,7 +25,7 @@ def test_every_module_has_its_line() -> None:
     }
     modules = {
         path.relative_to(ROOT).as_posix()
-        for package in ("ser", "hydra_plugins")
+        for package in ("ser", "hydra_plugins", "benchmarks")
         for path in (ROOT / package).rglob("*.py")
         if "__pycache__" not in path.parts
     }

@@ -9,6 +9,7 @@ hand before a release. Here the same run goes in an environment that lacks those
 
 from __future__ import annotations
 
+import ast
 import configparser
 import email
 import importlib
@@ -27,8 +28,8 @@ from packaging.utils import canonicalize_name
 
 from tests.helpers.config import ROOT, cli_environment
 
-# What a wheel is built from (the rest of a checkout is not part of the package).
-SOURCES = ("pyproject.toml", "README.md", "ser", "hydra_plugins")
+# What a wheel is built from: the package, and benchmarks/ beside it, which must stay out.
+SOURCES = ("pyproject.toml", "README.md", "ser", "hydra_plugins", "benchmarks")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,20 @@ def test_the_wheel_carries_configs_kernel_sources_and_every_module(wheel: zipfil
     }
     assert "ser/conf/train.yaml" in expected and "ser/models/native/tab.c" in expected
     assert sorted(expected - names) == []
-    assert not [name for name in names if name.startswith("tests/")]
+    assert not [name for name in names if name.startswith(("tests/", "benchmarks/"))]
+
+
+def test_the_package_never_imports_the_benchmarks() -> None:
+    """benchmarks/ is not installed: an import of it from ser/ would fail for every user."""
+    importers = []
+    for path in (ROOT / "ser").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )
+            if any(name.split(".")[0] == "benchmarks" for name in names):
+                importers.append(path.relative_to(ROOT).as_posix())
+    assert importers == []
 
 
 def test_the_console_scripts_are_declared_and_resolve(wheel: zipfile.ZipFile) -> None:

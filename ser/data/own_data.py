@@ -12,44 +12,65 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ser.data.corpora.base import CorpusError
+from ser.data.corpora.base import Corpus, CorpusError
 from ser.data.corpora.folder import FolderCorpus
 from ser.data.corpora.manifest_file import ManifestCorpus
 from ser.data.datamodule import CorpusDataModule
 
 
-class ManifestDataModule(CorpusDataModule):
+class OwnCorpusDataModule(CorpusDataModule):
+    """A CorpusDataModule whose corpus is built from where the user's data is (`location`,
+    which the subclass's own setting names) and the corpus settings of the module doc."""
+
+    # The one line when the data's location is not set.
+    missing: ClassVar[str]
+
+    def __init__(
+        self,
+        location: str | None,
+        corpus: str,
+        classes: Sequence[str] | None = None,
+        label_map: Mapping[str, str | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if location is None:
+            raise CorpusError(self.missing)
+        settings = {"name": corpus, "classes": classes, "label_map": label_map}
+        built, root = self.build_corpus(location, settings)
+        super().__init__(corpus=built, root=root, **kwargs)
+
+    @staticmethod
+    def build_corpus(location: str, settings: dict[str, Any]) -> tuple[Corpus, str]:
+        """The corpus (`settings`: its name, classes and label map) and the root its paths
+        are relative to."""
+        raise NotImplementedError
+
+
+class ManifestDataModule(OwnCorpusDataModule):
     """The rows of a CSV or JSONL manifest (ser.data.corpora.manifest_file)."""
 
-    def __init__(
-        self,
-        path: str | None,
-        corpus: str = "manifest",
-        classes: Sequence[str] | None = None,
-        label_map: Mapping[str, str | None] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if path is None:
-            raise CorpusError("dataset.path is not set: pass dataset.path=FILE.csv or FILE.jsonl")
-        manifest = ManifestCorpus(path, name=corpus, classes=classes, label_map=label_map)
+    missing = "dataset.path is not set: pass dataset.path=FILE.csv or FILE.jsonl"
+
+    def __init__(self, path: str | None, corpus: str = "manifest", **kwargs: Any) -> None:
+        super().__init__(path, corpus, **kwargs)
+
+    @staticmethod
+    def build_corpus(location: str, settings: dict[str, Any]) -> tuple[Corpus, str]:
+        manifest = ManifestCorpus(location, **settings)
         # Paths are relative to the manifest's folder, which is the corpus root.
-        super().__init__(corpus=manifest, root=str(manifest.path.parent), **kwargs)
+        return manifest, str(manifest.path.parent)
 
 
-class FolderDataModule(CorpusDataModule):
+class FolderDataModule(OwnCorpusDataModule):
     """The audio files below `<root>/<label>/` (ser.data.corpora.folder)."""
 
-    def __init__(
-        self,
-        root: str | None,
-        corpus: str = "folder",
-        classes: Sequence[str] | None = None,
-        label_map: Mapping[str, str | None] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if root is None:
-            raise CorpusError("dataset.root is not set: pass dataset.root=DIR holding one folder per label")
-        folder = FolderCorpus(name=corpus, classes=classes, label_map=label_map)
-        super().__init__(corpus=folder, root=str(Path(root)), **kwargs)
+    missing = "dataset.root is not set: pass dataset.root=DIR holding one folder per label"
+
+    def __init__(self, root: str | None, corpus: str = "folder", **kwargs: Any) -> None:
+        super().__init__(root, corpus, **kwargs)
+
+    @staticmethod
+    def build_corpus(location: str, settings: dict[str, Any]) -> tuple[Corpus, str]:
+        return FolderCorpus(**settings), str(Path(location))

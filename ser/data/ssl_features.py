@@ -1,18 +1,13 @@
 """Frame features of a self-supervised speech model (wav2vec 2.0, HuBERT, WavLM), `features=ssl`.
 
-The model is one of torchaudio's pipeline bundles, named by `features.model` and checked
-against `SSL_BUNDLES` (a name never reaches `getattr` unchecked). Its architecture is
-built from the bundle's parameters; its weights come from a local state dict
-(`features.weights=PATH`, for offline clusters), else from torchaudio's download cache,
-else (`features.download=true`) from a download into that cache. Every weights file is
-read with `torch.load(weights_only=True)`: torchaudio's own loader unpickles without it.
-
-Audio is read at the bundle's rate (16 kHz), cut to `signal_length` like MFCC input, and
-run through the model in batches of `batch_size`, on the GPU when there is one. The
-features are a transformer layer's output (`layer`, 0 = the first) or the mean of all
-layers (`layer=mean`): (N, frames, width), 50 frames a second, 768 wide for the base
-models. The cache key holds the model, the layer, the signal length and the weights'
-sha256, so other weights never reuse cached features.
+The model is a torchaudio pipeline bundle named by `features.model` (checked against
+`SSL_BUNDLES`), built from the bundle's parameters; its weights come from
+`features.weights=PATH`, else torchaudio's download cache, else (`features.download=true`)
+a download into it, and are always read with `torch.load(weights_only=True)`. Audio read
+at the bundle's rate and cut to `signal_length` runs through the model in batches; the
+features are one transformer layer's output (`layer`) or all layers' mean (`layer=mean`):
+(N, frames, width), 50 frames a second. The cache key holds the model, layer, signal
+length and the weights' sha256.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """Hydra callbacks of every run (ser/conf/hydra/default.yaml), for multiruns and sweeps.
 
-- :class:`SharedOutputGuard` refuses a multirun into another configuration's output
-  directory. Each job of a multirun checks its own output directory before writing
-  (ser.tracking.output_dir). When every job shares one directory, the sweep directory
-  itself (``+parallel=folds``, ser/conf/parallel/folds.yaml), Hydra writes
-  ``multirun.yaml`` into it before any job starts; this callback checks that directory
-  first, in ``on_multirun_start``, with the config hash the jobs will have (they differ
-  only in ``cv.only_folds``, which is not hashed).
-- :class:`SweepDirectory` creates the sweep directory before the sweeper starts (Optuna
-  opens its sqlite file there) and tells ``sweep.py`` where it is.
-- :class:`GpuSlots` places the job processes that run in parallel on one machine
-  (joblib launcher) on its GPUs: one each, or several fold jobs sharing one GPU.
+- `SharedOutputGuard`: when a multirun's jobs share one directory (`+parallel=folds`),
+  Hydra writes `multirun.yaml` there before any job checks it (ser.tracking.output_dir),
+  so this checks it first, in `on_multirun_start`, with the jobs' config hash.
+- `SweepDirectory`: creates the sweep directory before the sweeper starts (Optuna's
+  sqlite file lives there) and tells `sweep.py` where it is.
+- `GpuSlots`: puts a machine's parallel job processes (joblib launcher) on its GPUs, one
+  each, or several fold jobs sharing one.
 """
 
 from __future__ import annotations

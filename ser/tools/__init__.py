@@ -1,3 +1,3 @@
-"""Tools around a trained model and the package: `python -m ser.tools.predict` and
-`ser.tools.export` (through `inference`, a checkpoint's network and features), the
-complexity report, and the speed benchmarks (`bench`, `bench_features`)."""
+"""Tools around a trained model: `ser-predict` and `ser-export` (through `inference`, a
+checkpoint's network and features), and the complexity report (`ser-complexity`). The
+developers' speed benchmarks live beside the package, in benchmarks/."""

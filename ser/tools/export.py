@@ -2,17 +2,11 @@
 
     python -m ser.tools.export checkpoint=CKPT format=onnx|torchscript out=FILE [frames=N]
 
-The exported graph maps features (batch, frames, num_features), float32, to logits
-(batch, num_classes); apply softmax for probabilities. Features must be computed with
-the recipe stored next to the graph: feature extraction (STFT, mel, DCT) stays outside,
-as in training. Stored metadata (JSON strings):
-
-- ONNX: ``metadata_props`` keys ``class_names``, ``feature_settings``, ``net``, ``corpus``,
-  ``ser_metadata`` (all of it), ``input``/``output`` (shape descriptions).
-- TorchScript: ``extra_files`` entry ``ser_metadata.json``; read it back with
-  ``torch.jit.load(path, _extra_files={"ser_metadata.json": ""})``.
-
-The batch axis is dynamic in both (TorchScript traces shape-generic ops here).
+The graph maps float32 features (batch, frames, num_features), batch axis dynamic, to
+logits (batch, num_classes); features are computed outside it, by the recipe stored with
+it (JSON strings): ONNX `metadata_props` keys `class_names`, `feature_settings`, `net`,
+`corpus`, `ser_metadata` (all of it), `input`/`output`; TorchScript the `extra_files`
+entry `ser_metadata.json` (`torch.jit.load(path, _extra_files={"ser_metadata.json": ""})`).
 """
 
 from __future__ import annotations

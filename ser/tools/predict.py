@@ -2,15 +2,11 @@
 
     python -m ser.tools.predict checkpoint=CKPT audio=FILE_OR_DIR [output=CSV] [device=cpu] [batch_size=16]
 
-A checkpoint trained on features of a self-supervised model (`features=ssl`) names the
-weights file it was trained with and records its sha256: prediction loads that file, or
-`feature_weights=PATH` (on another machine), and refuses weights with other bytes.
-
-Prints each file's class probabilities as a table and, with ``output=``, writes a CSV with
-the columns ``path, predicted, <one column per class name>``. A directory is searched
-recursively for .wav/.flac/.ogg files (natural order). Bad input (a missing file, a file
-that is not audio, a file that is not a train.py checkpoint) ends with one line on stderr
-naming the file, and exit code 2.
+Prints each file's class probabilities and, with `output=`, writes a CSV (`path,
+predicted, <one column per class>`); a folder is searched recursively for
+.wav/.flac/.ogg files. A `features=ssl` checkpoint loads the weights file it was trained
+with, or `feature_weights=PATH`, refusing other bytes (sha256). Bad input ends with one
+line naming the file, exit code 2.
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """Per-epoch metrics of every fold, always kept in the output directory (`history/`).
 
-Whatever loggers a run has (W&B, CSV, none), each fold's Trainer also gets an
-:class:`EpochHistory`: a Lightning logger that keeps the epoch-level training and
-validation metrics (``train/loss``, ``train/uar``, ``val/uar`` ...) in
-``OUTPUT_DIR/history/fold_KK.json``, rewritten atomically each time Lightning logs, so
-the curves figure (ser.tracking.figures) is drawn from the run's own files, with W&B
-off or offline. The file also names the fold's W&B run, so that a resumed fold
-continues the same run.
-
-Resume: a fold that continues from its `last.ckpt` (saved at the end of epoch e) keeps
-the epochs up to e and rewrites the later ones as it trains them again; a fold that
-starts afresh starts an empty history. Lightning saves the checkpoint of an epoch just
-before it hands that epoch's training metrics to the loggers, so a run killed between
-the two lacks that one epoch's training point after it resumes; nothing else is lost.
+Each fold's Trainer also gets an `EpochHistory`, whatever its other loggers: it keeps the
+epoch-level figures (`train/loss`, `val/uar` ...) in `OUTPUT_DIR/history/fold_KK.json`,
+rewritten atomically at each log, so the curves figure (ser.tracking.figures) needs no
+W&B; the file also names the fold's W&B run, which a resumed fold continues. A fold
+resumed from epoch e keeps the epochs up to e and rewrites the later ones; since
+Lightning saves an epoch's checkpoint just before logging its training figures, a run
+killed between the two lacks that one training point after resuming.
 """
 
 from __future__ import annotations

@@ -1,25 +1,15 @@
 """The output directory of a run: refused before anything is written, locked while in use.
 
-`claim_output_dir`, which the engine (ser.training.engine) enters before writing anything:
-1. refuses, reading only, a directory whose `results.json` or `folds/experiment.json`
-   belongs to another configuration (config hash), or whose results, header or finished
-   units were computed on other data (the data hash: the manifest's rows and each file's
-   size and mtime), so a refused rerun leaves it byte-identical;
-2. takes the run's locks (`.locks/` below the directory; `flock`, which the operating
-   system drops when the process ends, even when it is killed, so no lock goes stale).
-   A run of every fold locks `.locks/run.lock` exclusively; a job of some folds
-   (`cv.only_folds`, fold-parallel jobs sharing the directory) locks it shared and each
-   of its folds (`.locks/fold_KK.lock`) exclusively. Two runs on one fold thus never run
-   at once, while jobs of disjoint folds do. A run that finds a lock held stops at once
-   (exit code 2), naming the directory; nothing waits, so nothing can deadlock;
-3. checks again under the lock (a run that finished meanwhile), then writes Hydra's record
-   of the job, `.hydra/config.yaml`, `hydra.yaml` and `overrides.yaml`, which Hydra itself
-   would write before the task starts, i.e. before the check (ser/conf/hydra/default.yaml sets
-   `hydra.output_subdir: null` for that reason), and opens the job's log file
-   (`ClaimedLogFile`: the lines logged until then, reading the data included, wait in memory).
-
-Under DDP every process runs the engine; rank zero alone locks and writes (the engine says
-which process is the writer, ser.training.distributed).
+`claim_output_dir` (entered by ser.training.engine before it writes): 1. refuses, reading
+only, a directory whose results or header belong to another config hash or to other data
+(the data hash), so a refused rerun leaves it byte-identical; 2. takes `flock` locks in
+`.locks/` (the OS drops them when the process dies, so none goes stale): `run.lock`
+exclusively for a run of every fold, shared for a job of some folds (`cv.only_folds`),
+which also locks each of its `fold_KK.lock`; a lock held elsewhere stops the run at once
+(exit code 2), nothing waits; 3. checks again under the lock, then writes Hydra's job
+record (`.hydra/`, which ser/conf/hydra/default.yaml keeps Hydra from writing before the
+check) and opens the job's log file (`ClaimedLogFile`). Under DDP rank zero alone locks
+and writes (ser.training.distributed).
 """
 
 from __future__ import annotations

@@ -1,18 +1,13 @@
 """The one way this project reads a checkpoint file: nothing in it can run code.
 
-Every reader goes through here: resuming a fold (ser.training.resume, and Lightning's own
-loads through `AtomicCheckpointIO`), selecting the best epoch (ser.training.selection),
-`ser.tools.predict` and `ser.tools.export` (ser.tools.inference), whatever the experiment's protocol.
-
-- `load_file`: a torch.save zip archive that torch's weights-only loader accepts, and whose
-  contents are tensors and plain containers (`CHECKPOINT_TYPES`). A file whose pickle names
-  any callable outside torch's weights-only allow-list is refused before a single object
-  is built.
-- `read_checkpoint`: a train.py checkpoint: `state_dict` and `ser_metadata`.
-- `saved_config_hash`: the configuration a checkpoint was saved by, read before anything
-  else in it is used.
-- `build_network`: the network described by `ser_metadata["net"]`, from the registry of
-  this project's networks (ser.models.registry), with its weights.
+Every reader goes through here (resume, also Lightning's own loads through
+`AtomicCheckpointIO`; best-epoch selection; ser.tools.inference for predict and export).
+`load_file` accepts a torch.save archive that torch's weights-only loader accepts and
+that holds only tensors and plain containers (`CHECKPOINT_TYPES`), refusing any other
+callable before an object is built; `read_checkpoint` a train.py checkpoint
+(`state_dict`, `ser_metadata`); `saved_config_hash` the configuration it was saved by,
+read first; `build_network` the network of `ser_metadata["net"]` from the project's
+registry (ser.models.registry), with its weights.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ folder and imports them from there in later runs; a file that is already there u
 expected name is trusted, not written again. Its default folder is
 `/tmp/torchinductor_<user>`, which any other user of a shared machine (a cluster's login
 or compute node) can create first and fill, and so run code in every compiled run. A run
-with `model.compile` (and `ser.tools.bench compile=...`) therefore compiles into
+with `model.compile` (and `benchmarks.bench compile=...`) therefore compiles into
 `$XDG_CACHE_HOME/ser-inductor` (default `~/.cache/ser-inductor`), or into
 `TORCHINDUCTOR_CACHE_DIR` when that is set, and in either case refuses a folder that
 belongs to someone else or that others may write to (ConfigError: one line, exit 2).

@@ -1,27 +1,13 @@
 """`train(cfg)`: the one experiment loop behind `python train.py`, for every protocol.
 
-The task config's `_target_` (ser/conf/task/*.yaml) names the protocol: cross-validation
-(ser.training.protocols.cross_validation) or cross-corpus evaluation
-(ser.training.protocols.cross_corpus). The protocol says what the data and the units of
-training are (ser.training.protocols.base); this engine alone:
-
-- checks the settings before anything is built (ser.settings, `cv.select`, `objective`,
-  the launch);
-- holds the output directory: refused if it holds another configuration's results,
-  locked while the run lasts (ser.tracking.output_dir);
-- writes the record's header (and, for protocols whose units may run as separate jobs,
-  `folds/experiment.json`);
-- skips the units already finished with this config hash, trains the others one at a
-  time (ser.training.fold.run_fold), or together in one Trainer (`cv.stack`,
-  ser.training.stacked), and writes each unit's file atomically as it ends, rewriting
-  results.json after every unit, so an interrupted run loses at most the units in
-  progress;
-- writes the complete results.json, prints the table, logs the summary W&B run and
-  returns the objective to sweepers.
-
-Under DDP (`trainer=ddp`) every process runs this loop and rank zero alone writes.
-Fold-parallel jobs (`cv.only_folds`) run some units each; the one that finds every unit
-finished gathers results.json (ser.training.gather, docs/scaling.md).
+The protocol (`task._target_`: ser.training.protocols) says what the data and the units
+of training are; this engine checks the settings before anything is built, holds the
+output directory (ser.tracking.output_dir), writes the record's header, skips units
+already finished with this config hash, trains the others one at a time
+(ser.training.fold) or together (`cv.stack`, ser.training.stacked), writes each unit's
+result atomically as it ends, and finally results.json, the table, the W&B summary run
+and the objective for sweepers. Under DDP rank zero alone writes; of fold-parallel jobs
+(`cv.only_folds`) the last to finish gathers results.json (ser.training.gather).
 """
 
 from __future__ import annotations
@@ -43,7 +29,7 @@ from ser.tracking.progress import RunProgress
 from ser.training import distributed, gather
 from ser.training.build import check_network, check_trainer
 from ser.training.config import config_hash, defining_config, output_directory
-from ser.training.fold import run_fold
+from ser.training.fold import ExperimentContext, run_fold
 from ser.training.implementation import check_implementation
 from ser.training.protocols.base import ExperimentProtocol, Unit
 from ser.training.selection import check_selection
@@ -158,6 +144,7 @@ def run_experiment(
     parallel = protocol.only_units is not None
     selected = gather.select_folds(protocol.only_units, len(units))
     run_config = defining_config(cfg)
+    context = ExperimentContext(output_dir, experiment, run_config)
     units_key = protocol.results_key
     record: dict[str, Any] = {
         "experiment": experiment,
@@ -214,7 +201,7 @@ def run_experiment(
     if stacked and pending:  # every pending unit in one Trainer (cv.stack)
         if progress is not None and writer:
             print(f"[ser] {experiment}: {progress.line(protocol.announce_together(pending, len(units)))}", flush=True)
-        run_stacked(cfg, datamodule, pending, output_dir, experiment, run_config, keep)
+        run_stacked(cfg, datamodule, pending, context, keep)
         pending = []
     for unit in pending:  # one unit after another
         log.info(
@@ -223,9 +210,7 @@ def run_experiment(
         )
         if progress is not None and writer:
             print(f"[ser] {experiment}: {progress.line(protocol.announce(unit, len(units)))}", flush=True)
-        keep(run_fold(
-            cfg, datamodule, unit.index, unit.train_rows, unit.test_rows, output_dir, experiment, run_config
-        ))
+        keep(run_fold(cfg, datamodule, unit, context))
         if progress is not None:
             progress.done()
 

@@ -29,6 +29,7 @@ from ser.training import distributed, resume
 from ser.training.build import build_callbacks, build_module, build_trainer
 from ser.training.config import config_hash
 from ser.training.module import EmotionClassifier
+from ser.training.protocols.base import Unit
 from ser.training.selection import (
     best_checkpoint,
     protocol_callbacks,
@@ -65,6 +66,16 @@ def named_fold(fold: int) -> Iterator[None]:
         raise NonFiniteError(f"fold {fold}: {error}") from error
 
 
+@dataclass(frozen=True)
+class ExperimentContext:
+    """What every unit of an experiment shares: the run's output directory, the
+    experiment's name and the config its W&B runs record."""
+
+    output_dir: Path
+    name: str
+    run_config: dict[str, Any]
+
+
 @dataclass
 class FoldRun:
     """One unit set up to train: its seed, rows, fresh module, checkpoint folder, the
@@ -94,14 +105,7 @@ class FoldRun:
 
 
 def prepare_fold(
-    cfg: DictConfig,
-    datamodule: FoldDataModule,
-    fold: int,
-    train_rows: Any,
-    test_rows: Any,
-    output_dir: Path,
-    experiment: str,
-    run_config: dict[str, Any],
+    cfg: DictConfig, datamodule: FoldDataModule, unit: Unit, experiment: ExperimentContext,
     stacked: bool = False,
 ) -> FoldRun:
     """Seed the fold, carve its validation split, build its fresh module, find the
@@ -112,9 +116,10 @@ def prepare_fold(
     fold trains with others (cv.stack): its W&B run stays open beside theirs, and it
     resumes only a stacked run's checkpoint.
     """
+    fold, test_rows, output_dir = unit.index, unit.test_rows, experiment.output_dir
     fold_seed = int(cfg.seed) + fold
     pl.seed_everything(fold_seed, workers=True, verbose=False)
-    train_rows, validation_rows = split_validation(cfg, datamodule, train_rows)
+    train_rows, validation_rows = split_validation(cfg, datamodule, unit.train_rows)
     datamodule.set_fold(train_rows, test_rows, validation_rows, shuffle_seed=fold_seed)
     fold_dir = output_dir / "checkpoints" / f"fold_{fold:02d}"
     module = build_module(cfg, datamodule)
@@ -122,7 +127,8 @@ def prepare_fold(
     resumed_epoch = None if resume_from is None else resume.checkpoint_epoch(resume_from)
     history = fold_history(cfg, output_dir, fold, resumed_epoch)
     loggers = wandb_runs.fold_loggers(
-        cfg.get("logger"), experiment, fold, run_config, wandb_runs.run_tags(cfg), history.wandb_id,
+        cfg.get("logger"), experiment.name, fold, experiment.run_config, wandb_runs.run_tags(cfg),
+        history.wandb_id,
         concurrent=stacked,
     )
     return FoldRun(
@@ -178,22 +184,15 @@ def finish_fold(
 
 
 def run_fold(
-    cfg: DictConfig,
-    datamodule: FoldDataModule,
-    fold: int,
-    train_rows: Any,
-    test_rows: Any,
-    output_dir: Path,
-    experiment: str,
-    run_config: dict[str, Any],
+    cfg: DictConfig, datamodule: FoldDataModule, unit: Unit, experiment: ExperimentContext
 ) -> dict[str, Any]:
-    """Train a fresh model on one fold and test the weights `cv.select` picks.
+    """Train a fresh model on one fold (`unit`) and test the weights `cv.select` picks.
 
     By default the last epoch's weights; with `cv.validation` and
     `cv.select=best_val_uar`, the epoch best on the fold's validation split. An
     interrupted fold continues from its `last.ckpt` (ser.training.resume).
     """
-    run = prepare_fold(cfg, datamodule, fold, train_rows, test_rows, output_dir, experiment, run_config)
+    run = prepare_fold(cfg, datamodule, unit, experiment)
     started = time.time()
     try:
         trainer = build_trainer(
@@ -203,8 +202,8 @@ def run_fold(
             enable_progress_bar=bool(cfg.progress),
         )
         if run.resume_from is not None:
-            print(f"[ser] {experiment}: fold {fold} resumes from {run.resume_from}", flush=True)
-        with named_fold(fold):
+            print(f"[ser] {experiment.name}: fold {run.fold} resumes from {run.resume_from}", flush=True)
+        with named_fold(run.fold):
             trainer.fit(run.module, datamodule=datamodule, ckpt_path=run.resume_from, weights_only=True)
         fit_seconds = time.time() - started  # the part that grows with the epochs
         run.history.stop()

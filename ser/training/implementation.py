@@ -1,19 +1,12 @@
 """`model.net.implementation=auto`: the implementation measured fastest where the run trains.
 
-MS-SENet and TIM-Net have two computations with the same parameters and state dicts
-(ser/models): `reference`, the direct transcription (cuDNN convolutions on a GPU), and
-`fast`, tuned for CPUs (patch GEMMs and fused C kernels). Which one is faster depends on
-the device, so the default `auto` is resolved here, once, when the network is built, from
-the benchmark records in docs/bench/ (`python -m ser.tools.bench device=...`):
-
-- cpu: `fast` (docs/bench/cpu-2core-*.json: 13-16x the reference's training rate for
-  MS-SENet on 2 cores);
-- cuda: `reference` (docs/bench/gpu-h200/bench-32-188.json and bench-32-606.json: on an
-  H200 the reference trains MS-SENet at 2.7x and 2.9x the fast formulation's rate, whose
-  chunked loops launch more kernels where launches are the cost).
-
-The fast formulation computes in float32 only, so with a mixed precision (bf16 autocast)
-`auto` takes the reference, and an explicit `fast` is refused with a clear message.
+MS-SENet and TIM-Net have two computations of the same parameters (ser/models):
+`reference`, the direct transcription, and `fast`, tuned for CPUs (patch GEMMs, fused C
+kernels). `auto` is resolved here, once, when the network is built, from the records in
+docs/bench/ (`python -m benchmarks.bench device=...`): `fast` on a CPU (13-16x the
+reference's MS-SENet training rate on 2 cores), `reference` on CUDA (2.7x and 2.9x the
+fast rate on an H200, where kernel launches are the cost). The fast formulation computes
+in float32 only: under bf16 autocast `auto` takes the reference and `fast` is refused.
 """
 
 from __future__ import annotations

@@ -59,25 +59,16 @@ def _prefixed(values: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.T
 
 
 class EmotionClassifier(pl.LightningModule):
-    """Cross-entropy training with label smoothing on training batches only.
+    """Cross-entropy training with label smoothing on training batches only (never on the
+    stored labels, so it cannot reach a test fold: docs/reference.md, defect (b)).
 
-    Smoothing is applied by the loss to each training batch, never to the stored
-    labels, so it cannot compound across folds or reach a test fold (the reference
-    code's defect (b) in docs/reference.md). Test loss and metrics use the hard labels.
-
-    Under DDP, every cross-rank reduction happens here, explicitly, in the epoch-end
-    hooks, which every rank runs in the same order; what is logged is already reduced
-    and is logged with `sync_dist=False`. Nothing is left for Lightning to reduce
-    lazily when a logged value is first read: that read happens in rank-zero-only code
-    (the progress bar), and a collective issued there while the other ranks issue a
-    different one deadlocks the run. Validation and test metrics are computed from one
-    prediction per utterance (`UtterancePredictions`), equal to a one-device evaluation;
-    UAR and WAR always come from a confusion matrix (ser.training.metrics.recall_metrics).
-
-    `compile` (a torch.compile mode, or None) compiles the network for the training steps
-    only: evaluation runs the same network eagerly, so the other shapes and modes of
-    validation and test compile nothing, and the compiled wrapper is kept out of the
-    module's children, so checkpoints hold the same state dict either way.
+    Under DDP every cross-rank reduction happens explicitly in the epoch-end hooks, which
+    all ranks run in the same order, and values are logged already reduced
+    (`sync_dist=False`): a lazy reduction in rank-zero-only code (the progress bar)
+    would deadlock. Validation and test figures come from one prediction per utterance,
+    UAR and WAR from a confusion matrix (ser.training.metrics). `compile` compiles the
+    network for training steps only; evaluation runs it eagerly, and checkpoints hold
+    the same state dict either way.
     """
 
     def __init__(

@@ -212,6 +212,16 @@ def test_dataset_configs_build_their_datamodules(name: str, tmp_path: Path) -> N
         assert module.class_names == ["sad", "happy", "calm"]
 
 
+@pytest.mark.parametrize(
+    ("module", "setting", "message"),
+    [(ManifestDataModule, "path", "dataset.path is not set: pass dataset.path=FILE.csv or FILE.jsonl"),
+     (FolderDataModule, "root", "dataset.root is not set: pass dataset.root=DIR holding one folder per label")],
+)
+def test_the_data_location_must_be_set(module: type, setting: str, message: str) -> None:
+    with pytest.raises(CorpusError, match=message):
+        module(**{setting: None}, features={})
+
+
 def test_empty_manifest_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_text("path,label\n")
     with pytest.raises(CorpusError, match="empty.csv: no utterances"):

@@ -1,17 +1,10 @@
 """What a protocol is: the part of an experiment that the engine does not own.
 
-A protocol is chosen by the `_target_` of its task config (ser/conf/task/*.yaml) and
-built with the run's config. It says only:
-
-- its data: `prepare()` builds its DataModule(s) and returns the one every unit uses;
-- its units: `units()`, the trainings of the experiment with their training and test
-  rows (the folds of cross-validation, the repeats of cross-corpus evaluation);
-- how a unit's result is recorded: `relabel()`, and the file it goes to (`unit_path`);
-- its own results.json fields: `record()`.
-
-The engine (ser.training.engine) owns everything else, the same for every protocol:
-settings checks, the output directory's guard and locks, the record header, skipping
-finished units, atomic writes, results.json, the objective and the summary W&B run.
+A protocol, chosen by its task config's `_target_` (ser/conf/task/*.yaml), says only: its
+data (`prepare()`: the DataModule every unit uses), its units (`units()`: the folds of
+cross-validation, the repeats of cross-corpus evaluation, with their rows), how a unit's
+result is recorded (`relabel()`, `unit_path`) and its own results.json fields
+(`record()`). The engine (ser.training.engine) owns the rest, the same for every protocol.
 """
 
 from __future__ import annotations

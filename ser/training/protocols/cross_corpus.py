@@ -1,19 +1,13 @@
 """`task=cross_corpus`: train on one corpus, test on another, over the classes both have.
 
-`python train.py task=cross_corpus dataset=emodb +dataset@test_dataset=ravdess` trains on every
-utterance of the source corpus (`dataset`) whose class is one of `cross_corpus.classes`
-and tests on every such utterance of the target corpus (`test_dataset`): the common
-protocol, with no folds, since no target utterance is ever seen in training. Classes
-reach the shared ones through `cross_corpus.class_map` (ser.data.cross_corpus). The
-target's audio is cut to the source's signal length, so the model sees inputs of the
-shape it was trained on.
-
-Each of `cross_corpus.repeats` trainings (seeds seed, seed+1, ...) is one unit of the
-engine, like a fold: validation split and checkpoint selection (`cv.validation`,
-`cv.select`, carved from the source), resume from `last.ckpt`, and the W&B run.
-`runs/run_KK.json` holds each finished run, so a restarted run skips it; results.json
-holds the target's confusion matrix over the shared classes, UAR and WAR per run, and
-mean +- std.
+`python train.py task=cross_corpus dataset=emodb +dataset@test_dataset=ravdess` trains on
+every source utterance (`dataset`) of a class in `cross_corpus.classes` (reached through
+`cross_corpus.class_map`, ser.data.cross_corpus) and tests on every such target
+utterance, cut to the source's signal length; no folds, as no target utterance is ever
+trained on. Each of `cross_corpus.repeats` trainings (seeds seed, seed+1, ...) is a unit
+of the engine like a fold (validation and selection from the source, resume, W&B run,
+`runs/run_KK.json`); results.json holds the target's confusion matrix over the shared
+classes, UAR and WAR per run, and their mean and std.
 """
 
 from __future__ import annotations

@@ -1,23 +1,13 @@
 """`StackedFolds`: the LightningModule that trains several folds' modules in one Trainer.
 
-Each step takes one batch per fold (its own rows, in its own order: a CombinedLoader of
-the folds' loaders, ser.training.stacked.run) and computes the folds' networks as one
-program (ser.models.stacked.StackedNetworks), each fold with its own weights, BatchNorm
-statistics and dropout masks (the seed `EpochSeeding` would set for that fold's batch).
-Each fold's loss is its module's own (`EmotionClassifier.training_loss`), so its
-training figures are counted as alone; the losses are summed for one backward pass
-(the folds share no parameter, so each gets exactly its own gradients), and each fold
-that trained in the step takes a step of its own optimiser: Adam's state, step count
-included, is what the fold alone would have.
-
-Folds of unequal size: a step runs every fold that still has a batch; folds whose
-batches differ in size (the epoch's last, smaller batch) run in sub-groups of equal
-size. A fold with no batch left, stopped early, or not yet at its resumed epoch takes
-no step.
-
-Validation runs each fold's own module on its own split (evaluation is a small share of
-the work); the per-fold records (loggers, checkpoints, early stopping) are each
-`FoldTrack`'s (ser.training.stacked.records).
+Each step takes one batch per fold (its own rows and order: ser.training.stacked.run)
+and computes the folds' networks as one program (ser.models.stacked.StackedNetworks),
+each with its own weights, BatchNorm statistics and dropout seeds. Each fold's loss is its
+module's own; their sum gets one backward pass (the folds share no parameter) and each
+fold steps its own optimiser, so Adam's state is what the fold alone would have. Folds
+whose batches differ in size (an epoch's last batch) run in sub-groups of equal size; a
+fold with no batch left, stopped early or not yet at its resumed epoch takes no step.
+Validation runs each fold's module on its own split; per-fold records are `FoldTrack`'s.
 """
 
 from __future__ import annotations
@@ -126,7 +116,9 @@ class StackedFolds(pl.LightningModule):
         for i, track in enumerate(self.tracks):
             if track.trains(epoch):
                 with named_fold(track.run.fold):
-                    track.end_epoch(epoch, track.module.training_values(epoch), optimizers[i].optimizer)
+                    track.end_epoch(
+                        epoch, track.module.training_values(epoch), optimizers[i].optimizer, self.trainer
+                    )
         if all(track.done_training for track in self.tracks):
             self.trainer.should_stop = True
 

@@ -25,7 +25,7 @@ from ser.training.implementation import device_type, resolve_for_run
 
 CHOICES = (False, True, "auto")
 # (device type, implementation) -> whether stacked folds train faster there than one
-# fold after another, as `python -m ser.tools.bench folds=true` measured the default demo
+# fold after another, as `python -m benchmarks.bench folds=true` measured the default demo
 # (docs/bench/README.md): on the 2-core CPU, MS-SENet's fast implementation trained
 # 1.56x as many samples/s with 2 threads (1.50x with 1). Nothing else has been measured:
 # the reference on a CPU, and any GPU (where `auto` stays off until one is).

@@ -1,23 +1,13 @@
 """One fold of a stacked run: what it has trained, and the records a fold alone keeps.
 
-A fold trained alone has a Trainer of its own, whose loggers and callbacks see its
-metrics. In a stacked run one Trainer fits every fold (ser.training.stacked.module), so
-each fold's `FoldTrack` keeps, from the figures its own module computes:
-
-- its loggers (`history/fold_KK.json`, its W&B run, CSV): the hyperparameters when the
-  fit starts, then each epoch's validation and training figures with the epoch and the
-  step Lightning gives them;
-- `checkpoints/fold_KK/last.ckpt` after each epoch it trains (with `callbacks.checkpoint`,
-  as alone): a Lightning checkpoint of
-  the fold's module (state dict, optimiser state, epoch, step, callback states and
-  `ser_metadata`), which `ser-predict`, `ser-export` and a resumed stacked run read.
-  Lightning writes checkpoints only of the one module its Trainer fits (here, all folds
-  together), hence this dict is built here;
-- `best.ckpt` with `cv.select=best_val_uar`: whenever the validation UAR beats the best
-  so far, as the fold's ModelCheckpoint does alone (the first epoch always counts);
-- early stopping (`callbacks.early_stopping`): the configured EarlyStopping, judging the
-  fold's own figures each epoch; a stopped fold trains no further (`trainer.min_epochs`
-  is honoured as Lightning does).
+One Trainer fits every fold (ser.training.stacked.module), so its loggers and callbacks
+see no fold's figures; each fold's `FoldTrack` keeps, from its own module's figures, what
+the fold alone would: its loggers (history, W&B, CSV: hyperparameters, then each epoch's
+figures at Lightning's epoch and step); `last.ckpt` after each epoch (with
+`callbacks.checkpoint`), a Lightning checkpoint of the fold's module built here, as
+Lightning writes only the fitted module's (all folds); `best.ckpt` with
+`cv.select=best_val_uar`, by ModelCheckpoint's rule; and early stopping, the configured
+EarlyStopping judging the fold's figures through its hooks (`FoldTrainerView`).
 """
 
 from __future__ import annotations
@@ -41,6 +31,28 @@ from ser.training.selection import BEST_CHECKPOINT
 STATE_KEY = STACKED_STATE_KEY
 
 
+class FoldTrainerView:
+    """The stacked Trainer as one fold's callback sees it: the fold's own figures
+    (`callback_metrics`), epoch and `should_stop`, everything else the Trainer's.
+
+    Lightning's EarlyStopping reads the monitored figure from `trainer.callback_metrics`
+    and signals through `trainer.should_stop`; in a stacked fit those would be all folds'
+    together, so each fold's EarlyStopping runs its public hooks on this view, and the
+    rule it applies (patience, min_delta, thresholds, check_finite, strict) stays Lightning's.
+    """
+
+    def __init__(
+        self, trainer: pl.Trainer, metrics: dict[str, torch.Tensor], epoch: int, should_stop: bool
+    ) -> None:
+        self.trainer = trainer
+        self.callback_metrics = metrics
+        self.current_epoch = epoch
+        self.should_stop = should_stop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.trainer, name)
+
+
 class FoldTrack:
     """One fold's place in a stacked fit: its module, progress and per-fold records."""
 
@@ -61,6 +73,7 @@ class FoldTrack:
         self.next_epoch = 0  # the first epoch it has yet to train
         self.steps = 0  # training batches so far (Lightning's global step of the fold)
         self.stopped = False
+        self.stop_signalled = False  # early stopping asked to stop (before trainer.min_epochs)
         self.validation: dict[str, torch.Tensor] = {}  # the current epoch's validation figures
         self.optimizer_state: dict[str, Any] | None = None
         if run.resume_from is not None:
@@ -113,19 +126,20 @@ class FoldTrack:
         self.log(values, epoch, self.steps - 1)
 
     def end_epoch(
-        self, epoch: int, training: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer
+        self, epoch: int, training: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+        trainer: pl.Trainer,
     ) -> None:
-        """Epoch `epoch` trained: log its training figures, keep the best checkpoint,
-        ask early stopping, and write `last.ckpt`."""
+        """Epoch `epoch` trained (in the stacked `trainer`): log its training figures, keep
+        the best checkpoint, ask early stopping, and write `last.ckpt`."""
         self.log(training, epoch, self.steps - 1)
         self.next_epoch = epoch + 1
-        figures = {**self.validation, **training}
+        figures, validated = {**self.validation, **training}, bool(self.validation)
         self.validation = {}
         if self.keeps_best and self._improves(figures.get("val/uar")):
             self.best_path = str(self.run.fold_dir / f"{BEST_CHECKPOINT}.ckpt")
             self._save(Path(self.best_path), epoch, optimizer)
         if self.stopper is not None:
-            self._ask_stopper(figures, epoch)
+            self._ask_stopper(figures, epoch, validated, trainer)
         if self.keeps_last:
             self._save(self.run.fold_dir / LAST_CHECKPOINT, epoch, optimizer)
 
@@ -140,20 +154,22 @@ class FoldTrack:
         self.best_score = value
         return True
 
-    def _ask_stopper(self, figures: dict[str, torch.Tensor], epoch: int) -> None:
+    def _ask_stopper(
+        self, figures: dict[str, torch.Tensor], epoch: int, validated: bool, trainer: pl.Trainer
+    ) -> None:
+        """The fold's EarlyStopping, through its own hooks, on the fold's figures of `epoch`
+        (`validated`: whether the fold was validated in it)."""
         stopper = self.stopper
         assert stopper is not None
-        # EarlyStopping reads its metric from the Trainer's; a stacked Trainer's are no
-        # fold's, so its criteria are asked with the fold's own figures (the check its
-        # hook runs), after its own test that the metric is there (strict: an error).
-        if not stopper._validate_condition_metric(figures):
-            return
-        should_stop, reason = stopper._evaluate_stopping_criteria(figures[stopper.monitor].squeeze())
-        if should_stop:
-            stopper.stopped_epoch = epoch
-            stopper.stopping_reason_message = reason
-        # Lightning ends a fit early only once trainer.min_epochs are done.
-        if should_stop and epoch + 1 >= self.min_epochs:
+        view = FoldTrainerView(trainer, figures, epoch, self.stop_signalled)
+        stopper.setup(view, self.module, "fit")  # type: ignore[arg-type]
+        if validated:  # it judges there instead when validation is not once per epoch
+            stopper.on_validation_end(view, self.module)  # type: ignore[arg-type]
+        stopper.on_train_epoch_end(view, self.module)  # type: ignore[arg-type]
+        # As trainer.should_stop alone: once signalled it holds, and Lightning ends the fit
+        # only once trainer.min_epochs are done.
+        self.stop_signalled = bool(view.should_stop)
+        if self.stop_signalled and epoch + 1 >= self.min_epochs:
             self.stopped = True
 
     # -- checkpoints ------------------------------------------------------------------

@@ -1,36 +1,29 @@
 """`run_stacked`: the unfinished units of a job trained together in one Trainer (`cv.stack`).
 
-Each fold is set up exactly as alone (ser.training.fold.prepare_fold: seeded, its
-validation split carved, its module built right after `seed_everything(seed + fold)`,
-its history and W&B run opened, its `last.ckpt` found), then one Trainer fits them all
-(ser.training.stacked.module.StackedFolds), each fold keeping its own records on the way
-(ser.training.stacked.records). After the fit, each fold in turn is tested as alone
-(ser.training.fold.finish_fold: `cv.select`, the test, the result, its W&B summary) by a
-Trainer of its own, and handed to `record` at once, so an interrupted run loses no
-finished fold.
-
-Resume: a fold continues from its `last.ckpt` (weights, optimiser, early stopping and
-best-epoch state); a fold that had stopped or trained every epoch is only tested. Folds
-resumed at different epochs (a run killed between two folds' checkpoints) start one
-Trainer at the earliest of them, and each fold sits out the epochs it has already
-trained. `fit_seconds` of each fold is the time of the fit it shared.
+Each fold is set up exactly as alone (ser.training.fold.prepare_fold), one Trainer fits
+them all (ser.training.stacked.module), each fold keeping its own records
+(ser.training.stacked.records); then each fold is tested as alone (finish_fold) by a
+Trainer of its own and handed to `record` at once, so an interrupted run loses no
+finished fold. A resumed fold continues from its `last.ckpt`, or is only tested if it
+had finished; folds resumed at different epochs start one Trainer at the earliest, each
+sitting out the epochs it has trained. Each fold's `fit_seconds` is the shared fit's.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import CombinedLoader
 
 from ser.data.datamodule import FoldDataModule
 from ser.tracking import wandb_runs
 from ser.training.build import build_trainer
-from ser.training.fold import finish_fold, prepare_fold
+from ser.training.fold import ExperimentContext, finish_fold, prepare_fold
 from ser.training.protocols.base import Unit
 from ser.training.stacked.module import StackedFolds
 from ser.training.stacked.records import FoldTrack
@@ -62,13 +55,53 @@ def fit_together(cfg: DictConfig, datamodule: FoldDataModule, tracks: Sequence[F
             logger.finalize("success")
 
 
+class AtFoldStep(Logger):
+    """One of a fold's loggers, for the Trainer that tests the fold after a stacked fit:
+    what that Trainer logs lands at the step the fold's fit reached, where a fold alone
+    logs its test. A fresh Trainer counts its logging step from zero, and Lightning has no
+    public way to set that count; everything else goes to the fold's logger as it is."""
+
+    def __init__(self, logger: Logger, step: int) -> None:
+        super().__init__()
+        self.logger, self.step = logger, step
+
+    @property
+    def name(self) -> str | None:
+        return self.logger.name
+
+    @property
+    def version(self) -> int | str | None:
+        return self.logger.version
+
+    @property
+    def save_dir(self) -> str | None:
+        return self.logger.save_dir
+
+    @property
+    def experiment(self) -> Any:
+        return self.logger.experiment
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        self.logger.log_hyperparams(params, *args, **kwargs)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.logger.log_metrics(metrics, step=self.step)
+
+    def save(self) -> None:
+        self.logger.save()
+
+    def finalize(self, status: str) -> None:
+        self.logger.finalize(status)
+
+
 def evaluation_trainer(cfg: DictConfig, track: FoldTrack) -> pl.Trainer:
     """The Trainer that tests a fold: its loggers, and the epoch and step its fit reached,
     so the test's figures are logged where a fold alone logs them."""
-    trainer = stacked_trainer(cfg, logger=track.loggers)
-    # Lightning's counters of the fold's fit (a fresh Trainer starts them at zero).
+    trainer = stacked_trainer(cfg, logger=[AtFoldStep(logger, track.steps) for logger in track.loggers])
+    # The epoch its fit reached (a fresh Trainer starts at zero), which Lightning adds to
+    # the figures it logs and the module names in a non-finite loss's message: the fit
+    # loop's public counter that Trainer.current_epoch reads (the property has no setter).
     trainer.fit_loop.epoch_progress.current.completed = track.epochs
-    trainer.fit_loop.epoch_loop._batches_that_stepped = track.steps
     return trainer
 
 
@@ -76,23 +109,18 @@ def run_stacked(
     cfg: DictConfig,
     datamodule: FoldDataModule,
     units: Sequence[Unit],
-    output_dir: Path,
-    experiment: str,
-    run_config: dict[str, Any],
+    experiment: ExperimentContext,
     record: Callable[[dict[str, Any]], None],
 ) -> None:
     """Train `units` together, then test each and hand its result to `record`."""
     runs = []
     try:
         for unit in units:
-            runs.append(prepare_fold(
-                cfg, datamodule, unit.index, unit.train_rows, unit.test_rows, output_dir, experiment,
-                run_config, stacked=True,
-            ))
+            runs.append(prepare_fold(cfg, datamodule, unit, experiment, stacked=True))
         tracks = [FoldTrack(cfg, run) for run in runs]
         for run in runs:
             if run.resume_from is not None:
-                print(f"[ser] {experiment}: fold {run.fold} resumes from {run.resume_from}", flush=True)
+                print(f"[ser] {experiment.name}: fold {run.fold} resumes from {run.resume_from}", flush=True)
         started = time.time()
         training = [track for track in tracks if not track.done_training]
         if training:

@@ -1,4 +1,4 @@
-"""What `python -m ser.tools.bench` prints and records besides its timings: the machine
+"""What `python -m benchmarks.bench` prints and records besides its timings: the machine
 it ran on (processor, load, compiled kernels) and the table of its results."""
 
 from __future__ import annotations

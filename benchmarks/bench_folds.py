@@ -1,6 +1,6 @@
 """Fold training of the default demo: stacked folds (`cv.stack=true`) against one fold after another.
 
-    python -m ser.tools.bench folds=true [epochs=3] [device=cpu] [out=bench-folds.json]
+    python -m benchmarks.bench folds=true [epochs=3] [device=cpu] [out=bench-folds.json]
 
 In one run, the default demo's cross-validation (`python train.py`: the synthetic corpus,
 10 folds, MS-SENet) trains for `epochs` epochs one fold after another (`cv.stack=false`),
@@ -118,7 +118,7 @@ def compare(first: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
 
 def fold_benchmark(args: Any) -> dict[str, Any]:
     """Time the default demo's folds both ways (see the module doc)."""
-    from ser.tools.bench_report import load_average, processor_name
+    from benchmarks.bench_report import load_average, processor_name
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """Feature extraction speed: our batched torchaudio MFCCs versus `librosa.feature.mfcc`.
 
-    python -m ser.tools.bench_features files=500 [ssl=WAVLM_BASE_PLUS]
+    python -m benchmarks.bench_features files=500 [ssl=WAVLM_BASE_PLUS]
 
 Writes N synthetic clips (EMODB's layout, 16 kHz like EMODB, 1.5-4 s) to a temporary
 folder and times, on the same files in one run:
@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile
 import torch
-from omegaconf import DictConfig
 
 from ser.cli import parse_key_values, run_cli
 from ser.data.datamodule import CorpusDataModule
@@ -41,7 +41,7 @@ def write_clips(root: Path, count: int, sample_rate: int, seed: int) -> list[Pat
     """`count` clips of harmonic tones in noise, named as EMODB files under root/wav."""
     limit = len(SPEAKER_CODES) * len(EMOTION_LETTERS) * len(TEXT_CODES) * 26
     if not 1 <= count <= limit:
-        raise ConfigError(f"--files must be 1..{limit} (unique EMODB-style names), got {count}")
+        raise ConfigError(f"files={count}: expected 1..{limit} (unique EMODB-style file names)")
     rng = np.random.default_rng(seed)
     wav_dir = root / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def timed(function: Callable[[], object], repeats: int = 1) -> tuple[float, obje
 
 
 USAGE = (
-    "usage: python -m ser.tools.bench_features [files=300] [signal_length=96000] "
+    "usage: python -m benchmarks.bench_features [files=300] [signal_length=96000] "
     "[sample_rate=16000] [threads=N] [load_threads=N] [seed=0] [ssl=MODEL]"
 )
 
@@ -132,19 +132,19 @@ def ssl_rows(root: Path, model: str, signal_seconds: float, count: int) -> list[
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m ser.tools.bench_features [key=value ...]`."""
+    """`python -m benchmarks.bench_features [key=value ...]`."""
     argv = sys.argv[1:] if argv is None else list(argv)
     run_cli(lambda a: compare(parse_key_values(a, BenchArguments, USAGE)), argv)
 
 
-def compare(args: DictConfig) -> None:
+def compare(args: Any) -> None:
     """Time both feature pipelines on the same generated clips and print the rates."""
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         import librosa
     except ImportError:
-        raise ConfigError("librosa is not installed: pip install 'ser[dev]'") from None
+        raise ConfigError("librosa is not installed: `make install-dev` (pip install -e '.[dev]')") from None
 
     settings = FeatureSettings(signal_length=args.signal_length)
     rows: list[tuple[str, float]] = []

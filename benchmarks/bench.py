@@ -1,6 +1,6 @@
 """Training and inference speed of MS-SENet and TIM-Net, reference against fast implementation.
 
-    python -m ser.tools.bench out=bench.json
+    python -m benchmarks.bench out=bench.json
 
 In one run, at the paper's input shape by default (batch 64, 188 frames x 39, 10 TABs for
 MS-SENet, 8 for TIM-Net, 7 classes), for each model and implementation:
@@ -18,18 +18,18 @@ MS-SENet, 8 for TIM-Net, 7 classes), for each model and implementation:
   22 050 Hz, hop 512) and throughput at the training batch size;
 - fold stacking (`stacked=10` folds, 0 for none): a training step of every fold, the
   folds' networks one after another against the same networks stacked as one
-  (ser.models.stacked), in samples/s and their ratio (ser/tools/bench_stacked.py). The
-  demo's shape: `python -m ser.tools.bench batch_size=16 frames=65`.
+  (ser.models.stacked), in samples/s and their ratio (benchmarks/bench_stacked.py). The
+  demo's shape: `python -m benchmarks.bench batch_size=16 frames=65`.
 
 On a GPU (`device=cuda`) the same rows are measured with CUDA synchronisation around
 each step; `precision=bf16` runs forward and loss under bf16 autocast (weights, Adam
 and BatchNorm statistics stay float32, as Lightning's `bf16-mixed`), and `compile=MODE`
 times `torch.compile(model, mode=MODE)` (e.g. reduce-overhead: CUDA graphs) after its
-compilation, which is timed apart. `python -m ser.tools.gpu_check` runs the GPU set.
+compilation, which is timed apart. `python -m benchmarks.gpu_check` runs the GPU set.
 
 `folds=true` times something else: the default demo's 10-fold training, its folds
 stacked in one Trainer (`cv.stack=true`) against one fold after another, for `epochs`
-epochs (ser.tools.bench_folds).
+epochs (benchmarks.bench_folds).
 
 The figures depend on the machine and on its load: run it on an otherwise idle machine.
 """
@@ -52,12 +52,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ser.cli import parse_key_values, run_cli
-from ser.errors import ConfigError
-from ser.tools.bench_folds import fold_benchmark, print_fold_table
-from ser.tools.bench_report import load_average, native_kernels, print_table, processor_name
-from ser.tools.bench_stacked import print_stacking, time_stacking
-from ser.tools.bench_step import (
+from benchmarks import child_environment
+from benchmarks.bench_folds import fold_benchmark, print_fold_table
+from benchmarks.bench_report import load_average, native_kernels, print_table, processor_name
+from benchmarks.bench_stacked import print_stacking, time_stacking
+from benchmarks.bench_step import (
     IMPLEMENTATIONS,
     MODELS,
     NUM_CLASSES,
@@ -67,6 +66,8 @@ from ser.tools.bench_step import (
     matmul_peak,
     synchronise,
 )
+from ser.cli import parse_key_values, run_cli
+from ser.errors import ConfigError
 from ser.training.module import COMPILE_MODES
 
 SAMPLE_RATE, HOP_LENGTH = 22_050, 512
@@ -161,7 +162,7 @@ def peak_memory_mib(
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - start) / 2**20
     command = [
-        sys.executable, "-m", "ser.tools.bench", f"probe_memory={model}:{implementation}",
+        sys.executable, "-m", "benchmarks.bench", f"probe_memory={model}:{implementation}",
         f"batch_size={args.batch_size}", f"frames={args.frames}",
     ]
     if args.threads:
@@ -169,7 +170,9 @@ def peak_memory_mib(
     if args.num_blocks:
         command.append(f"num_blocks={args.num_blocks}")
     try:
-        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            command, capture_output=True, text=True, check=True, env=child_environment()
+        )
         return float(result.stdout.strip().splitlines()[-1])
     except (subprocess.CalledProcessError, ValueError, IndexError):
         return None
@@ -282,7 +285,7 @@ def run(args: Any) -> dict:
 
 
 USAGE = (
-    "usage: python -m ser.tools.bench [out=bench.json] [device=cpu|cuda] [batch_size=64] "
+    "usage: python -m benchmarks.bench [out=bench.json] [device=cpu|cuda] [batch_size=64] "
     "[frames=188] [precision=32|bf16] [compile=reduce-overhead] [models=[mssenet,timnet]] ... | "
     "folds=true [epochs=3] [device=cpu|cuda] [out=bench-folds.json]"
 )
@@ -385,7 +388,7 @@ def benchmark(args: Any) -> dict | None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict | None:
-    """`python -m ser.tools.bench [key=value ...]`; a bad argument is one line and exit code 2."""
+    """`python -m benchmarks.bench [key=value ...]`; a bad argument is one line and exit code 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
     return run_cli(
         lambda a: benchmark(check_arguments(parse_key_values(a, BenchArguments, USAGE))), argv

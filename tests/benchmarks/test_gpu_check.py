@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import gpu_runs
+from benchmarks.gpu_check import junit_outcomes
 from ser.data.features import FeatureSettings
-from ser.tools import gpu_runs
-from ser.tools.gpu_check import junit_outcomes
 from tests.helpers.config import ROOT, cli_environment, compose_config
 
 
@@ -100,12 +100,12 @@ def test_junit_outcomes_leave_out_modules_that_did_not_collect(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_dry_mode_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
-    """`python -m ser.tools.gpu_check` without CUDA: each step at toy size, every record
+    """`python -m benchmarks.gpu_check` without CUDA: each step at toy size, every record
     written, the fold jobs' figures equal to the sequential run's, with deterministic
     kernels too."""
     out = tmp_path / "check"
     completed = subprocess.run(
-        [sys.executable, "-m", "ser.tools.gpu_check", "dry=true", f"out={out}", "budget=600"],
+        [sys.executable, "-m", "benchmarks.gpu_check", "dry=true", f"out={out}", "budget=600"],
         cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=900,
     )
     summary = json.loads((out / "summary.json").read_text())
@@ -149,7 +149,7 @@ def test_dry_mode_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     assert set(json.loads((out / "tests.json").read_text())["tests"].values()) == {"skipped"}
     # a second check into the same folder is refused, not mixed with the first
     again = subprocess.run(
-        [sys.executable, "-m", "ser.tools.gpu_check", "dry=true", f"out={out}"],
+        [sys.executable, "-m", "benchmarks.gpu_check", "dry=true", f"out={out}"],
         cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=120,
     )
     assert again.returncode == 2 and "holds records of an earlier check" in again.stderr
@@ -161,7 +161,7 @@ def test_full_jobs_runs_only_the_full_protocol(tmp_path: Path) -> None:
     time for it alone (dry here: two folds, two epochs)."""
     out = tmp_path / "check"
     completed = subprocess.run(
-        [sys.executable, "-m", "ser.tools.gpu_check", "dry=true", "full_jobs=2", f"out={out}"],
+        [sys.executable, "-m", "benchmarks.gpu_check", "dry=true", "full_jobs=2", f"out={out}"],
         cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=600,
     )
     assert completed.returncode == 0, completed.stdout[-3000:]

@@ -1,4 +1,4 @@
-"""One timed training step of MS-SENet or TIM-Net, for the benchmarks (ser.tools.bench).
+"""One timed training step of MS-SENet or TIM-Net, for the benchmarks (benchmarks.bench).
 
 A `Trainer` holds a network, its Adam optimiser with the project's settings and a fixed
 random batch; its steps run under bf16 autocast or not, compiled or not, and synchronise

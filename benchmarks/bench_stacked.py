@@ -1,4 +1,4 @@
-"""Fold stacking's training step in `python -m ser.tools.bench`: F folds stacked against
+"""Fold stacking's training step in `python -m benchmarks.bench`: F folds stacked against
 the same F folds' networks trained one after another.
 
 Both sides hold F networks of one model and implementation (those `auto` picks for the
@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmarks.bench_step import NUM_CLASSES, autocast_context, build_model, synchronise
 from ser.models.stacked import StackedNetworks
-from ser.tools.bench_step import NUM_CLASSES, autocast_context, build_model, synchronise
 from ser.training.implementation import resolve_implementation
 
 

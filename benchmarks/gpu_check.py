@@ -1,11 +1,11 @@
-"""One-shot GPU check: `make gpu-check`, or `python -m ser.tools.gpu_check out=DIR`.
+"""One-shot GPU check: `make gpu-check`, or `python -m benchmarks.gpu_check out=DIR`.
 
 Within a time budget (default 8 minutes) it measures, one step after another, and writes
 one JSON record per step into DIR (summary.json lists every step, its status and time):
 
 - environment.json: the GPU, driver, torch and CPU count;
 - bench-32-188.json, bench-bf16-188.json, bench-32-606.json, bench-bf16-606.json:
-  `ser.tools.bench` on CUDA at batch 64 and 188 or 606 frames (EMODB's and IEMOCAP's
+  `benchmarks.bench` on CUDA at batch 64 and 188 or 606 frames (EMODB's and IEMOCAP's
   lengths), reference against fast in float32, the reference under bf16 autocast;
 - folds.json: 10-fold cross-validation of MS-SENet on a generated EMODB-sized corpus
   (560 utterances of 188 frames, 7 classes, batch 64) four ways, for a few epochs: one
@@ -49,9 +49,8 @@ from typing import Any
 
 import torch
 
-from ser.cli import parse_key_values, run_cli
-from ser.errors import ConfigError
-from ser.tools.gpu_runs import (
+from benchmarks import REPOSITORY
+from benchmarks.gpu_runs import (
     Check,
     Sizes,
     ddp,
@@ -59,6 +58,8 @@ from ser.tools.gpu_runs import (
     full_fold_run,
     short_fold_runs,
 )
+from ser.cli import parse_key_values, run_cli
+from ser.errors import ConfigError
 from ser.training.module import COMPILE_MODES
 
 DEFAULT_BUDGET_S = 480  # the issue's 8 minutes
@@ -94,12 +95,12 @@ def environment(check: Check) -> None:
 
 
 def benchmarks(check: Check, precisions_frames: Sequence[tuple[str, int]]) -> None:
-    """`ser.tools.bench` on the device at each (precision, frames)."""
+    """`benchmarks.bench` on the device at each (precision, frames)."""
     sizes = check.sizes
     for precision, frames in precisions_frames:
         name = f"bench-{precision}-{frames}"
         command = [
-            sys.executable, "-m", "ser.tools.bench", f"device={sizes.device}",
+            sys.executable, "-m", "benchmarks.bench", f"device={sizes.device}",
             f"precision={precision}", f"frames={frames if not check.dry else 24}",
             f"batch_size={sizes.batch_size}", f"steps={sizes.bench_steps}",
             f"reference_steps={sizes.bench_steps}", f"warmup={sizes.bench_warmup}",
@@ -136,16 +137,15 @@ def features(check: Check) -> None:
 
 
 def gpu_tests(check: Check) -> None:
-    repository = Path(__file__).resolve().parents[2]
-    if not (repository / "tests").is_dir():
-        check.record("tests", "skipped", 0.0, reason="no tests/ beside the package")
+    if not (REPOSITORY / "tests").is_dir():
+        check.record("tests", "skipped", 0.0, reason="no tests/ beside benchmarks/")
         return
     junit = check.out / "logs" / "tests.xml"
     # Test modules that need what a bare GPU machine may lack (the dev extra: librosa,
     # onnx) fail to collect there; the GPU-marked tests still run, and are counted here.
     entry = check.run(
         "tests", [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                  "--continue-on-collection-errors", f"--junitxml={junit}", str(repository / "tests")],
+                  "--continue-on-collection-errors", f"--junitxml={junit}", str(REPOSITORY / "tests")],
         limit=check.sizes.tests_limit_s,
     )
     check.write("tests.json", {**entry, "tests": junit_outcomes(junit)})
@@ -178,7 +178,7 @@ def compiled(check: Check) -> None:
     sizes = check.sizes
     check.run(
         "bench-compile",
-        [sys.executable, "-m", "ser.tools.bench", f"device={sizes.device}", "models=[mssenet]",
+        [sys.executable, "-m", "benchmarks.bench", f"device={sizes.device}", "models=[mssenet]",
          "implementations=[reference]", "compile=reduce-overhead",
          f"steps={sizes.bench_steps}", f"warmup={sizes.bench_warmup}",
          f"out={check.out / 'bench-compile.json'}"],
@@ -205,7 +205,7 @@ STEPS: tuple[tuple[str, Callable[[Check, Path], None]], ...] = (
 
 
 USAGE = (
-    "usage: python -m ser.tools.gpu_check [out=gpu-check] [budget=480] [dry=false] "
+    "usage: python -m benchmarks.gpu_check [out=gpu-check] [budget=480] [dry=false] "
     "[compile=MODE] [full_jobs=N] [work=DIR]"
 )
 
@@ -260,7 +260,7 @@ def check_gpu(args: Any) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m ser.tools.gpu_check [key=value ...]`; a bad argument is one line, exit code 2."""
+    """`python -m benchmarks.gpu_check [key=value ...]`; a bad argument is one line, exit code 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
     return run_cli(lambda a: check_gpu(parse_key_values(a, CheckArguments, USAGE)), argv)
 

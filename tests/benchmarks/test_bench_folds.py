@@ -1,4 +1,4 @@
-"""`python -m ser.tools.bench folds=true`: the default demo's folds trained stacked against
+"""`python -m benchmarks.bench folds=true`: the default demo's folds trained stacked against
 one after another, in one run, with the figures of each fold compared."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ser.tools import bench_folds
-from ser.tools.bench import main
+from benchmarks import bench_folds
+from benchmarks.bench import main
 from tests.helpers.config import TINY_DATA
 
 

@@ -1,5 +1,5 @@
 """The GPU check's steps as processes (Check), and its training runs: sizes, commands,
-fold figures and the fold-run steps of ser.tools.gpu_check.
+fold figures and the fold-run steps of benchmarks.gpu_check.
 
 The runs are the user's own command, `python -m ser.training` (= `python train.py`), on
 the generated synthetic corpus made EMODB-sized: 10 speakers x 7 classes x 8 utterances
@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import child_environment
 from ser.tracking.atomic import atomic_write_json
 
 
@@ -147,7 +148,7 @@ class Check:
             # multirun's job processes too), so nothing keeps the GPU busy afterwards.
             process = subprocess.Popen(
                 list(command), stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, **env}, start_new_session=True,
+                env=child_environment(**env), start_new_session=True,
             )
             try:
                 returncode = process.wait(timeout=timeout)

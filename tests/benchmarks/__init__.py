@@ -1,0 +1,1 @@
+"""Tests of the developers' benchmarks and GPU check (benchmarks/)."""
