@@ -211,7 +211,9 @@ def test_cross_corpus_repeats_stack_as_folds_do(tiny_config, tmp_path) -> None:
     for ours, theirs in zip(records["true"]["runs"], records["false"]["runs"], strict=True):
         for key in ("repeat", "test/uar", "test/war", "confusion_matrix", "test_rows", "training_seed"):
             assert ours[key] == theirs[key], key
-        assert ours["test/loss"] == pytest.approx(theirs["test/loss"], rel=1e-5)
+        # The loss within floating-point order: the grouped program adds in another order,
+        # and which kernels earlier tests in the process left warm can move it by ~2e-5.
+        assert ours["test/loss"] == pytest.approx(theirs["test/loss"], rel=1e-4)
 
 
 def test_a_checkpoint_is_resumed_only_by_a_run_of_its_kind(tmp_path) -> None:
