@@ -7,6 +7,7 @@ quick check that a download is complete and where it is pointed.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import warnings
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ser.data.audio import check_header
-from ser.settings import check_resolves, validate_settings
+from ser.settings import dataset_settings
+from ser.settings.data import DatasetSettings
 
 
 @dataclass
@@ -60,9 +62,9 @@ class DatasetSummary:
         return all(row.ok for row in self.classes) and all(row.ok for row in self.speakers)
 
 
-def datamodule_from_config(cfg: DictConfig) -> Any:
+def datamodule_from_settings(settings: DatasetSettings) -> Any:
     """The configured DataModule, built as the training driver builds it (nothing loaded yet)."""
-    return instantiate(cfg.dataset, _recursive_=False, _convert_="all")
+    return instantiate(dataclasses.asdict(settings), _recursive_=False, _convert_="all")  # type: ignore[call-overload]
 
 
 def durations(paths: list[str]) -> tuple[dict[str, float] | None, list[dict[str, str]]]:
@@ -181,10 +183,9 @@ def print_summary(summary: DatasetSummary, console: Console | None = None) -> No
 
 
 def summarise_config(cfg: DictConfig) -> DatasetSummary:
-    """Build the configured dataset, print its summary and return it."""
-    check_resolves(cfg, ("dataset", "features"))
-    validate_settings(cfg, groups=("dataset", "features"))
-    summary = summarise(datamodule_from_config(cfg))
+    """`ser-data`'s command: build the composed config's dataset (its settings typed and
+    checked first, as a run checks them), print its summary and return it."""
+    summary = summarise(datamodule_from_settings(dataset_settings(cfg)))
     print_summary(summary)
     return summary
 
