@@ -66,11 +66,11 @@ def test_the_first_bad_setting_is_named_before_anything_runs(
 
 
 def test_the_dataset_summary_checks_its_settings(capsys: pytest.CaptureFixture) -> None:
-    from ser.data.summary import summarise_config
+    from ser.commands import summarise
 
     cfg = compose_config(["dataset.batch_size=0", "trainer.max_epochs=-1"])
     with pytest.raises(SystemExit):
-        run_cli(summarise_config, cfg)
+        run_cli(summarise, cfg)
     # Only the groups a summary uses: the trainer's epochs are not its business.
     assert capsys.readouterr().err.strip() == "error: dataset.batch_size=0: expected a whole number >= 1"
 

@@ -16,13 +16,11 @@ from typing import Any
 
 import soundfile
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from ser.data.audio import check_header
-from ser.settings import dataset_settings
 from ser.settings.data import DatasetSettings
 
 
@@ -182,10 +180,10 @@ def print_summary(summary: DatasetSummary, console: Console | None = None) -> No
     )
 
 
-def summarise_config(cfg: DictConfig) -> DatasetSummary:
-    """`ser-data`'s command: build the composed config's dataset (its settings typed and
-    checked first, as a run checks them), print its summary and return it."""
-    summary = summarise(datamodule_from_settings(dataset_settings(cfg)))
+def summarise_dataset(settings: DatasetSettings) -> DatasetSummary:
+    """Build the configured dataset (`ser-data`: ser.commands.summarise), print its
+    summary and return it."""
+    summary = summarise(datamodule_from_settings(settings))
     print_summary(summary)
     return summary
 

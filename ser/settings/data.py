@@ -80,21 +80,25 @@ class SyntheticDatasetSettings(CorpusDatasetSettings):
 
 
 @dataclass
-class FolderDatasetSettings(AudioDatasetSettings):
-    """A user's corpus as one folder per label."""
+class LabelledDatasetSettings(AudioDatasetSettings):
+    """A user's own corpus: its labels are the data's, ordered and renamed by settings."""
 
-    root: str = MISSING
     classes: Optional[list[str]] = MISSING  # noqa: UP045
     label_map: Any = MISSING  # label -> class or null (Any: OmegaConf 2.3 cannot merge into a typed null)
 
 
 @dataclass
-class ManifestDatasetSettings(AudioDatasetSettings):
+class FolderDatasetSettings(LabelledDatasetSettings):
+    """A user's corpus as one folder per label."""
+
+    root: str = MISSING
+
+
+@dataclass
+class ManifestDatasetSettings(LabelledDatasetSettings):
     """A user's corpus listed in a CSV or JSONL manifest."""
 
     path: str = MISSING
-    classes: Optional[list[str]] = MISSING  # noqa: UP045
-    label_map: Any = MISSING  # label -> class or null (Any: OmegaConf 2.3 cannot merge into a typed null)
 
 
 @dataclass

@@ -98,19 +98,24 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
+# The config group of each schema'd key (`test_dataset` is a `dataset` option).
+SCHEMA_GROUPS = {"dataset": "dataset", "test_dataset": "dataset", "features": "features", "cv": "cv"}
+
+
 def _schema_of(node: Any, prefix: str, base: type) -> type:
     """The dataclass a group option names as its schema (ser.settings.data)."""
     schema = OmegaConf.get_type(node) if OmegaConf.is_config(node) else None
     if not isinstance(schema, type) or not issubclass(schema, base):
+        group = SCHEMA_GROUPS[prefix]
         raise ConfigError(
-            f"{prefix} is not a {prefix.split('.')[0]} config of this project: its defaults list must name a "
-            f"schema first (e.g. /schema/{prefix}@_here_: ..., ser/settings/data.py), got {_plain(node)!r}"
+            f"{prefix} is not a {group} config of this project: its defaults list must name a schema "
+            f"first (e.g. /schema/{group}@_here_: ..., ser/settings/data.py), got {_plain(node)!r}"
         )
     return schema
 
 
 def typed_group(node: Any, prefix: str, base: type) -> Any:
-    """The typed settings of a schema'd group option (`dataset`, `features`, `cv`)."""
+    """The typed settings of a schema'd group option (`dataset`, `test_dataset`, `features`, `cv`)."""
     schema = _schema_of(node, prefix, base)
     values = _plain(node)
     known = {item.name for item in fields(schema)}
@@ -120,11 +125,12 @@ def typed_group(node: Any, prefix: str, base: type) -> Any:
     return build(schema, prefix, values)
 
 
-def dataset_settings(cfg: DictConfig, key: str = "dataset") -> DatasetSettings:
-    """The typed `dataset` (or `test_dataset`) of a composed config, its values checked."""
-    check_resolves(cfg, (key, "features"))
+def dataset_settings(cfg: DictConfig) -> DatasetSettings:
+    """The typed `dataset` of a composed config, it and its `features` checked (the data
+    summary's settings: the groups it uses)."""
+    check_resolves(cfg, ("dataset", "features"))
     typed_group(cfg.features, "features", FeatureRecipe)
-    return typed_group(cfg[key], key, DatasetSettings)
+    return typed_group(cfg.dataset, "dataset", DatasetSettings)
 
 
 def _node(cfg: DictConfig, key: str) -> dict[str, Any]:
@@ -178,9 +184,10 @@ def _cross_corpus(cfg: DictConfig) -> CrossCorpusSettings | None:
 def settings_from_config(cfg: DictConfig, config_hash: str = "", run_config: dict[str, Any] | None = None) -> Settings:
     """The typed, checked settings of a composed run config (see the module doc)."""
     check_resolves(cfg)
-    dataset = dataset_settings(cfg)
-    test_dataset = dataset_settings(cfg, "test_dataset") if cfg.get("test_dataset") is not None else None
     features = typed_group(cfg.features, "features", FeatureRecipe)
+    dataset = typed_group(cfg.dataset, "dataset", DatasetSettings)
+    has_target = cfg.get("test_dataset") is not None
+    test_dataset = typed_group(cfg.test_dataset, "test_dataset", DatasetSettings) if has_target else None
     trainer = build(TrainerSettings, "trainer", {"node": _node(cfg, "trainer")})
     cv = typed_group(cfg.cv, "cv", CVSettings)
     fusion = _fusion(cfg)

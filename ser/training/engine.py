@@ -216,7 +216,7 @@ def run_experiment(
     if stacked and pending:  # every pending unit in one Trainer (cv.stack)
         if progress is not None and writer:
             print(f"[ser] {experiment}: {progress.line(protocol.announce_together(pending, len(units)))}", flush=True)
-        run_stacked(settings, datamodule, pending, output_dir, experiment, run_config, keep)
+        run_stacked(settings, datamodule, pending, output_dir, experiment, keep)
         pending = []
     for unit in pending:  # one unit after another
         log.info(
@@ -226,7 +226,7 @@ def run_experiment(
         if progress is not None and writer:
             print(f"[ser] {experiment}: {progress.line(protocol.announce(unit, len(units)))}", flush=True)
         keep(run_fold(
-            settings, datamodule, unit.index, unit.train_rows, unit.test_rows, output_dir, experiment, run_config
+            settings, datamodule, unit.index, unit.train_rows, unit.test_rows, output_dir, experiment
         ))
         if progress is not None:
             progress.done()

@@ -100,7 +100,6 @@ def prepare_fold(
     test_rows: Any,
     output_dir: Path,
     experiment: str,
-    run_config: dict[str, Any],
     stacked: bool = False,
 ) -> FoldRun:
     """Seed the fold, carve its validation split, build its fresh module, find the
@@ -121,7 +120,7 @@ def prepare_fold(
     resumed_epoch = None if resume_from is None else resume.checkpoint_epoch(resume_from)
     history = fold_history(settings, output_dir, fold, resumed_epoch)
     loggers = wandb_runs.fold_loggers(
-        settings.logger, experiment, fold, run_config, wandb_runs.run_tags(settings), history.wandb_id,
+        settings.logger, experiment, fold, settings.run_config, wandb_runs.run_tags(settings), history.wandb_id,
         concurrent=stacked,
     )
     return FoldRun(
@@ -184,7 +183,6 @@ def run_fold(
     test_rows: Any,
     output_dir: Path,
     experiment: str,
-    run_config: dict[str, Any],
 ) -> dict[str, Any]:
     """Train a fresh model on one fold and test the weights `cv.select` picks.
 
@@ -192,7 +190,7 @@ def run_fold(
     `cv.select=best_val_uar`, the epoch best on the fold's validation split. An
     interrupted fold continues from its `last.ckpt` (ser.training.resume).
     """
-    run = prepare_fold(settings, datamodule, fold, train_rows, test_rows, output_dir, experiment, run_config)
+    run = prepare_fold(settings, datamodule, fold, train_rows, test_rows, output_dir, experiment)
     started = time.time()
     try:
         trainer = build_trainer(

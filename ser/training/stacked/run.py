@@ -78,7 +78,6 @@ def run_stacked(
     units: Sequence[Unit],
     output_dir: Path,
     experiment: str,
-    run_config: dict[str, Any],
     record: Callable[[dict[str, Any]], None],
 ) -> None:
     """Train `units` together, then test each and hand its result to `record`."""
@@ -87,7 +86,7 @@ def run_stacked(
         for unit in units:
             runs.append(prepare_fold(
                 settings, datamodule, unit.index, unit.train_rows, unit.test_rows, output_dir, experiment,
-                run_config, stacked=True,
+                stacked=True,
             ))
         tracks = [FoldTrack(settings, run) for run in runs]
         for run in runs:
