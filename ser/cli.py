@@ -17,17 +17,19 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from hydra.errors import ConfigCompositionException, InstantiationException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from ser.errors import ConfigError, InputError
+from ser.settings.rules import field_rule, shown
 
 # Set to 1 to see the traceback of an expected error too (a developer's switch).
 TRACEBACK_ENV = "SER_TRACEBACK"
 HYDRA_FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
+T = TypeVar("T")
 
 
 def show_traceback() -> bool:
@@ -62,9 +64,27 @@ def run_cli(function: Callable[[Any], Any], cfg: Any) -> Any:
         exit_with(str(cause))
 
 
+def schema_refusal(error: BaseException) -> str | None:
+    """A value a group's schema (ser.settings.data) refused as the config was composed,
+    said as the settings' own check says it (`cv.folds=abc: expected a whole number >= 2,
+    or null`); None for any other error, or a field without a range."""
+    cause = error.__cause__
+    if not isinstance(cause, ValidationError):
+        return None
+    schema, key = getattr(cause, "object_type", None), getattr(cause, "key", None)
+    if not isinstance(schema, type) or not dataclasses.is_dataclass(schema) or not isinstance(key, str):
+        return None
+    rule = field_rule(schema, key)
+    return None if rule is None else f"{cause.full_key}={shown(cause.value)}: expected {rule.describe()}"
+
+
 def hydra_error_message(error: BaseException) -> str:
     """One line of a Hydra error about the command line (an unknown key or option, an override
-    that does not parse); Hydra's own text spans several lines and lists its search path."""
+    that does not parse, a value of the wrong type); Hydra's own text spans several lines and
+    lists its search path."""
+    refused = schema_refusal(error)
+    if refused is not None:
+        return refused
     lines = []
     for line in (line.strip() for line in str(error).splitlines()):
         if line.startswith(("Config search path", "See https://", "Available options in")):
@@ -123,8 +143,8 @@ def describe_arguments(schema: type) -> str:
     return "\n".join(lines)
 
 
-def parse_key_values(argv: Sequence[str], schema: type, usage: str) -> DictConfig:
-    """Parse Hydra-style ``key=value`` arguments into the dataclass ``schema``'s config.
+def parse_key_values(argv: Sequence[str], schema: type[T], usage: str) -> T:
+    """Parse Hydra-style ``key=value`` arguments into an instance of the dataclass ``schema``.
 
     The small entry points (``python -m ser.tools.predict``, ``ser.tools.export``) use this instead
     of ``@hydra.main``, which would create an output directory per call. Unknown keys,
@@ -148,4 +168,4 @@ def parse_key_values(argv: Sequence[str], schema: type, usage: str) -> DictConfi
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"missing required argument(s): {', '.join(f'{k}=...' for k in missing)}\n{usage}")
-    return cfg
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]

@@ -38,12 +38,19 @@ def train_main(cfg: DictConfig) -> float:
     return run_cli(train, cfg)
 
 
+def summarise(cfg: DictConfig) -> object:
+    """The summary of the dataset `cfg` describes, its settings typed and checked first
+    (as a run checks them: ser.settings), printed and returned."""
+    from ser.data.summary import summarise_dataset
+    from ser.settings import dataset_settings
+
+    return summarise_dataset(dataset_settings(cfg))
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=ROOT_CONFIG)
 def summary_main(cfg: DictConfig) -> None:
     """`ser-data [OVERRIDES]`: the summary of the dataset the composed config describes."""
-    from ser.data.summary import summarise_config
-
-    run_cli(summarise_config, cfg)
+    run_cli(summarise, cfg)
 
 
 def train() -> None:

@@ -1,4 +1,6 @@
-"""Numeric settings are checked once, at the start, and a bad one is named (ser.settings)."""
+"""Numeric settings are checked once, at the start, and a bad one is named (ser.settings).
+
+(Every shipped config option building its typed settings: tests/test_typed_settings.py.)"""
 
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from ser.cli import run_cli
-from ser.settings import SettingError, validate_settings
+from ser.settings import ConfigError, SettingError
 from ser.training.engine import train
-from tests.helpers.config import CONF, ROOT, TINY, compose_config
+from tests.helpers.config import ROOT, TINY, compose_config, typed_config
 
 # The tiny corpus and run, with the user's defaults: progress bar on, W&B offline.
 TINY_DEFAULTS = [o for o in TINY if not o.startswith(("progress=", "trainer.max_epochs="))]
@@ -64,35 +66,18 @@ def test_the_first_bad_setting_is_named_before_anything_runs(
 
 
 def test_the_dataset_summary_checks_its_settings(capsys: pytest.CaptureFixture) -> None:
-    from ser.data.summary import summarise_config
+    from ser.commands import summarise
 
     cfg = compose_config(["dataset.batch_size=0", "trainer.max_epochs=-1"])
     with pytest.raises(SystemExit):
-        run_cli(summarise_config, cfg)
+        run_cli(summarise, cfg)
     # Only the groups a summary uses: the trainer's epochs are not its business.
     assert capsys.readouterr().err.strip() == "error: dataset.batch_size=0: expected a whole number >= 1"
 
 
-def shipped_configs() -> list[list[str]]:
-    """Every dataset, experiment, ablation switch and feature choice the repository ships."""
-    names = lambda group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))  # noqa: E731
-    configs = [[f"dataset={name}"] for name in names("dataset")]
-    # An experiment of a corpus (experiment=paper) needs the corpus chosen.
-    configs += [[f"experiment={name}", "dataset=emodb"] for name in names("experiment")]
-    configs += [[f"model/{group}={name}"] for group in ("kernels", "se", "regularizer") for name in names(f"model/{group}")]
-    configs += [[f"features={name}"] for name in names("features")]
-    configs += [["model=timnet"], ["cv=speaker"], ["cv=predefined", "cv.select=best_val_uar"], ["callbacks=early_stopping", "cv.validation=0.1"],
-                ["task=cross_corpus", "+dataset@test_dataset=synthetic"], ["debug=fast"]]
-    return configs
-
-
-@pytest.mark.parametrize("overrides", shipped_configs(), ids=" ".join)
-def test_every_shipped_config_passes(overrides: list[str]) -> None:
-    validate_settings(compose_config(overrides))
-
-
-def test_unset_mandatory_values_are_left_to_their_own_check() -> None:
-    # dataset=timnet_npy has `path: ???`; its DataModule says to pass dataset.path=FILE.
-    validate_settings(compose_config(["dataset=timnet_npy"]))
+def test_an_unset_mandatory_value_is_named_before_any_range() -> None:
+    # dataset=timnet_npy has `path: ???`: named first, as the value to pass.
+    with pytest.raises(ConfigError, match=r"^Missing mandatory value: dataset.path$"):
+        typed_config(["dataset=timnet_npy", "dataset.corpus=emodb"])
     with pytest.raises(SettingError, match=r"^dataset.batch_size=0: "):
-        validate_settings(compose_config(["dataset=timnet_npy", "dataset.batch_size=0"]))
+        typed_config(["dataset=timnet_npy", "dataset.corpus=emodb", "dataset.path=x.npy", "dataset.batch_size=0"])

@@ -13,6 +13,8 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import TYPE_CHECKING
 
+from ser.settings.data import register_schemas
+
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
@@ -20,6 +22,11 @@ CONFIG_MODULE = __name__
 # What `@hydra.main(config_path=...)` takes.
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 ROOT_CONFIG = "train"
+
+# The groups' schemas (ser.settings.data), which their options name in their defaults
+# lists: registered before any reader composes a config, since every reader finds the
+# configs through this package.
+register_schemas()
 
 
 def group_files(group: str) -> list[Traversable]:

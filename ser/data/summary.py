@@ -7,6 +7,7 @@ quick check that a download is complete and where it is pointed.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import warnings
 from dataclasses import dataclass, field
@@ -15,13 +16,12 @@ from typing import Any
 
 import soundfile
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from ser.data.audio import check_header
-from ser.settings import check_resolves, validate_settings
+from ser.settings.data import DatasetSettings
 
 
 @dataclass
@@ -60,9 +60,9 @@ class DatasetSummary:
         return all(row.ok for row in self.classes) and all(row.ok for row in self.speakers)
 
 
-def datamodule_from_config(cfg: DictConfig) -> Any:
+def datamodule_from_settings(settings: DatasetSettings) -> Any:
     """The configured DataModule, built as the training driver builds it (nothing loaded yet)."""
-    return instantiate(cfg.dataset, _recursive_=False, _convert_="all")
+    return instantiate(dataclasses.asdict(settings), _recursive_=False, _convert_="all")  # type: ignore[call-overload]
 
 
 def durations(paths: list[str]) -> tuple[dict[str, float] | None, list[dict[str, str]]]:
@@ -180,11 +180,10 @@ def print_summary(summary: DatasetSummary, console: Console | None = None) -> No
     )
 
 
-def summarise_config(cfg: DictConfig) -> DatasetSummary:
-    """Build the configured dataset, print its summary and return it."""
-    check_resolves(cfg, ("dataset", "features"))
-    validate_settings(cfg, groups=("dataset", "features"))
-    summary = summarise(datamodule_from_config(cfg))
+def summarise_dataset(settings: DatasetSettings) -> DatasetSummary:
+    """Build the configured dataset (`ser-data`: ser.commands.summarise), print its
+    summary and return it."""
+    summary = summarise(datamodule_from_settings(settings))
     print_summary(summary)
     return summary
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import OmegaConf
 from torch import nn
 
 from ser.cli import parse_key_values, run_cli
@@ -152,7 +152,8 @@ def build_variant(variant: Variant, num_classes: int, input_dim: int) -> tuple[s
     from ser.training.implementation import instantiate_network
 
     cfg = compose_model(variant.overrides)
-    net = instantiate_network(cfg.model.net, "cpu", num_classes=num_classes, input_dim=input_dim)
+    net_settings = OmegaConf.to_container(cfg.model.net, resolve=True)
+    net = instantiate_network(net_settings, "cpu", num_classes=num_classes, input_dim=input_dim)
     return str(cfg.variant), net
 
 
@@ -284,7 +285,7 @@ class ComplexityArguments:
     out: str | None = field(default=None, metadata={"help": "also write .json or .md"})
 
 
-def report(args: DictConfig) -> list[ComplexityRow]:
+def report(args: ComplexityArguments) -> list[ComplexityRow]:
     """Print (and with ``out=`` write) the report the arguments ask for."""
     rows = complexity_report(
         args.corpus, args.frames, args.runs, latency=args.latency, threads=args.threads,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING
 
 from ser import __version__
 from ser.cli import parse_key_values, run_cli
@@ -139,7 +139,7 @@ def read_torchscript_metadata(path: str | Path) -> dict[str, Any]:
     return json.loads(files[TORCHSCRIPT_METADATA_FILE])
 
 
-def run(args: DictConfig) -> Path:
+def run(args: ExportArguments) -> Path:
     if args.format not in FORMATS:  # before loading anything
         raise ConfigError(f"format={args.format!r}: expected one of {', '.join(FORMATS)}")
     suffix = ".onnx" if args.format == "onnx" else ".pt"

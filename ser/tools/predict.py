@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING
 
 from ser.cli import parse_key_values, run_cli
 from ser.tools.inference import (
@@ -97,7 +97,7 @@ def print_table(
     console.print(table)
 
 
-def predict(args: DictConfig) -> list[Prediction]:
+def predict(args: PredictArguments) -> list[Prediction]:
     """Run the CLI's work on parsed arguments; returns the predictions."""
     device = resolve_device(str(args.device))
     files = find_audio_files(args.audio)  # before loading the model: fail fast on a typo

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from ser.errors import InputError
 from ser.tracking import results
@@ -78,7 +78,7 @@ def lock_folds(only_folds: Any) -> list[int] | None:
     """The folds a job locks: None for a run of every fold, else `cv.only_folds` as a list."""
     if only_folds is None:
         return None
-    chosen = list(only_folds) if isinstance(only_folds, list | tuple | ListConfig) else [only_folds]
+    chosen = list(only_folds) if isinstance(only_folds, list | tuple) else [only_folds]
     if not chosen or not all(isinstance(fold, int) and fold >= 0 for fold in chosen):
         raise OutputDirectoryError(
             f"cv.only_folds={chosen} must name folds by number (an int or a list of ints); "
@@ -184,8 +184,9 @@ def open_log_files() -> None:
             handler.open_file()
 
 
-def save_hydra_record(cfg: DictConfig) -> None:
-    """Write the current Hydra job's `.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`.
+def save_hydra_record(config_yaml: str) -> None:
+    """Write the current Hydra job's `.hydra/config.yaml` (`config_yaml`: the composed
+    config, its interpolations unresolved, as Hydra writes it), `hydra.yaml`, `overrides.yaml`.
 
     The files Hydra writes with `hydra.output_subdir=.hydra`, in the job's directory
     (`hydra.runtime.output_dir`). Nothing without Hydra (tests, notebooks), nor when
@@ -200,16 +201,16 @@ def save_hydra_record(cfg: DictConfig) -> None:
     if hydra_cfg.hydra.output_subdir is not None:
         return
     directory = Path(hydra_cfg.hydra.runtime.output_dir) / HYDRA_DIR
-    for name, node in (
-        ("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", hydra_cfg.hydra.overrides.task),
+    for name, text in (
+        ("config.yaml", config_yaml.encode()), ("hydra.yaml", OmegaConf.to_yaml(hydra_cfg).encode()),
+        ("overrides.yaml", OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task).encode()),
     ):
-        text = OmegaConf.to_yaml(node).encode()
         atomic_write(directory / name, lambda stream, text=text: stream.write(text))
 
 
 @contextmanager
 def claim_output_dir(
-    cfg: DictConfig, output_dir: Path, config_hash: str, only_folds: Any = None, writer: bool = True,
+    config_yaml: str, output_dir: Path, config_hash: str, only_folds: Any = None, writer: bool = True,
     data_hash: str | None = None, unit_paths: Sequence[Path] = (),
 ) -> Iterator[None]:
     """Hold `output_dir` for this run: check, lock, check again, record the Hydra job.
@@ -219,7 +220,7 @@ def claim_output_dir(
     (another run holds the directory or one of the folds `only_folds` names) before
     anything is written. The locks are released when the block ends. A process that is
     not the `writer` (DDP ranks other than zero) only checks: rank zero locks and writes
-    for every rank.
+    for every rank. `config_yaml` is the composed config for Hydra's record (`save_hydra_record`).
     """
     check_unclaimed(output_dir, config_hash, data_hash, unit_paths)
     if not writer:
@@ -229,7 +230,7 @@ def claim_output_dir(
     locks = take_locks(output_dir, lock_folds(only_folds))
     try:
         check_unclaimed(output_dir, config_hash, data_hash, unit_paths)  # a run that finished while we checked
-        save_hydra_record(cfg)
+        save_hydra_record(config_yaml)
         open_log_files()
         yield
     finally:

@@ -1,7 +1,8 @@
 """Experiment loggers per fold (composed: `logger=[wandb,csv]`), and the W&B summary run.
 
 `logger` is a mapping of logger name to its config (ser/conf/logger/*.yaml, each file one
-entry, as in lightning-hydra-template), or null (`logger=none`). Each fold gets every
+entry, as in lightning-hydra-template), or null (`logger=none`), typed as
+ser.settings.groups.LoggerSettings. Each fold gets every
 configured logger: W&B one run per fold (job type `fold`), CSV a `fold_KK` version.
 W&B runs are grouped by experiment and tagged with the corpus, variant, features, task
 and sweep, so a workspace groups and filters them by experiment and by sweep.
@@ -16,77 +17,42 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
-from ser.settings import ConfigError
+from ser.settings import Settings
+from ser.settings.groups import LoggerSettings
 
 log = logging.getLogger(__name__)
 
-WANDB_TARGET_SUFFIX = "WandbLogger"
 
-
-def logger_configs(logger_cfg: Any) -> dict[str, DictConfig]:
-    """The configured loggers by name; {} for `logger=none`."""
-    if logger_cfg is None:
-        return {}
-    if not isinstance(logger_cfg, DictConfig) or "_target_" in logger_cfg:
-        raise ConfigError(
-            "logger must map logger names to logger configs (logger=wandb, logger=csv, "
-            "logger=[wandb,csv] or logger=none), as the files of ser/conf/logger do"
-        )
-    configs = {}
-    for name, entry in logger_cfg.items():
-        if entry is None:
-            continue
-        if not isinstance(entry, DictConfig) or "_target_" not in entry:
-            raise ConfigError(
-                f"logger.{name} must be a logger config with a _target_, got {entry!r} (choose "
-                f"loggers with logger=wandb, logger=csv or logger=[wandb,csv]; W&B's settings are "
-                f"logger.wandb.*, e.g. logger.wandb.mode=online)"
-            )
-        configs[str(name)] = entry
-    return configs
-
-
-def is_wandb(entry: DictConfig) -> bool:
-    return str(entry.get("_target_", "")).endswith(WANDB_TARGET_SUFFIX)
-
-
-def wandb_config(logger_cfg: Any) -> DictConfig | None:
-    """The W&B logger's config, if W&B is one of the loggers."""
-    return next((entry for entry in logger_configs(logger_cfg).values() if is_wandb(entry)), None)
-
-
-def new_run_id(logger_cfg: Any) -> str | None:
+def new_run_id(logger: LoggerSettings) -> str | None:
     """A fresh W&B run id when W&B logs this run, else None."""
-    if wandb_config(logger_cfg) is None:
+    if logger.wandb is None:
         return None
     # Any string of letters and digits is a valid id; W&B's own generator is not public API
     # (wandb.util.generate_id is gone in wandb 0.31).
     return uuid.uuid4().hex[:12]
 
 
-def run_tags(cfg: DictConfig) -> list[str]:
+def run_tags(settings: Settings) -> list[str]:
     """The tags of every W&B run of an experiment: what it is, the sweep it belongs to
     (ser.tracking.provenance.sweep_name) and the user's own (`logger.wandb.tags`)."""
     from ser.tracking.provenance import sweep_name
 
     sweep = sweep_name()
-    tags = [f"corpus={cfg.dataset.corpus}", f"variant={cfg.get('variant')}",
-            f"features={cfg.features.kind}"]
-    task = OmegaConf.select(cfg, "task._target_", default=None)
-    if task:
-        tags.append(f"task={str(task).rsplit('.', 1)[-1]}")
+    tags = [f"corpus={settings.dataset.corpus}", f"variant={settings.variant}",
+            f"features={settings.features.kind}"]
+    if settings.task:
+        tags.append(f"task={settings.task_name}")
     if sweep:
         tags.append(f"sweep={sweep}")
-    entry = wandb_config(cfg.get("logger"))
+    entry = settings.logger.wandb
     own = (entry.get("tags") if entry is not None else None) or []
     return [*tags, *(str(tag) for tag in own if str(tag) not in tags)]
 
 
 def fold_loggers(
-    logger_cfg: Any, experiment: str, fold: int, run_config: dict[str, Any],
+    logger: LoggerSettings, experiment: str, fold: int, run_config: dict[str, Any],
     tags: Sequence[str] = (), run_id: str | None = None, concurrent: bool = False,
 ) -> list[Any]:
     """The Lightning loggers of one fold, one per configured logger.
@@ -98,8 +64,8 @@ def fold_loggers(
     global run, which Lightning's logger would otherwise reuse for every fold.
     """
     loggers = []
-    for entry in logger_configs(logger_cfg).values():
-        if not is_wandb(entry):
+    for entry in logger.nodes.values():
+        if not logger.is_wandb(entry):
             loggers.append(instantiate(entry, version=f"fold_{fold:02d}"))
             continue
         # The config goes to wandb.init, which Lightning calls on rank zero only: reading
@@ -107,7 +73,7 @@ def fold_loggers(
         # (A partial, since `config` is also the name of instantiate's own argument.)
         settings = {key: value for key, value in entry.items() if key != "tags"}
         factory = instantiate(
-            OmegaConf.create(settings), _partial_=True, name=f"{experiment}-fold{fold:02d}",
+            settings, _partial_=True, name=f"{experiment}-fold{fold:02d}",
             group=experiment, job_type=entry.get("job_type", "fold"), tags=list(tags),
             id=run_id, resume="allow", **({"reinit": "create_new"} if concurrent else {}),
         )
@@ -163,7 +129,7 @@ FOLD_COLUMNS = ("num_test", "test/uar", "test/war", "val/uar", "epochs", "second
 
 
 def log_summary_run(
-    logger_cfg: Any,
+    logger: LoggerSettings,
     experiment: str,
     folds: list[dict[str, Any]],
     summary: dict[str, Any],
@@ -174,13 +140,11 @@ def log_summary_run(
 ) -> None:
     """A W&B run of job type `summary`: the per-fold table, mean +- std, the run's config
     and `images` (W&B key -> image file: the run's figures, the t-SNE plot)."""
-    entry = wandb_config(logger_cfg)
-    if entry is None:
+    settings = logger.wandb
+    if settings is None:
         return
     import wandb
 
-    settings = OmegaConf.to_container(entry, resolve=True)
-    assert isinstance(settings, dict)
     run = wandb.init(
         project=settings.get("project"), entity=settings.get("entity"),
         mode=settings.get("mode", "offline"), dir=str(settings.get("save_dir") or output_dir),

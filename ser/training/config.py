@@ -1,5 +1,9 @@
 """What a run's config defines: the part that changes results, its hash, and where it writes.
 
+The engine's own helpers: they read the composed `DictConfig` (the hash is computed from
+it as composed), and `typed_settings` turns it into the typed settings (ser.settings)
+that everything below the engine takes, the hash and the defining config included.
+
 The config hash identifies an experiment: a fold file, a results.json and a `last.ckpt`
 are reused only by a run with the same hash, and an output directory holding another
 hash's results is refused (ser.tracking.output_dir). Settings that say where and how a
@@ -9,6 +13,7 @@ directories (or fold-parallel jobs of one experiment) share a hash.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -16,7 +21,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ser.settings import ConfigError
+from ser.errors import ConfigError
+from ser.settings import Settings, settings_from_config
 from ser.training.gather import JOB_CV_KEYS
 
 # Settings proven not to change what is computed, each for a reason; everything else,
@@ -71,6 +77,7 @@ def output_directory(cfg: DictConfig) -> Path:
         ) from error
 
 
-def split_seed(cfg: DictConfig, datamodule: Any) -> int:
-    """`cv.seed`, or the corpus's TIM-Net seed when it is null."""
-    return int(cfg.cv.seed if cfg.cv.seed is not None else datamodule.corpus.split_seed)
+def typed_settings(cfg: DictConfig) -> Settings:
+    """The typed, checked settings of `cfg` (ser.settings), with its hash and defining config."""
+    settings = settings_from_config(cfg)  # checks every setting before the hash resolves them
+    return dataclasses.replace(settings, config_hash=config_hash(cfg), run_config=defining_config(cfg))

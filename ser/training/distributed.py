@@ -14,11 +14,11 @@ from __future__ import annotations
 import warnings
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from ser.errors import ConfigError
 from ser.settings import usable_cores
+from ser.settings.groups import TrainerSettings
 
 # Strategies that run fit and test in worker processes started by Lightning itself: the
 # test predictions would stay in the workers, never reaching the driver's results.
@@ -45,16 +45,15 @@ def is_global_zero() -> bool:
     return int(getattr(rank_zero_only, "rank", 0) or 0) == 0
 
 
-def uses_several_processes(trainer_cfg: DictConfig) -> bool:
+def uses_several_processes(trainer: TrainerSettings) -> bool:
     """Whether the trainer may run more than one process (devices or nodes beyond one)."""
-    devices = trainer_cfg.get("devices", 1)
-    return str(devices) not in ("1", "[0]") or int(trainer_cfg.get("num_nodes", 1) or 1) > 1
+    return str(trainer.devices) not in ("1", "[0]") or int(trainer.get("num_nodes") or 1) > 1
 
 
-def check_devices(trainer_cfg: DictConfig) -> None:
+def check_devices(trainer: TrainerSettings) -> None:
     """Refuse an accelerator this machine lacks, or more devices than it has, before Lightning
     fails on it with a traceback or, for CPU processes, starts them all and hangs."""
-    accelerator = str(trainer_cfg.get("accelerator", "auto")).lower()
+    accelerator = trainer.accelerator.lower()
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if accelerator in ("gpu", "cuda") and not gpus:
         raise LaunchError(
@@ -65,12 +64,12 @@ def check_devices(trainer_cfg: DictConfig) -> None:
         raise LaunchError("trainer.accelerator=mps, but this machine has no Apple GPU; use trainer.accelerator=cpu (or auto)")
     if accelerator not in ("auto", "cpu", "gpu", "cuda", "mps"):
         raise LaunchError(f"trainer.accelerator={accelerator}: expected auto, cpu, gpu, cuda or mps")
-    devices = trainer_cfg.get("devices", 1)
+    devices = trainer.devices
     on_gpu = accelerator not in ("cpu", "mps") and gpus > 0
     available, what = (gpus, "GPUs") if on_gpu else (usable_cores(), "CPU cores (one process per device)")
     if isinstance(devices, int) and not isinstance(devices, bool):
         wanted = devices
-    elif OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
+    elif isinstance(devices, list | tuple):
         wanted = len(devices) if on_gpu else max(len(devices), 1)
         if on_gpu and any(not isinstance(i, int) or not 0 <= i < gpus for i in devices):
             raise LaunchError(f"trainer.devices={list(devices)}: expected GPU indices in 0..{gpus - 1}")
@@ -84,7 +83,7 @@ def check_devices(trainer_cfg: DictConfig) -> None:
         )
 
 
-def check_launch(cfg: DictConfig) -> None:
+def check_launch(trainer: TrainerSettings) -> None:
     """Refuse trainer settings this machine or this driver cannot run correctly.
 
     - an accelerator the machine lacks, or more devices than it has (`check_devices`);
@@ -94,13 +93,10 @@ def check_launch(cfg: DictConfig) -> None:
       line, i.e. the whole sweep, in every extra process. DDP jobs of a sweep need
       processes started by the cluster (SLURM tasks through submitit, torchrun).
     """
-    trainer_cfg = cfg.get("trainer")
-    if trainer_cfg is None:
+    check_devices(trainer)
+    if not uses_several_processes(trainer):
         return
-    check_devices(trainer_cfg)
-    if not uses_several_processes(trainer_cfg):
-        return
-    strategy = str(trainer_cfg.get("strategy", "auto"))
+    strategy = trainer.strategy
     if any(kind in strategy for kind in WORKER_PROCESS_STRATEGIES):
         raise LaunchError(
             f"trainer.strategy={strategy} runs fit and test in worker processes whose test "

@@ -8,6 +8,8 @@ already finished with this config hash, trains the others one at a time
 result atomically as it ends, and finally results.json, the table, the W&B summary run
 and the objective for sweepers. Under DDP rank zero alone writes; of fold-parallel jobs
 (`cv.only_folds`) the last to finish gathers results.json (ser.training.gather).
+The composed config becomes typed settings once (ser.settings); nothing below the
+engine sees the DictConfig.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import FoldDataModule
-from ser.settings import ConfigError, check_resolves, validate_settings
+from ser.errors import ConfigError
+from ser.settings import Settings
 from ser.tracking import config_tree, embeddings, figures, provenance, results, wandb_runs
 from ser.tracking.output_dir import check_unclaimed, claim_output_dir
 from ser.tracking.progress import RunProgress
 from ser.training import distributed, gather
 from ser.training.build import check_network, check_trainer
-from ser.training.config import config_hash, defining_config, output_directory
+from ser.training.config import output_directory, typed_settings
 from ser.training.fold import ExperimentContext, run_fold
 from ser.training.implementation import check_implementation
 from ser.training.protocols.base import ExperimentProtocol, Unit
@@ -39,24 +42,24 @@ from ser.training.stacked.run import run_stacked
 log = logging.getLogger(__name__)
 
 
-def check_objective(cfg: DictConfig) -> None:
+def check_objective(settings: Settings) -> None:
     """Refuse, before training, an `objective` the run will not measure."""
-    objective = str(cfg.get("objective") or "test/uar")
-    with_validation = cfg.cv.get("validation") is not None
+    objective = settings.objective
+    with_validation = settings.cv.validation is not None
     measured = [*results.METRICS, *(results.OPTIONAL_METRICS if with_validation else ())]
     if objective not in measured:
         needs = " (val/... needs cv.validation, e.g. cv.validation=0.1)" if not with_validation else ""
         raise ConfigError(f"objective={objective} is not measured by this run; expected one of {measured}{needs}")
 
 
-def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float:
-    """What train() returns to a sweeper: the mean over units of `cfg.objective`.
+def objective_value(settings: Settings, summary: dict[str, Any]) -> float:
+    """What train() returns to a sweeper: the mean over units of `objective`.
 
     The default, test/uar, is the figure to report. A search that chooses settings by
     it chooses on the test folds, so the hpo sweep sets `objective=val/uar` with a
     validation split carved from each training fold.
     """
-    objective = str(cfg.get("objective") or "test/uar")
+    objective = settings.objective
     key = f"{objective}_mean"
     if key not in summary:
         raise ConfigError(
@@ -67,16 +70,16 @@ def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float:
     return float(summary[key])
 
 
-def build_protocol(cfg: DictConfig) -> ExperimentProtocol:
-    """The protocol `task._target_` names, built with the run's config."""
+def build_protocol(cfg: DictConfig, settings: Settings) -> ExperimentProtocol:
+    """The protocol `task._target_` names, built with the run's typed settings."""
     task = cfg.get("task")
     if not isinstance(task, DictConfig) or "_target_" not in task:
         raise ConfigError(
             f"task must be a task config with a _target_ (task=cross_validation or "
             f"task=cross_corpus), got {task!r}"
         )
-    # A partial: the protocol takes the whole run config, not a copy merged into `task`.
-    protocol = instantiate(task, _partial_=True)(cfg)
+    # A partial: the protocol takes the run's settings, not a copy merged into `task`.
+    protocol = instantiate(task, _partial_=True)(settings)
     if not isinstance(protocol, ExperimentProtocol):
         raise ConfigError(f"task._target_={task._target_} is not a protocol (ser.training.protocols)")
     return protocol
@@ -85,32 +88,31 @@ def build_protocol(cfg: DictConfig) -> ExperimentProtocol:
 def train(cfg: DictConfig) -> float:
     """Run the experiment `cfg` describes; return the mean of `objective` over its units."""
     output_dir = output_directory(cfg)
-    check_resolves(cfg)
-    validate_settings(cfg)
-    check_selection(cfg)
-    check_objective(cfg)
-    implementation = check_implementation(cfg)
-    check_network(cfg)
-    wandb_runs.logger_configs(cfg.get("logger"))  # a malformed `logger` fails before any work
-    distributed.check_launch(cfg)
-    check_trainer(cfg)
-    stacked = resolve_stacking(cfg)
-    protocol = build_protocol(cfg)
-    this_hash = config_hash(cfg)
+    settings = typed_settings(cfg)  # every setting checked, once; nothing below sees `cfg`
+    check_selection(settings)
+    check_objective(settings)
+    implementation = check_implementation(settings)
+    check_network(settings.model)
+    distributed.check_launch(settings.trainer)
+    check_trainer(settings.trainer)
+    stacked = resolve_stacking(settings)
+    protocol = build_protocol(cfg, settings)
+    this_hash = settings.config_hash
     check_unclaimed(output_dir, this_hash)  # another configuration's directory: before reading the data
     writer = distributed.is_global_zero()
+    resolved = OmegaConf.to_container(cfg, resolve=True)
     if writer:
-        config_tree.print_config_tree(cfg)
+        config_tree.print_config_tree(resolved)
     datamodule = protocol.prepare()
     # The data's identity is part of what a rerun must find again: a directory whose work
     # was done on other data is refused, or locked for this run's units, before anything
     # is written into it.
     unit_paths = [protocol.unit_path(output_dir, unit.index) for unit in protocol.units()]
     with claim_output_dir(
-        cfg, output_dir, this_hash, protocol.only_units, writer=writer,
+        OmegaConf.to_yaml(cfg), output_dir, this_hash, protocol.only_units, writer=writer,
         data_hash=datamodule.data_identity(), unit_paths=unit_paths,
     ):
-        return run_experiment(cfg, protocol, datamodule, output_dir, implementation, stacked)
+        return run_experiment(settings, resolved, protocol, datamodule, output_dir, implementation, stacked)
 
 
 def finished_result(path: Path, this_hash: str, data_hash: str) -> dict[str, Any] | None:
@@ -122,12 +124,13 @@ def finished_result(path: Path, this_hash: str, data_hash: str) -> dict[str, Any
 
 
 def run_experiment(
-    cfg: DictConfig, protocol: ExperimentProtocol, datamodule: FoldDataModule, output_dir: Path,
-    implementation: str | None = None, stacked: bool = False,
+    settings: Settings, config: dict[str, Any], protocol: ExperimentProtocol, datamodule: FoldDataModule,
+    output_dir: Path, implementation: str | None = None, stacked: bool = False,
 ) -> float:
     """The units of `protocol` on its prepared `datamodule`, in the output directory `train`
     holds; returns the objective.
 
+    `config`: the resolved config, as config.yaml and results.json record it.
     `implementation`: what `model.net.implementation` resolved to on this run's device;
     `stacked`: whether the units train together (`cv.stack`, ser.training.stacked).
     """
@@ -135,16 +138,16 @@ def run_experiment(
     # Under DDP every process runs this function; rank zero alone writes files.
     writer = distributed.is_global_zero()
     if writer:
-        config_tree.save_config(cfg, output_dir)
+        config_tree.save_config(config, output_dir)
     experiment = protocol.experiment_name()
-    this_hash, data_hash = config_hash(cfg), datamodule.data_identity()
+    this_hash, data_hash = settings.config_hash, datamodule.data_identity()
     results_path = output_dir / results.RESULTS_FILE
     units = protocol.units()
     # Some units per job (fold-parallel jobs share the directory; ser.training.gather).
     parallel = protocol.only_units is not None
     selected = gather.select_folds(protocol.only_units, len(units))
-    run_config = defining_config(cfg)
-    context = ExperimentContext(output_dir, experiment, run_config)
+    run_config = settings.run_config
+    context = ExperimentContext(output_dir, experiment)
     units_key = protocol.results_key
     record: dict[str, Any] = {
         "experiment": experiment,
@@ -152,7 +155,7 @@ def run_experiment(
         "config_hash": this_hash,
         "data_hash": data_hash,
         **protocol.record(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": config,
         "implementation": implementation,
         "stacked": stacked,
         "versions": provenance.package_versions(),
@@ -197,11 +200,11 @@ def run_experiment(
                 results.atomic_write_json(record, results_path)
 
     # The run-level line (`progress`): which unit of how many, and the time left.
-    progress = RunProgress(len(pending)) if cfg.progress else None
+    progress = RunProgress(len(pending)) if settings.progress else None
     if stacked and pending:  # every pending unit in one Trainer (cv.stack)
         if progress is not None and writer:
             print(f"[ser] {experiment}: {progress.line(protocol.announce_together(pending, len(units)))}", flush=True)
-        run_stacked(cfg, datamodule, pending, context, keep)
+        run_stacked(settings, datamodule, pending, context, keep)
         pending = []
     for unit in pending:  # one unit after another
         log.info(
@@ -210,19 +213,19 @@ def run_experiment(
         )
         if progress is not None and writer:
             print(f"[ser] {experiment}: {progress.line(protocol.announce(unit, len(units)))}", flush=True)
-        keep(run_fold(cfg, datamodule, unit, context))
+        keep(run_fold(settings, datamodule, unit, context))
         if progress is not None:
             progress.done()
 
     if not writer:
-        return objective_value(cfg, results.summarise(finished))
+        return objective_value(settings, results.summarise(finished))
     if parallel:
         # Whichever job finds every unit finished writes results.json and the summary.
         try:
             record = gather.gather(output_dir)
         except gather.IncompleteError as waiting:
             print(f"[ser] {experiment}: folds {selected} finished; {waiting}", flush=True)
-            return objective_value(cfg, results.summarise(finished))
+            return objective_value(settings, results.summarise(finished))
         finished = record[units_key]
     summary = results.summarise(finished)
     record.update({units_key: finished, "summary": summary, "status": "complete"})
@@ -232,14 +235,14 @@ def run_experiment(
     results.print_table(f"{experiment}  ({output_dir})", rows, summary)
     if not parallel or gather.claim_summary(output_dir):  # one set of figures, one W&B summary run
         log_summary(
-            cfg, experiment, rows, summary, run_config, output_dir, datamodule.class_names,
+            settings, experiment, rows, summary, run_config, output_dir, datamodule.class_names,
             protocol.index_key,
         )
-    return objective_value(cfg, summary)
+    return objective_value(settings, summary)
 
 
 def log_summary(
-    cfg: DictConfig,
+    settings: Settings,
     experiment: str,
     rows: list[dict[str, Any]],
     summary: dict[str, Any],
@@ -253,13 +256,13 @@ def log_summary(
     # Drawn by the one job that writes the summary, from every unit's files.
     images = figures.write_run_figures(output_dir, rows, class_names, experiment, index_key)
     log.info("wrote %s", ", ".join(str(path) for path in images.values()))
-    if OmegaConf.select(cfg, "plots.embeddings", default=False):
+    if settings.plot_embeddings:
         plot = embeddings.plot_run_embeddings(
-            output_dir, class_names, len(rows), seed=int(cfg.seed), title=experiment
+            output_dir, class_names, len(rows), seed=settings.seed, title=experiment
         )
         if plot is not None:
             images["embeddings/tsne"] = plot
     wandb_runs.log_summary_run(
-        cfg.get("logger"), experiment, rows, summary, run_config, output_dir, images=images,
-        tags=wandb_runs.run_tags(cfg),
+        settings.logger, experiment, rows, summary, run_config, output_dir, images=images,
+        tags=wandb_runs.run_tags(settings),
     )

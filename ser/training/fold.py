@@ -19,15 +19,14 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import FoldDataModule
 from ser.errors import NonFiniteError
+from ser.settings import Settings
 from ser.tracking import embeddings, wandb_runs
 from ser.tracking.history import EpochHistory, read_history
 from ser.training import distributed, resume
 from ser.training.build import build_callbacks, build_module, build_trainer
-from ser.training.config import config_hash
 from ser.training.module import EmotionClassifier
 from ser.training.protocols.base import Unit
 from ser.training.selection import (
@@ -47,11 +46,11 @@ def fold_test_speakers(datamodule: Any, test_rows: Any) -> list[str]:
     return sorted({str(speakers[int(i)]) for i in test_rows})
 
 
-def fold_history(cfg: DictConfig, output_dir: Path, fold: int, resumed_epoch: int | None) -> EpochHistory:
+def fold_history(settings: Settings, output_dir: Path, fold: int, resumed_epoch: int | None) -> EpochHistory:
     """The fold's epoch record (ser.tracking.history), naming its W&B run: the run of the
     first attempt when the fold resumes, a new one when it starts afresh."""
     saved = read_history(output_dir, fold)["wandb_id"] if resumed_epoch is not None else None
-    history = EpochHistory(output_dir, fold, resumed_epoch, saved or wandb_runs.new_run_id(cfg.get("logger")))
+    history = EpochHistory(output_dir, fold, resumed_epoch, saved or wandb_runs.new_run_id(settings.logger))
     if distributed.is_global_zero():
         history.write()  # the run's id is on disk before anything is logged to it
     return history
@@ -68,12 +67,11 @@ def named_fold(fold: int) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class ExperimentContext:
-    """What every unit of an experiment shares: the run's output directory, the
-    experiment's name and the config its W&B runs record."""
+    """What every unit of an experiment shares: the run's output directory and the
+    experiment's name."""
 
     output_dir: Path
     name: str
-    run_config: dict[str, Any]
 
 
 @dataclass
@@ -105,7 +103,7 @@ class FoldRun:
 
 
 def prepare_fold(
-    cfg: DictConfig, datamodule: FoldDataModule, unit: Unit, experiment: ExperimentContext,
+    settings: Settings, datamodule: FoldDataModule, unit: Unit, experiment: ExperimentContext,
     stacked: bool = False,
 ) -> FoldRun:
     """Seed the fold, carve its validation split, build its fresh module, find the
@@ -117,17 +115,17 @@ def prepare_fold(
     resumes only a stacked run's checkpoint.
     """
     fold, test_rows, output_dir = unit.index, unit.test_rows, experiment.output_dir
-    fold_seed = int(cfg.seed) + fold
+    fold_seed = settings.seed + fold
     pl.seed_everything(fold_seed, workers=True, verbose=False)
-    train_rows, validation_rows = split_validation(cfg, datamodule, unit.train_rows)
+    train_rows, validation_rows = split_validation(settings, datamodule, unit.train_rows)
     datamodule.set_fold(train_rows, test_rows, validation_rows, shuffle_seed=fold_seed)
     fold_dir = output_dir / "checkpoints" / f"fold_{fold:02d}"
-    module = build_module(cfg, datamodule)
-    resume_from = resume.resumable_checkpoint(fold_dir, config_hash(cfg), datamodule.data_identity(), stacked)
+    module = build_module(settings, datamodule)
+    resume_from = resume.resumable_checkpoint(fold_dir, settings.config_hash, datamodule.data_identity(), stacked)
     resumed_epoch = None if resume_from is None else resume.checkpoint_epoch(resume_from)
-    history = fold_history(cfg, output_dir, fold, resumed_epoch)
+    history = fold_history(settings, output_dir, fold, resumed_epoch)
     loggers = wandb_runs.fold_loggers(
-        cfg.get("logger"), experiment.name, fold, experiment.run_config, wandb_runs.run_tags(cfg),
+        settings.logger, experiment.name, fold, settings.run_config, wandb_runs.run_tags(settings),
         history.wandb_id,
         concurrent=stacked,
     )
@@ -138,7 +136,7 @@ def prepare_fold(
 
 
 def finish_fold(
-    cfg: DictConfig,
+    settings: Settings,
     run: FoldRun,
     trainer: pl.Trainer,
     datamodule: FoldDataModule,
@@ -150,10 +148,10 @@ def finish_fold(
     """Test the weights `cv.select` picks (`best`: the fold's best checkpoint, if kept;
     `epochs`: how many it trained) with `trainer`, and report the fold's result and its W&B run."""
     module, fold, test_rows = run.module, run.fold, run.test_rows
-    selected, selection = select_checkpoint(cfg, trainer, module, datamodule, best, epochs)
+    selected, selection = select_checkpoint(settings.cv, trainer, module, datamodule, best, epochs)
     with named_fold(fold):
         trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=selected, weights_only=True)
-    if trainer.is_global_zero and OmegaConf.select(cfg, "plots.embeddings", default=False):
+    if trainer.is_global_zero and settings.plot_embeddings:
         embeddings.save_fold_embeddings(module, datamodule, fold, run.output_dir)
     confusion = module.test_confusion_matrix()
     evaluated = module.test_rows().tolist()
@@ -184,7 +182,7 @@ def finish_fold(
 
 
 def run_fold(
-    cfg: DictConfig, datamodule: FoldDataModule, unit: Unit, experiment: ExperimentContext
+    settings: Settings, datamodule: FoldDataModule, unit: Unit, experiment: ExperimentContext
 ) -> dict[str, Any]:
     """Train a fresh model on one fold (`unit`) and test the weights `cv.select` picks.
 
@@ -192,14 +190,15 @@ def run_fold(
     `cv.select=best_val_uar`, the epoch best on the fold's validation split. An
     interrupted fold continues from its `last.ckpt` (ser.training.resume).
     """
-    run = prepare_fold(cfg, datamodule, unit, experiment)
+    run = prepare_fold(settings, datamodule, unit, experiment)
     started = time.time()
     try:
         trainer = build_trainer(
-            cfg,
+            settings.trainer,
             logger=[*run.loggers, run.history],  # the history always: the figures are drawn from it
-            callbacks=protocol_callbacks(cfg, run.seed, run.fold_dir) + build_callbacks(cfg, run.fold_dir),
-            enable_progress_bar=bool(cfg.progress),
+            callbacks=protocol_callbacks(settings.cv, run.seed, run.fold_dir)
+            + build_callbacks(settings.callbacks, run.fold_dir),
+            enable_progress_bar=settings.progress,
         )
         if run.resume_from is not None:
             print(f"[ser] {experiment.name}: fold {run.fold} resumes from {run.resume_from}", flush=True)
@@ -208,7 +207,7 @@ def run_fold(
         fit_seconds = time.time() - started  # the part that grows with the epochs
         run.history.stop()
         return finish_fold(
-            cfg, run, trainer, datamodule, best_checkpoint(trainer), int(trainer.current_epoch),
+            settings, run, trainer, datamodule, best_checkpoint(trainer), int(trainer.current_epoch),
             started, fit_seconds,
         )
     finally:

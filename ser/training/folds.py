@@ -35,8 +35,7 @@ def kfold_splits(num_utterances: int, folds: int, seed: int) -> list[Fold]:
     Rows must be in the reference order (class, then natural file name) for the splits
     to equal the published ones.
     """
-    if folds < 2:
-        raise ConfigError(f"cv.folds must be at least 2, got {folds}")
+    # At least 2 folds: the cv settings' range (ser.settings.data.CVSettings).
     if folds > num_utterances:
         raise ConfigError(
             f"cv.folds={folds} is more than the {num_utterances} utterances available"
@@ -96,8 +95,6 @@ def speaker_splits(
     if folds is None:
         block_of = {group: i for i, group in enumerate(unique)}
     else:
-        if folds < 2:
-            raise ConfigError(f"cv.folds must be at least 2 (or null for one fold per {kind}), got {folds}")
         if folds > len(unique):
             raise ConfigError(
                 f"cv.folds={folds} is more than the {len(unique)} {kind}s of the corpus "
@@ -161,7 +158,7 @@ def make_folds(
     seed: int,
     speakers: Sequence[str] | None = None,
     sessions: Sequence[str | None] | None = None,
-    group_by: str = "auto",
+    group_by: str | None = "auto",
 ) -> list[Fold]:
     """Folds for `cv.strategy`; `kfold` is the papers' utterance-level protocol.
 
@@ -194,8 +191,6 @@ def validation_split(
     seed, so the same fold always gives the same validation rows. Test rows are never
     passed in, so they can never be chosen.
     """
-    if not 0.0 < float(fraction) < 1.0:
-        raise ConfigError(f"cv.validation must be a fraction between 0 and 1 (or null), got {fraction}")
     train_rows = np.asarray(train_rows, dtype=np.int64)
     strata = np.asarray(labels)[train_rows]
     try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING
 
 from ser.cli import parse_key_values, run_cli
 from ser.errors import InputError
@@ -174,7 +174,7 @@ class GatherArguments:
     dir: str = field(default=MISSING, metadata={"help": "the experiment's output directory"})
 
 
-def gather_directory(args: DictConfig) -> int:
+def gather_directory(args: GatherArguments) -> int:
     """Write results.json in ``args.dir`` and print its table; 2 when folds are missing."""
     directory = Path(args.dir)
     try:

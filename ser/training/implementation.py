@@ -11,13 +11,14 @@ in float32 only: under bf16 autocast `auto` takes the reference and `fast` is re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
+from ser.errors import ConfigError
 from ser.models.implementations import IMPLEMENTATIONS as IMPLEMENTATION_TABLE
-from ser.settings import ConfigError
+from ser.settings import Settings
 from ser.training.compile_cache import use_private_compile_cache
 
 IMPLEMENTATIONS = tuple(IMPLEMENTATION_TABLE)  # the networks' own table decides the names
@@ -85,44 +86,41 @@ def resolve_implementation(
     return FASTEST_ON_DEVICE.get(device, UNMEASURED_DEVICE_CHOICE)
 
 
-def resolve_for_run(cfg: Any) -> str | None:
+def resolve_for_run(settings: Settings) -> str | None:
     """The implementation of the run's network, from `model.net.implementation`, the
     trainer's device and precision, and `model.compile`; None without such a setting."""
-    requested = OmegaConf.select(cfg, "model.net.implementation", default=None)
+    requested = settings.model.net.implementation
     if requested is None:
         return None
-    trainer_cfg = cfg.get("trainer")
-    accelerator = trainer_cfg.get("accelerator", "auto") if trainer_cfg is not None else "auto"
-    precision = trainer_cfg.get("precision", "32-true") if trainer_cfg is not None else "32-true"
-    compiled = OmegaConf.select(cfg, "model.compile", default=None) is not None
-    return resolve_implementation(str(requested), device_type(accelerator), precision, compiled)
+    trainer, compiled = settings.trainer, settings.model.compile is not None
+    return resolve_implementation(requested, device_type(trainer.accelerator), trainer.precision, compiled)
 
 
-def check_implementation(cfg: Any) -> str | None:
+def check_implementation(settings: Settings) -> str | None:
     """`model.compile` and the implementation the run's network will use, checked before
     anything is built (ConfigError: one line, exit code 2); a compiled run's kernel cache
     is made private here (ser.training.compile_cache)."""
     from ser.training.module import check_compile_mode
 
     try:
-        mode = check_compile_mode(OmegaConf.select(cfg, "model.compile", default=None))
+        mode = check_compile_mode(settings.model.compile)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if mode is not None:
         use_private_compile_cache()
-    return resolve_for_run(cfg)
+    return resolve_for_run(settings)
 
 
-def instantiate_network(net_cfg: Any, device: str = "cpu", **arguments: Any) -> torch.nn.Module:
-    """The network a `model.net` config describes, its `auto` resolved for `device`.
+def instantiate_network(net: Mapping[str, Any], device: str = "cpu", **arguments: Any) -> torch.nn.Module:
+    """The network a `model.net` config (`net`, resolved) describes, its `auto` resolved for `device`.
 
     For code that builds a network from the config outside a run (the complexity table,
-    notebooks): `instantiate(cfg.model.net)` itself cannot build `auto`, which only a
-    device decides. `arguments` are the constructor's (num_classes, input_dim, ...).
+    notebooks): `instantiate(net)` itself cannot build `auto`, which only a device
+    decides. `arguments` are the constructor's (num_classes, input_dim, ...).
     """
     from hydra.utils import instantiate
 
-    requested = arguments.pop("implementation", net_cfg.get("implementation"))
+    requested = arguments.pop("implementation", net.get("implementation"))
     if requested is not None:
         arguments["implementation"] = resolve_implementation(str(requested), device)
-    return instantiate(net_cfg, **arguments)
+    return instantiate(net, **arguments)

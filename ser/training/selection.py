@@ -13,33 +13,30 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from ser.settings import ConfigError
+from ser.errors import ConfigError
+from ser.settings import Settings
+from ser.settings.data import CVSettings
 from ser.training import folds, resume
-from ser.training.config import split_seed
 from ser.training.module import EmotionClassifier
 
-SELECTIONS = ("last", "best_val_uar")
 BEST_CHECKPOINT = "best"
 
 
-def check_selection(cfg: DictConfig) -> None:
+def check_selection(settings: Settings) -> None:
     """Refuse settings that would choose anything without a validation split."""
-    select = str(cfg.cv.get("select") or "last")
-    if select not in SELECTIONS:
-        raise ConfigError(f"cv.select must be one of {list(SELECTIONS)}, got {select!r}")
-    if cfg.cv.get("strategy") == "predefined":
-        if cfg.cv.get("validation") is not None:
+    cv, select = settings.cv, settings.cv.select
+    if cv.strategy == "predefined":
+        if cv.validation is not None:
             raise ConfigError(
-                f"cv.validation={cfg.cv.validation}: cv=predefined takes its validation rows from the "
+                f"cv.validation={cv.validation}: cv=predefined takes its validation rows from the "
                 f"manifest's split column (split=val); leave cv.validation null"
             )
         return  # whether there are val rows to choose on is known from the data (split_validation)
-    if cfg.cv.get("validation") is not None:
+    if cv.validation is not None:
         return
-    monitors = _monitors(cfg)
+    monitors = settings.callbacks.monitors()
     if select != "last" or monitors:
         what = f"cv.select={select}" if select != "last" else f"callbacks.{monitors[0][0]}"
         raise ConfigError(
@@ -48,31 +45,20 @@ def check_selection(cfg: DictConfig) -> None:
         )
 
 
-def _monitors(cfg: DictConfig) -> list[tuple[str, str]]:
-    """The configured callbacks that watch a validation metric: (name, metric)."""
-    return [
-        (name, str(c.get("monitor"))) for name, c in (cfg.get("callbacks") or {}).items()
-        if c is not None and str(c.get("monitor") or "").startswith("val/")
-    ]
-
-
-def protocol_record(cfg: DictConfig) -> dict[str, Any]:
+def protocol_record(cv: CVSettings) -> dict[str, Any]:
     """The fold-protocol settings results.json reports next to the strategy."""
-    return {
-        "validation": cfg.cv.get("validation"),
-        "select": str(cfg.cv.get("select") or "last"),
-        "group_by": cfg.cv.get("group_by"),
-    }
+    return {"validation": cv.validation, "select": cv.select, "group_by": cv.group_by}
 
 
 def split_validation(
-    cfg: DictConfig, datamodule: Any, train_rows: Any
+    settings: Settings, datamodule: Any, train_rows: Any
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(training rows, validation rows or None): `cv.validation` of the fold, stratified."""
-    fraction = cfg.cv.get("validation")
-    if cfg.cv.get("strategy") == "predefined":
+    cv = settings.cv
+    fraction = cv.validation
+    if cv.strategy == "predefined":
         validation = folds.predefined_validation([u.split for u in datamodule.manifest.utterances])
-        if validation is None and (str(cfg.cv.get("select") or "last") != "last" or _monitors(cfg)):
+        if validation is None and (cv.select != "last" or settings.callbacks.monitors()):
             raise ConfigError(
                 f"cv=predefined chooses on validation metrics here, but no row of "
                 f"{datamodule.corpus.name} has split=val; add val rows or use cv.select=last"
@@ -81,17 +67,17 @@ def split_validation(
     if fraction is None:
         return np.asarray(train_rows, dtype=np.int64), None
     labels = datamodule.targets.numpy()
-    return folds.validation_split(train_rows, labels, float(fraction), split_seed(cfg, datamodule))
+    return folds.validation_split(train_rows, labels, fraction, cv.split_seed(datamodule.corpus.split_seed))
 
 
-def protocol_callbacks(cfg: DictConfig, fold_seed: int, fold_dir: Path) -> list[pl.Callback]:
+def protocol_callbacks(cv: CVSettings, fold_seed: int, fold_dir: Path) -> list[pl.Callback]:
     """Dropout reseeded per batch (exact resume) and, for cv.select=best_val_uar, the best checkpoint.
 
     They come before the configured callbacks, so that `last.ckpt`, saved after them at
     each epoch's end, holds their up-to-date state.
     """
     callbacks: list[pl.Callback] = [resume.EpochSeeding(fold_seed)]
-    if str(cfg.cv.get("select") or "last") == "best_val_uar":
+    if cv.select == "best_val_uar":
         callbacks.append(ModelCheckpoint(
             dirpath=str(fold_dir), filename=BEST_CHECKPOINT, monitor="val/uar", mode="max", save_top_k=1,
             save_last=False, enable_version_counter=False, auto_insert_metric_name=False,
@@ -106,7 +92,7 @@ def best_checkpoint(trainer: pl.Trainer) -> str | None:
 
 
 def select_checkpoint(
-    cfg: DictConfig, trainer: pl.Trainer, module: EmotionClassifier, datamodule: Any,
+    cv: CVSettings, trainer: pl.Trainer, module: EmotionClassifier, datamodule: Any,
     best: str | None, epochs: int,
 ) -> tuple[str | None, dict[str, Any]]:
     """The checkpoint to test (None: the last epoch's weights) and what chose it.
@@ -116,7 +102,7 @@ def select_checkpoint(
     scored on it (by `trainer`), and its size, rows and metrics go into the fold's result.
     The test fold plays no part.
     """
-    select = str(cfg.cv.get("select") or "last")
+    select = cv.select
     selected: str | None = None
     if select == "best_val_uar":
         selected = best

@@ -19,9 +19,8 @@ from omegaconf import open_dict
 
 from ser.data.corpora import CorpusError, get_corpus, natural_key
 from ser.data.datamodule import CorpusDataModule
-from ser.training.config import split_seed
 from tests.helpers.audio_files import write_wav
-from tests.helpers.config import compose_config, one_torch_thread
+from tests.helpers.config import compose_config, one_torch_thread, typed_config
 from tests.helpers.corpus_trees import (
     SAVEE_CODES,
     full_emodb_names,
@@ -255,7 +254,7 @@ def test_the_paper_experiment_takes_each_corpus_from_its_definition(name: str, t
     assert cfg.model.optimizer.eps == 1e-8 and cfg.model.label_smoothing == 0.1
     module = instantiate(cfg.dataset, _recursive_=False, _convert_="all")
     assert module.feature_settings.signal_length == SPEC_SIGNAL_LENGTHS[name]
-    assert split_seed(cfg, module) == SPEC_SPLIT_SEEDS[name]
+    assert typed_config(paper).cv.split_seed(module.corpus.split_seed) == SPEC_SPLIT_SEEDS[name]
     # TIM-Net in the same setup: the TIM-Net code's 8 blocks, 10 on IEMOCAP.
     timnet = compose_config([*paper, "model=timnet"])
     assert timnet.model.net._target_ == "ser.models.TIMNet"

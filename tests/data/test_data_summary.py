@@ -12,8 +12,9 @@ import pytest
 from rich.console import Console
 
 from ser.cli import run_cli
+from ser.commands import summarise as summarise_config
 from ser.data.datamodule import CorpusDataModule, SyntheticDataModule
-from ser.data.summary import print_summary, summarise, summarise_config
+from ser.data.summary import print_summary, summarise
 from ser.data.timnet_npy import TimNetFeatureDataModule
 from tests.helpers import forged_files as forged
 from tests.helpers.audio_files import write_wav

@@ -263,7 +263,7 @@ def substitute(text: str, places: Placeholders) -> str:
 def run_row(row: str, command: str, folder: Path) -> dict[str, object]:
     """Run one row's command in this process; its exit code and what it printed to stderr."""
     from ser.cli import hydra_errors_in_one_line, run_cli
-    from ser.data.summary import summarise_config
+    from ser.commands import summarise
     from ser.tools.export import main as export_main
     from ser.tools.predict import main as predict_main
     from ser.training.engine import train
@@ -272,7 +272,7 @@ def run_row(row: str, command: str, folder: Path) -> dict[str, object]:
     with contextlib.ExitStack() as stack:
         patch = stack.enter_context(pytest.MonkeyPatch.context())
         places = prepare(row, folder, patch)
-        programs = {"python train.py": train, "python -m ser.data": summarise_config}
+        programs = {"python train.py": train, "python -m ser.data": summarise}
         tools = {"python -m ser.tools.predict": predict_main, "python -m ser.tools.export": export_main}
         program = next((p for p in [*programs, *tools] if command.startswith(p + " ") or command == p), None)
         if program is None:

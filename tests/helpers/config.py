@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
+
+from ser.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "ser" / "conf"
@@ -45,6 +47,22 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
     from ser.conf import compose
 
     return compose(list(overrides or []))
+
+
+def typed(cfg: DictConfig) -> Settings:
+    """The typed settings the engine makes of `cfg` (ser.training.config.typed_settings)."""
+    from ser.training.config import typed_settings
+
+    return typed_settings(cfg)
+
+
+def typed_config(overrides: list[str] | None = None, output_dir: str = "unused-output-dir") -> Settings:
+    """The typed settings of `python train.py OVERRIDES` (paths.output_dir set: outside a
+    Hydra run, `${hydra:runtime.output_dir}` does not resolve; nothing is written there)."""
+    cfg = compose_config(overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = output_dir
+    return typed(cfg)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from ser.tools.inference import (
 from ser.tools.predict import main
 from tests.helpers.audio_files import write_noise
 from tests.helpers.cli_runs import run_predict
-from tests.helpers.config import TINY, compose_config
+from tests.helpers.config import TINY, compose_config, typed
 from tests.helpers.ssl_models import save_random_weights, use_shrunk_bundles
 
 CLASS_NAMES = ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
@@ -70,7 +70,8 @@ def test_predictions_equal_the_networks_output_on_the_training_features(
     cfg = compose_config(TINY + ["logger=none"])
     with open_dict(cfg):
         cfg.paths.data_dir = str(data_dir)
-    datamodule = build_datamodule(cfg)
+        cfg.paths.output_dir = str(data_dir / "unused")
+    datamodule = build_datamodule(typed(cfg))
     loaded = load_checkpoint(trained_checkpoint)
     rows = [0, 5, 11]
     files = [Path(datamodule.manifest.utterances[i].path) for i in rows]

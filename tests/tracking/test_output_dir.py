@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from ser.sweeps.callbacks import shared_output
 from ser.tracking import output_dir as outdir
@@ -145,7 +146,7 @@ def test_a_killed_run_leaves_no_stale_lock(tmp_path: Path) -> None:
 def test_only_rank_zero_locks_and_writes(tiny_config, tmp_path: Path) -> None:
     cfg = tiny_config(output_dir=tmp_path)
     with held(tmp_path / ".locks/run.lock"):  # rank zero holds it
-        with outdir.claim_output_dir(cfg, tmp_path, config_hash(cfg), writer=False):
+        with outdir.claim_output_dir(OmegaConf.to_yaml(cfg), tmp_path, config_hash(cfg), writer=False):
             pass  # another rank: neither waits for the lock nor fails on it
     assert sorted(snapshot(tmp_path)) == [".locks", ".locks/run.lock"]
 

@@ -10,7 +10,7 @@ from omegaconf import open_dict
 from ser.tracking import progress
 from ser.tracking.progress import RunProgress, duration
 from ser.training.build import build_datamodule
-from tests.helpers.config import TINY_DATA, compose_config
+from tests.helpers.config import TINY_DATA, compose_config, typed
 
 
 def test_the_run_line_says_which_fold_and_the_time_left(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,7 +36,7 @@ def test_feature_extraction_shows_a_bar_unless_progress_is_off(
         cfg.paths.data_dir = str(data_dir)
         cfg.paths.cache_dir = str(tmp_path / "cache")  # nothing cached: the features are extracted
         cfg.paths.output_dir = str(tmp_path / "run")
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(typed(cfg))
     output = capsys.readouterr()
     number = len(datamodule.manifest)
     bar = "synthetic: features ━"

@@ -9,6 +9,7 @@ import torch
 
 from ser.training.build import build_module
 from ser.training.module import EmotionClassifier
+from tests.helpers.config import typed
 from tests.helpers.fakes import CLASSES
 from tests.helpers.fakes import prepared_datamodule as datamodule
 
@@ -22,7 +23,7 @@ def test_the_lightning_module_is_the_model_config_instantiated(tiny_config, mode
     assert cfg.model._target_ == "ser.training.module.EmotionClassifier"
     assert cfg.model.net._target_ == f"ser.models.{network}"
     assert cfg.model.optimizer._partial_ is True
-    module = build_module(cfg, datamodule(input_dim=20))
+    module = build_module(typed(cfg), datamodule(input_dim=20))
     assert type(module) is EmotionClassifier
     assert type(module.net).__name__ == network
     assert len(module.net.forward_stream.blocks) == 3 and module.net.input_dim == 20
@@ -41,7 +42,7 @@ def test_the_lightning_module_is_the_model_config_instantiated(tiny_config, mode
 def test_what_the_module_saves_is_plain_data(tiny_config) -> None:
     """Hyper-parameters and metadata go into every checkpoint, which is read back with
     weights_only=True: no OmegaConf container may reach them through instantiate."""
-    module = build_module(tiny_config(), datamodule())
+    module = build_module(typed(tiny_config()), datamodule())
     buffer = io.BytesIO()
     torch.save({"hyper_parameters": dict(module.hparams), "metadata": module.metadata}, buffer)
     buffer.seek(0)

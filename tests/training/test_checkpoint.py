@@ -27,7 +27,7 @@ from ser.training.checkpoint import (
 from ser.training.config import config_hash
 from ser.training.implementation import resolve_for_run
 from tests.helpers.audio_files import write_noise
-from tests.helpers.config import ROOT, TINY, compose_config
+from tests.helpers.config import ROOT, TINY, compose_config, typed_config
 
 
 class LeavesATrace:
@@ -252,7 +252,7 @@ def test_the_registry_builds_the_configured_networks() -> None:
     for model in ("mssenet", "timnet"):
         cfg = compose_config([f"model={model}"])
         config = OmegaConf.to_container(cfg.model.net, resolve=True) | {
-            "num_classes": 4, "input_dim": 39, "implementation": resolve_for_run(cfg),  # auto, resolved
+            "num_classes": 4, "input_dim": 39, "implementation": resolve_for_run(typed_config([f"model={model}"])),  # auto, resolved
         }
         description = registry.checkpoint_description(config)
         assert description["name"] == model and "_target_" not in description

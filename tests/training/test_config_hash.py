@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ValidationError
 
 from ser.conf import compose
 from ser.training.config import config_hash
@@ -112,7 +113,14 @@ def with_changed(cfg: DictConfig, key: str) -> DictConfig:
     with open_dict(copy):
         value = None if OmegaConf.is_missing(node, leaf) else node[leaf]
         value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-        node[leaf] = changed(value)
+        # A key its group's schema types (ser.settings.data) takes a value of its type: a
+        # null `cv.seed` becomes a number, not text.
+        for candidate in (changed(value), 3, 0.5, True, ["changed"], {"changed": "changed"}):
+            try:
+                node[leaf] = candidate
+                break
+            except ValidationError:
+                continue
     return copy
 
 

@@ -20,7 +20,7 @@ from ser.tracking.results import read_json
 from ser.training.engine import train
 from ser.training.metrics import recall_metrics
 from ser.training.protocols.cross_corpus import build_target_datamodule
-from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config
+from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config, typed
 from tests.helpers.wandb_records import offline_runs
 
 # The synthetic generator's emotions as CASIA's folders (CASIA has no boredom or disgust).
@@ -212,7 +212,7 @@ def test_the_target_is_cut_to_the_sources_signal_length(tiny_config, tmp_path, c
     )
     assert cfg.test_dataset.signal_length == 33075 and cfg.dataset.signal_length == 11025
     source = SimpleNamespace(feature_settings=SimpleNamespace(signal_length=11025), corpus=SimpleNamespace(name="synthetic"))
-    target = build_target_datamodule(cfg, source)
+    target = build_target_datamodule(typed(cfg).test_dataset, source, progress=False)
     assert target.feature_settings.signal_length == 11025
     assert target.features.shape[1] == 1 + 11025 // 512  # frames of the source's length
     assert "test_dataset.signal_length=33075 is not used" in capsys.readouterr().out

@@ -25,7 +25,7 @@ from ser.training.metrics import UtterancePredictions
 from ser.training.protocols.cross_validation import build_folds
 from ser.training.selection import split_validation
 from tests.helpers.cli_runs import RUN_TIMEOUT, end_session, run_train_py, start_train_py
-from tests.helpers.config import TINY, TINY_DATA, compose_config
+from tests.helpers.config import TINY, TINY_DATA, compose_config, typed, typed_config
 from tests.helpers.wandb_records import offline_runs
 
 # A test fold of 7 utterances: 4 folds of the 28-utterance tiny corpus. On 2 processes
@@ -79,10 +79,10 @@ def test_only_folds_is_not_part_of_the_config_hash(tiny_config) -> None:
 
 
 def test_ddp_refuses_strategies_that_keep_predictions_in_workers() -> None:
-    cfg = compose_config(["trainer=ddp", "trainer.devices=2", "trainer.strategy=ddp_spawn"])
+    settings = typed_config(["trainer=ddp", "trainer.devices=2", "trainer.strategy=ddp_spawn"])
     with pytest.raises(distributed.LaunchError, match="ddp_spawn"):
-        distributed.check_launch(cfg)
-    distributed.check_launch(compose_config(["trainer=ddp", "trainer.devices=2"]))
+        distributed.check_launch(settings.trainer)
+    distributed.check_launch(typed_config(["trainer=ddp", "trainer.devices=2"]).trainer)
 
 
 def fold_file(output_dir: Path, fold: int, config_hash: str, rows: list[int]) -> None:
@@ -127,9 +127,9 @@ def prepare_features_at_once(barrier, overrides: list[str], answers) -> None:
         return extract(self, manifest)
 
     CorpusDataModule._extract = counted
-    cfg = compose_config(overrides)
+    settings = typed_config(overrides)
     barrier.wait()
-    datamodule = build.build_datamodule(cfg)
+    datamodule = build.build_datamodule(settings)
     answers.put((len(extractions), float(datamodule.features.double().sum())))
 
 
@@ -186,11 +186,12 @@ def evaluate_on_one_device(checkpoint: Path, data_dir: Path, accelerator: str = 
     with open_dict(cfg):
         cfg.paths.data_dir = str(data_dir)
         cfg.paths.output_dir = str(checkpoint.parent / "single")
-    datamodule = build.build_datamodule(cfg)
-    train_rows, test_rows = build_folds(cfg, datamodule)[0]
-    train_rows, validation_rows = split_validation(cfg, datamodule, train_rows)
+    settings = typed(cfg)
+    datamodule = build.build_datamodule(settings)
+    train_rows, test_rows = build_folds(settings.cv, datamodule)[0]
+    train_rows, validation_rows = split_validation(settings, datamodule, train_rows)
     datamodule.set_fold(train_rows, test_rows, validation_rows)
-    module = build.build_module(cfg, datamodule)
+    module = build.build_module(settings, datamodule)
     module.load_state_dict(load_dict(checkpoint)["state_dict"])
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,

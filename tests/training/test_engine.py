@@ -20,7 +20,7 @@ from ser.training import engine
 from ser.training.build import build_datamodule
 from ser.training.engine import train
 from ser.training.fold import run_fold
-from tests.helpers.config import ROOT, TINY_DATA, cli_environment
+from tests.helpers.config import ROOT, TINY_DATA, cli_environment, typed
 from tests.helpers.wandb_records import offline_runs
 
 
@@ -168,9 +168,9 @@ def test_labels_are_not_changed_by_training(tiny_config, monkeypatch: pytest.Mon
     # The DataModule training really uses: the one the engine hands to every fold.
     used: list = []
 
-    def spy(cfg, datamodule, *args, **kwargs):
+    def spy(settings, datamodule, *args, **kwargs):
         used.append((datamodule, datamodule.targets.clone()))
-        return run_fold(cfg, datamodule, *args, **kwargs)
+        return run_fold(settings, datamodule, *args, **kwargs)
 
     monkeypatch.setattr(engine, "run_fold", spy)
     cfg = tiny_config("cv.stack=false")  # one fold after another, each through run_fold
@@ -182,7 +182,7 @@ def test_labels_are_not_changed_by_training(tiny_config, monkeypatch: pytest.Mon
     assert datamodule.targets.dtype == torch.long  # ... and left them hard labels
     labels = [datamodule.class_names.index(u.label) for u in datamodule.manifest.utterances]
     assert datamodule.targets.tolist() == labels  # the manifest's classes, as parsed
-    again = build_datamodule(cfg)  # the cached features and labels are unchanged too
+    again = build_datamodule(typed(cfg))  # the cached features and labels are unchanged too
     assert torch.equal(again.targets, before)
 
 

@@ -16,7 +16,7 @@ from ser.tracking import results
 from ser.training import implementation
 from ser.training.build import build_module
 from ser.training.engine import train
-from tests.helpers.config import one_torch_thread
+from tests.helpers.config import one_torch_thread, typed
 from tests.helpers.fakes import prepared_datamodule as datamodule
 
 
@@ -58,10 +58,10 @@ def test_the_default_is_auto_and_builds_per_device(tiny_config) -> None:
     the reference one, and the checkpoint records what was built."""
     cfg = tiny_config()
     assert cfg.model.net.implementation == "auto"
-    on_cpu = build_module(tiny_config("trainer.accelerator=cpu"), datamodule())
+    on_cpu = build_module(typed(tiny_config("trainer.accelerator=cpu")), datamodule())
     assert type(on_cpu.net.forward_stream.fusion) is FastTimeFrequencyFusion
     assert on_cpu.metadata["net"]["implementation"] == "fast"
-    on_gpu = build_module(tiny_config("trainer.accelerator=gpu"), datamodule())
+    on_gpu = build_module(typed(tiny_config("trainer.accelerator=gpu")), datamodule())
     expected = implementation.FASTEST_ON_DEVICE["cuda"]
     assert on_gpu.metadata["net"]["implementation"] == expected
     fusion_type = FastTimeFrequencyFusion if expected == "fast" else TimeFrequencyFusion
@@ -138,8 +138,8 @@ def test_compile_compiles_the_training_steps_only(tiny_config, monkeypatch: pyte
         return compiled
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    plain = build_module(tiny_config("trainer.accelerator=cpu"), datamodule())
-    module = build_module(tiny_config("trainer.accelerator=cpu", "model.compile=reduce-overhead"), datamodule())
+    plain = build_module(typed(tiny_config("trainer.accelerator=cpu")), datamodule())
+    module = build_module(typed(tiny_config("trainer.accelerator=cpu", "model.compile=reduce-overhead")), datamodule())
     assert module.metadata["net"]["implementation"] == "reference"
     assert set(module.state_dict()) == set(plain.state_dict())
     x, y = torch.randn(3, 20, 39), torch.tensor([0, 1, 2])
@@ -152,4 +152,4 @@ def test_compile_compiles_the_training_steps_only(tiny_config, monkeypatch: pyte
 
 def test_an_unknown_compile_mode_is_a_setting_error(tiny_config) -> None:
     with pytest.raises(ConfigError, match="model.compile=fastest: expected null or one of default, reduce-overhead"):
-        implementation.check_implementation(tiny_config("model.compile=fastest"))
+        implementation.check_implementation(typed(tiny_config("model.compile=fastest")))

@@ -22,7 +22,7 @@ from ser.training.stacked import run as stacked_run
 from ser.training.stacked.policy import resolve_stacking
 from tests.helpers.audio_files import write_noise
 from tests.helpers.cli_runs import run_predict, run_train_py
-from tests.helpers.config import TINY_DATA, compose_config, one_torch_thread
+from tests.helpers.config import TINY_DATA, one_torch_thread, typed_config
 from tests.helpers.stacking import assert_weights_agree
 from tests.helpers.wandb_records import offline_runs
 
@@ -164,18 +164,18 @@ def test_command_line_stacked_run_with_the_defaults_and_its_checkpoints(tmp_path
 )
 def test_settings_stacking_cannot_honour_are_refused(overrides, message) -> None:
     with pytest.raises(ConfigError, match=message):
-        resolve_stacking(compose_config(overrides))
+        resolve_stacking(typed_config(overrides))
 
 
 def test_auto_stacks_only_where_measured_faster_and_nothing_blocks_it() -> None:
     # Measured faster: the fast implementation (auto's choice on a CPU) on a CPU.
-    assert resolve_stacking(compose_config(["trainer=cpu"])) is True
-    assert resolve_stacking(compose_config(["trainer=cpu", "model=timnet"])) is True
-    assert resolve_stacking(compose_config(["trainer=cpu", "model.net.implementation=reference"])) is False
-    assert resolve_stacking(compose_config(["trainer=gpu"])) is False  # no GPU measured yet
-    assert resolve_stacking(compose_config(["trainer=cpu", "+trainer.gradient_clip_val=1.0"])) is False
-    assert resolve_stacking(compose_config(["trainer=ddp", "trainer.devices=1", "trainer.accelerator=cpu"])) is False
-    assert resolve_stacking(compose_config(["trainer=cpu", "cv.stack=false"])) is False
+    assert resolve_stacking(typed_config(["trainer=cpu"])) is True
+    assert resolve_stacking(typed_config(["trainer=cpu", "model=timnet"])) is True
+    assert resolve_stacking(typed_config(["trainer=cpu", "model.net.implementation=reference"])) is False
+    assert resolve_stacking(typed_config(["trainer=gpu"])) is False  # no GPU measured yet
+    assert resolve_stacking(typed_config(["trainer=cpu", "+trainer.gradient_clip_val=1.0"])) is False
+    assert resolve_stacking(typed_config(["trainer=ddp", "trainer.devices=1", "trainer.accelerator=cpu"])) is False
+    assert resolve_stacking(typed_config(["trainer=cpu", "cv.stack=false"])) is False
 
 
 def test_stacking_is_part_of_the_config_hash(tiny_config) -> None:

@@ -1,10 +1,17 @@
 """What a protocol is: the part of an experiment that the engine does not own.
 
-A protocol, chosen by its task config's `_target_` (ser/conf/task/*.yaml), says only: its
-data (`prepare()`: the DataModule every unit uses), its units (`units()`: the folds of
-cross-validation, the repeats of cross-corpus evaluation, with their rows), how a unit's
-result is recorded (`relabel()`, `unit_path`) and its own results.json fields
-(`record()`). The engine (ser.training.engine) owns the rest, the same for every protocol.
+A protocol is chosen by the `_target_` of its task config (ser/conf/task/*.yaml) and
+built with the run's typed settings (ser.settings.Settings). It says only:
+
+- its data: `prepare()` builds its DataModule(s) and returns the one every unit uses;
+- its units: `units()`, the trainings of the experiment with their training and test
+  rows (the folds of cross-validation, the repeats of cross-corpus evaluation);
+- how a unit's result is recorded: `relabel()`, and the file it goes to (`unit_path`);
+- its own results.json fields: `record()`.
+
+The engine (ser.training.engine) owns everything else, the same for every protocol:
+settings checks, the output directory's guard and locks, the record header, skipping
+finished units, atomic writes, results.json, the objective and the summary W&B run.
 """
 
 from __future__ import annotations
@@ -15,9 +22,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from omegaconf import DictConfig
 
 from ser.data.datamodule import FoldDataModule
+from ser.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -41,9 +48,9 @@ class ExperimentProtocol(ABC):
     # results.json when every unit has finished (ser.training.gather).
     gatherable: ClassVar[bool] = False
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, settings: Settings) -> None:
         """Check the protocol's own settings; nothing is built or written yet."""
-        self.cfg = cfg
+        self.settings = settings
 
     @property
     def only_units(self) -> Any:
@@ -52,7 +59,7 @@ class ExperimentProtocol(ABC):
 
     def experiment_name(self) -> str:
         """`experiment_name`, or the protocol's name of the setup (the W&B group)."""
-        return str(self.cfg.get("experiment_name") or self.setup_name())
+        return self.settings.experiment_name or self.setup_name()
 
     @abstractmethod
     def setup_name(self) -> str:

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from ser.data.cross_corpus import CrossCorpusDataModule, shared_classes
 from ser.data.datamodule import FoldDataModule
-from ser.settings import ConfigError
+from ser.errors import ConfigError
+from ser.settings import Settings
+from ser.settings.data import DatasetSettings
 from ser.training.build import build_datamodule, instantiate_datamodule
-from ser.training.config import split_seed
 from ser.training.protocols.base import ExperimentProtocol, Unit
 from ser.training.selection import protocol_record
 
@@ -34,20 +34,20 @@ def run_path(output_dir: Path, repeat: int) -> Path:
     return Path(output_dir) / RUNS_DIR / f"run_{repeat:02d}.json"
 
 
-def build_target_datamodule(cfg: DictConfig, source: FoldDataModule) -> FoldDataModule:
+def build_target_datamodule(target: DatasetSettings, source: FoldDataModule, progress: bool) -> FoldDataModule:
     """The `test_dataset` DataModule, its audio cut to the source's signal length.
 
     The target is a dataset config as it is (`+dataset@test_dataset=NAME`), so it may
     carry a length of its own (the synthetic corpus's); the model's input shape wins.
     """
     length = int(source.feature_settings.signal_length)
-    own = cfg.test_dataset.get("signal_length")
-    if own is not None and int(own) != length:
+    own = target.signal_length
+    if own is not None and own != length:
         print(
             f"[ser] test_dataset.signal_length={own} is not used: the target is cut to the "
             f"{length} samples the model trains on ({source.corpus.name})", flush=True,
         )
-    return instantiate_datamodule(cfg.test_dataset, "test", progress=bool(cfg.progress), signal_length=length)
+    return instantiate_datamodule(target, "test", progress=progress, signal_length=length)
 
 
 def corpus_record(datamodule: FoldDataModule, rows: np.ndarray, labels: np.ndarray, shared: list[str]) -> dict:
@@ -68,30 +68,32 @@ class CrossCorpus(ExperimentProtocol):
     results_key = RUNS_DIR
     index_key = "repeat"
 
-    def __init__(self, cfg: DictConfig) -> None:
-        super().__init__(cfg)
-        if cfg.get("test_dataset") is None:
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        if settings.test_dataset is None:
             raise ConfigError(
                 "task=cross_corpus needs the corpus to test on: add +dataset@test_dataset=NAME "
                 "(e.g. +dataset@test_dataset=ravdess test_dataset.root=PATH)"
             )
-        settings = cfg.get("cross_corpus") or {}
-        self.repeats = int(settings.get("repeats", 1))
-        if self.repeats < 1:
-            raise ConfigError(f"cross_corpus.repeats must be at least 1, got {self.repeats}")
-        class_map = settings.get("class_map")
-        self.class_map = {} if class_map is None else OmegaConf.to_container(class_map, resolve=True)
-        wanted = settings.get("classes")
+        if settings.cross_corpus is None:
+            raise ConfigError("task=cross_corpus needs its `cross_corpus` settings (ser/conf/task/cross_corpus.yaml)")
+        self.target_settings = settings.test_dataset
+        self.repeats = settings.cross_corpus.repeats
+        self.class_map = settings.cross_corpus.class_map or {}
+        wanted = settings.cross_corpus.classes
         self.wanted = None if wanted is None else [str(c) for c in wanted]
 
     def setup_name(self) -> str:
         """`<source>-to-<target>-<variant>-<features>`."""
-        cfg = self.cfg
-        return f"{cfg.dataset.corpus}-to-{cfg.test_dataset.corpus}-{cfg.variant}-{cfg.features.kind}"
+        settings = self.settings
+        return (
+            f"{settings.dataset.corpus}-to-{self.target_settings.corpus}-{settings.variant}-"
+            f"{settings.features.kind}"
+        )
 
     def prepare(self) -> FoldDataModule:
-        self.source = build_datamodule(self.cfg)
-        self.target = build_target_datamodule(self.cfg, self.source)
+        self.source = build_datamodule(self.settings)
+        self.target = build_target_datamodule(self.target_settings, self.source, self.settings.progress)
         self.shared = shared_classes(
             self.source.corpus.name, self.source.class_names, self.target.corpus.name,
             self.target.class_names, self.wanted, self.class_map,
@@ -129,6 +131,6 @@ class CrossCorpus(ExperimentProtocol):
             "source": corpus_record(self.source, data.source_rows, labels[: data.num_source], self.shared),
             "target": corpus_record(self.target, data.target_rows, labels[data.num_source :], self.shared),
             "signal_length": int(self.source.feature_settings.signal_length),
-            "seeds": {"training": int(self.cfg.seed), "split": split_seed(self.cfg, self.source)},
-            "cv": protocol_record(self.cfg),
+            "seeds": {"training": self.settings.seed, "split": self.settings.cv.split_seed(self.source.corpus.split_seed)},
+            "cv": protocol_record(self.settings.cv),
         }

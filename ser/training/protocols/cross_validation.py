@@ -12,32 +12,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from ser.data.datamodule import FoldDataModule
+from ser.settings import Settings
+from ser.settings.data import CVSettings
 from ser.tracking import provenance, results
 from ser.training import folds
 from ser.training.build import build_datamodule
-from ser.training.config import split_seed
 from ser.training.protocols.base import ExperimentProtocol, Unit
 from ser.training.selection import protocol_record
 
 
-def build_folds(cfg: DictConfig, datamodule: FoldDataModule) -> list[folds.Fold]:
+def build_folds(cv: CVSettings, datamodule: FoldDataModule) -> list[folds.Fold]:
     """The (training rows, test rows) of each fold of `cv` over the DataModule's manifest."""
     manifest = datamodule.manifest
     assert manifest is not None
-    number = cfg.cv.folds
     utterances = manifest.utterances
-    if cfg.cv.strategy == "predefined":  # the one fold the rows' split column fixes
+    if cv.strategy == "predefined":  # the one fold the rows' split column fixes
         return [folds.predefined_split([u.split for u in utterances], [u.origin for u in utterances], manifest.corpus)]
     splits = folds.make_folds(
-        cfg.cv.strategy, len(manifest), None if number is None else int(number), split_seed(cfg, datamodule),
-        speakers=manifest.speakers, sessions=[u.session for u in utterances],
-        group_by=str(cfg.cv.get("group_by") or "auto"),
+        cv.strategy, len(manifest), cv.folds, cv.split_seed(datamodule.corpus.split_seed),
+        speakers=manifest.speakers, sessions=[u.session for u in utterances], group_by=cv.group_by,
     )
-    if cfg.cv.strategy == "kfold" and datamodule.corpus.refuses_small_classes:
-        folds.check_class_sizes(manifest, int(number))
+    if cv.strategy == "kfold" and datamodule.corpus.refuses_small_classes and cv.folds is not None:
+        folds.check_class_sizes(manifest, cv.folds)
     return splits
 
 
@@ -50,41 +47,43 @@ class CrossValidation(ExperimentProtocol):
 
     @property
     def only_units(self) -> Any:
-        return self.cfg.cv.get("only_folds")
+        return self.settings.cv.only_folds
 
     def setup_name(self) -> str:
         """`<corpus>-<variant>-<features>`."""
-        return f"{self.cfg.dataset.corpus}-{self.cfg.variant}-{self.cfg.features.kind}"
+        settings = self.settings
+        return f"{settings.dataset.corpus}-{settings.variant}-{settings.features.kind}"
 
     def prepare(self) -> FoldDataModule:
-        self.datamodule = build_datamodule(self.cfg)
+        self.datamodule = build_datamodule(self.settings)
         return self.datamodule
 
     def units(self) -> list[Unit]:
-        self.folds = build_folds(self.cfg, self.datamodule)
+        self.folds = build_folds(self.settings.cv, self.datamodule)
         return [Unit(fold, train, test) for fold, (train, test) in enumerate(self.folds)]
 
     def unit_path(self, output_dir: Path, index: int) -> Path:
         return results.fold_path(output_dir, index)
 
     def record(self) -> dict[str, Any]:
-        cfg, datamodule = self.cfg, self.datamodule
+        settings, datamodule = self.settings, self.datamodule
+        cv = settings.cv
         assert datamodule.manifest is not None
         return {
             # The setup without the corpus, and the Hydra choices/overrides that made it:
             # how `sweep.py report` tells the variants of a sweep apart.
-            "variant": f"{cfg.variant}-{cfg.features.kind}",
+            "variant": f"{settings.variant}-{settings.features.kind}",
             "hydra": provenance.hydra_job_info(),
             "corpus": datamodule.corpus.name,
             "class_names": datamodule.class_names,
             "num_utterances": len(datamodule.manifest),
             "class_counts": datamodule.manifest.class_counts(),
-            "seeds": {"training": int(cfg.seed), "split": split_seed(cfg, datamodule)},
-            "cv": {"strategy": cfg.cv.strategy, "folds": len(self.folds)} | protocol_record(cfg),
+            "seeds": {"training": settings.seed, "split": cv.split_seed(datamodule.corpus.split_seed)},
+            "cv": {"strategy": cv.strategy, "folds": len(self.folds)} | protocol_record(cv),
             "skipped_files": datamodule.skipped_files,
         }
 
 
-def experiment_name(cfg: DictConfig) -> str:
+def experiment_name(settings: Settings) -> str:
     """The name of a cross-validation setup: corpus, model variant and features (W&B group)."""
-    return CrossValidation(cfg).experiment_name()
+    return CrossValidation(settings).experiment_name()

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
-from ser.settings import ConfigError
-from ser.tracking.wandb_runs import wandb_config
+from ser.errors import ConfigError
+from ser.settings import Settings
 from ser.training.distributed import uses_several_processes
 from ser.training.implementation import device_type, resolve_for_run
 
-CHOICES = (False, True, "auto")
 # (device type, implementation) -> whether stacked folds train faster there than one
 # fold after another, as `python -m benchmarks.bench folds=true` measured the default demo
 # (docs/bench/README.md): on the 2-core CPU, MS-SENet's fast implementation trained
@@ -58,50 +55,41 @@ SCALED_PRECISIONS = ("16", "16-mixed")
 PER_FOLD_CALLBACKS = ("checkpoint", "early_stopping")
 
 
-def requested(cfg: DictConfig) -> bool | str:
-    """`cv.stack` as given: true, false or auto (ConfigError naming anything else)."""
-    value = OmegaConf.select(cfg, "cv.stack", default=False)
-    if value not in CHOICES or (value != "auto" and not isinstance(value, bool)):
-        raise ConfigError(f"cv.stack={value}: expected true, false or auto")
-    return value
-
-
-def unsupported_settings(cfg: DictConfig) -> list[str]:
-    """The settings of `cfg` that stacked folds cannot honour, as `key=value`."""
+def unsupported_settings(settings: Settings) -> list[str]:
+    """The settings of the run that stacked folds cannot honour, as `key=value`."""
     found = []
-    trainer = cfg.get("trainer") or {}
+    trainer = settings.trainer
     if uses_several_processes(trainer):
-        found.append(f"trainer.devices={trainer.get('devices')} (several processes)")
-    strategy = trainer.get("strategy", "auto")
-    if str(strategy) not in SINGLE_DEVICE_STRATEGIES:
-        found.append(f"trainer.strategy={strategy}")
+        found.append(f"trainer.devices={trainer.devices} (several processes)")
+    if trainer.strategy not in SINGLE_DEVICE_STRATEGIES:
+        found.append(f"trainer.strategy={trainer.strategy}")
     for key, neutral in NEUTRAL_TRAINER_SETTINGS.items():
         value = trainer.get(key, neutral[0])
         if value not in neutral:
             found.append(f"trainer.{key}={value}")
-    if str(trainer.get("precision", "32-true")) in SCALED_PRECISIONS:
-        found.append(f"trainer.precision={trainer.get('precision')}")
-    for name, callback in (cfg.get("callbacks") or {}).items():
-        if callback is not None and name not in PER_FOLD_CALLBACKS:
+    if trainer.precision in SCALED_PRECISIONS:
+        found.append(f"trainer.precision={trainer.precision}")
+    for name in settings.callbacks.nodes:
+        if name not in PER_FOLD_CALLBACKS:
             found.append(f"callbacks.{name}")
-    if OmegaConf.select(cfg, "model.scheduler", default=None) is not None:
+    if settings.model.has_scheduler:
         found.append("model.scheduler")
     # W&B's checkpoint artifacts come from each fold's ModelCheckpoint, which a stacked
     # fold does not have (its FoldTrack writes last.ckpt).
-    wandb = wandb_config(cfg.get("logger"))
+    wandb = settings.logger.wandb
     if wandb is not None and wandb.get("log_model"):
         found.append(f"logger.wandb.log_model={wandb.get('log_model')}")
     return found
 
 
-def resolve_stacking(cfg: DictConfig) -> bool:
-    """Whether this run trains its folds together: `cv.stack`, with `auto` decided by
-    the trainer's device and the network's implementation; ConfigError for `true` with a
-    setting it cannot honour."""
-    choice = requested(cfg)
+def resolve_stacking(settings: Settings) -> bool:
+    """Whether this run trains its folds together: `cv.stack` (true, false or auto,
+    checked with the cv settings), with `auto` decided by the trainer's device and the
+    network's implementation; ConfigError for `true` with a setting it cannot honour."""
+    choice = settings.cv.stack
     if choice is False:
         return False
-    blocking = unsupported_settings(cfg)
+    blocking = unsupported_settings(settings)
     if choice is True:
         if blocking:
             raise ConfigError(
@@ -111,5 +99,4 @@ def resolve_stacking(cfg: DictConfig) -> bool:
         return True
     if blocking:
         return False
-    accelerator = (cfg.get("trainer") or {}).get("accelerator", "auto")
-    return STACKED_FASTER_ON.get((device_type(accelerator), resolve_for_run(cfg)), False)
+    return STACKED_FASTER_ON.get((device_type(settings.trainer.accelerator), resolve_for_run(settings)), False)

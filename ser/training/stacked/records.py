@@ -19,8 +19,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 
+from ser.settings import Settings
 from ser.training.checkpoint import load_dict
 from ser.training.fold import FoldRun
 from ser.training.resume import LAST_CHECKPOINT, STACKED_STATE_KEY, atomic_save_checkpoint
@@ -56,18 +56,18 @@ class FoldTrainerView:
 class FoldTrack:
     """One fold's place in a stacked fit: its module, progress and per-fold records."""
 
-    def __init__(self, cfg: DictConfig, run: FoldRun) -> None:
+    def __init__(self, settings: Settings, run: FoldRun) -> None:
         self.run = run
         self.module = run.module
         self.loggers = [*run.loggers, run.history]  # the history always, as a fold alone
-        self.max_epochs = int(cfg.trainer.max_epochs)
-        self.min_epochs = int(cfg.trainer.get("min_epochs") or 0)
-        callbacks = cfg.get("callbacks") or {}
+        self.max_epochs = settings.trainer.max_epochs
+        self.min_epochs = settings.trainer.min_epochs
+        callbacks = settings.callbacks
         # `callbacks.checkpoint` writes a fold's last.ckpt alone; without it (callbacks=none) none is kept.
-        self.keeps_last = callbacks.get("checkpoint") is not None
-        stopping = callbacks.get("early_stopping")
+        self.keeps_last = callbacks.checkpoint is not None
+        stopping = callbacks.early_stopping
         self.stopper = instantiate(stopping) if stopping is not None else None
-        self.keeps_best = str(cfg.cv.get("select") or "last") == "best_val_uar"
+        self.keeps_best = settings.cv.select == "best_val_uar"
         self.best_score: float | None = None
         self.best_path: str | None = None
         self.next_epoch = 0  # the first epoch it has yet to train

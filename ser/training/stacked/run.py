@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import CombinedLoader
 
 from ser.data.datamodule import FoldDataModule
+from ser.settings import Settings
 from ser.tracking import wandb_runs
 from ser.training.build import build_trainer
 from ser.training.fold import ExperimentContext, finish_fold, prepare_fold
@@ -29,16 +29,16 @@ from ser.training.stacked.module import StackedFolds
 from ser.training.stacked.records import FoldTrack
 
 
-def stacked_trainer(cfg: DictConfig, **settings: Any) -> pl.Trainer:
+def stacked_trainer(settings: Settings, **arguments: Any) -> pl.Trainer:
     """A Trainer of the run's `trainer` settings that writes nothing of its own: each
     fold's records are its FoldTrack's (fit) or its evaluation's loggers (test)."""
     return build_trainer(
-        cfg, callbacks=[], enable_checkpointing=False,
-        enable_progress_bar=bool(cfg.progress), **{"logger": False, **settings},
+        settings.trainer, callbacks=[], enable_checkpointing=False,
+        enable_progress_bar=settings.progress, **{"logger": False, **arguments},
     )
 
 
-def fit_together(cfg: DictConfig, datamodule: FoldDataModule, tracks: Sequence[FoldTrack]) -> None:
+def fit_together(settings: Settings, datamodule: FoldDataModule, tracks: Sequence[FoldTrack]) -> None:
     """One Trainer fits the folds of `tracks` (none of them done training)."""
     first_epoch = min(track.next_epoch for track in tracks)
     training = CombinedLoader(
@@ -47,8 +47,8 @@ def fit_together(cfg: DictConfig, datamodule: FoldDataModule, tracks: Sequence[F
     validation = [
         datamodule.evaluation_loader(t.run.validation_rows) for t in tracks if t.run.validation_rows is not None
     ]
-    module = StackedFolds(tracks, first_epoch, cfg.model.get("compile"))
-    trainer = stacked_trainer(cfg, max_epochs=int(cfg.trainer.max_epochs) - first_epoch)
+    module = StackedFolds(tracks, first_epoch, settings.model.compile)
+    trainer = stacked_trainer(settings, max_epochs=settings.trainer.max_epochs - first_epoch)
     trainer.fit(module, train_dataloaders=training, val_dataloaders=validation)
     for track in tracks:
         for logger in track.loggers:  # what Lightning does with a fold's loggers when its fit ends
@@ -94,10 +94,10 @@ class AtFoldStep(Logger):
         self.logger.finalize(status)
 
 
-def evaluation_trainer(cfg: DictConfig, track: FoldTrack) -> pl.Trainer:
+def evaluation_trainer(settings: Settings, track: FoldTrack) -> pl.Trainer:
     """The Trainer that tests a fold: its loggers, and the epoch and step its fit reached,
     so the test's figures are logged where a fold alone logs them."""
-    trainer = stacked_trainer(cfg, logger=[AtFoldStep(logger, track.steps) for logger in track.loggers])
+    trainer = stacked_trainer(settings, logger=[AtFoldStep(logger, track.steps) for logger in track.loggers])
     # The epoch its fit reached (a fresh Trainer starts at zero), which Lightning adds to
     # the figures it logs and the module names in a non-finite loss's message: the fit
     # loop's public counter that Trainer.current_epoch reads (the property has no setter).
@@ -106,7 +106,7 @@ def evaluation_trainer(cfg: DictConfig, track: FoldTrack) -> pl.Trainer:
 
 
 def run_stacked(
-    cfg: DictConfig,
+    settings: Settings,
     datamodule: FoldDataModule,
     units: Sequence[Unit],
     experiment: ExperimentContext,
@@ -116,22 +116,22 @@ def run_stacked(
     runs = []
     try:
         for unit in units:
-            runs.append(prepare_fold(cfg, datamodule, unit, experiment, stacked=True))
-        tracks = [FoldTrack(cfg, run) for run in runs]
+            runs.append(prepare_fold(settings, datamodule, unit, experiment, stacked=True))
+        tracks = [FoldTrack(settings, run) for run in runs]
         for run in runs:
             if run.resume_from is not None:
                 print(f"[ser] {experiment.name}: fold {run.fold} resumes from {run.resume_from}", flush=True)
         started = time.time()
         training = [track for track in tracks if not track.done_training]
         if training:
-            fit_together(cfg, datamodule, training)
+            fit_together(settings, datamodule, training)
         fit_seconds = time.time() - started  # the part that grows with the epochs, shared
         for track in tracks:
             track.run.history.stop()
         for track in tracks:
             track.run.select_rows(datamodule)
             record(finish_fold(
-                cfg, track.run, evaluation_trainer(cfg, track), datamodule, track.best_path,
+                settings, track.run, evaluation_trainer(settings, track), datamodule, track.best_path,
                 track.epochs, started, fit_seconds,
             ))
             wandb_runs.finish_loggers(track.run.loggers)
