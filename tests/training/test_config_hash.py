@@ -214,9 +214,12 @@ def test_the_excluded_keys_change_no_result(tiny_config, tmp_path: Path) -> None
     with one_torch_thread():
         train(plain)
         train(varied)
+    folds = [json.loads((tmp_path / run / "results.json").read_text())["folds"] for run in ("a", "b")]
     figures = [
-        [{k: f[k] for k in ("test/uar", "test/war", "test/loss", "confusion_matrix", "test_rows")}
-         for f in json.loads((tmp_path / run / "results.json").read_text())["folds"]]
-        for run in ("a", "b")
+        [{k: f[k] for k in ("test/uar", "test/war", "confusion_matrix", "test_rows")} for f in run]
+        for run in folds
     ]
     assert figures[0] == figures[1]
+    # The loss to floating-point order: the BLAS may add in another order for buffers at
+    # other addresses (seen: 6e-7 relative between two runs in one process).
+    assert [f["test/loss"] for f in folds[0]] == pytest.approx([f["test/loss"] for f in folds[1]], rel=1e-5)
