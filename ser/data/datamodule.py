@@ -63,8 +63,7 @@ class FoldDataModule(pl.LightningDataModule):
         super().__init__()
         # A registered layout by name, or a corpus built from its settings (a manifest).
         self.corpus: Corpus = corpus if isinstance(corpus, Corpus) else get_corpus(corpus)
-        if batch_size < 1:
-            raise ConfigError(f"dataset.batch_size must be a positive integer, got {batch_size}")
+        # Its range (>= 1) is the dataset settings' (ser.settings.data), checked as they are built.
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.feature_settings: AnyFeatureSettings
@@ -241,8 +240,6 @@ class CorpusDataModule(FoldDataModule):
         self.check_counts = check_counts
         resolve_feature_device(str(feature_device))  # a bad setting fails here, not later
         self.feature_device = str(feature_device)
-        if load_threads is not None and load_threads < 1:
-            raise ConfigError(f"dataset.load_threads must be positive or null, got {load_threads}")
         self.load_threads = load_threads or min(4, os.cpu_count() or 1)
 
     @property
