@@ -40,6 +40,7 @@ from ser.models.fast import FastDirectionalStream, use_reference
 from ser.models.fast.grouped import fused_level_means as fast_fused_level_means
 from ser.models.networks import MSSENet
 from ser.models.reference.grouped import fused_level_means as reference_fused_level_means
+from ser.models.reference.layers import BATCH_NORMS, DROPOUTS
 from ser.models.reference.masks import StreamMasks, draw_network_masks
 
 FoldMasks = tuple[StreamMasks, StreamMasks]
@@ -51,9 +52,9 @@ def _signature(net: nn.Module, modes: bool = True) -> tuple:
     layers = []
     for module in net.modules():
         settings: tuple = (type(module), module.training) if modes else (type(module),)
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, BATCH_NORMS):
             settings += (module.momentum, module.eps, module.affine, module.track_running_stats)
-        elif isinstance(module, nn.modules.dropout._DropoutNd):
+        elif isinstance(module, DROPOUTS):
             settings += (module.p,)
         layers.append(settings)
     return (tuple(layers), tuple(p.shape for p in net.parameters()))
@@ -67,7 +68,7 @@ def groupable(nets: Sequence[nn.Module], modes: bool = True) -> bool:
     if not isinstance(first, MSSENet):
         return False
     for module in first.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is None:
+        if isinstance(module, BATCH_NORMS) and module.momentum is None:
             return False
     signature = _signature(first, modes)
     return all(_signature(net, modes) == signature for net in nets[1:])
@@ -162,7 +163,8 @@ class StackedNetworks(nn.Module):
         networks = {id(net): torch.compile(net, mode=mode) for net in self.nets}
 
         def alone(net: nn.Module, rows: torch.Tensor) -> torch.Tensor:
-            # One graph for every batch size (full batches and an epoch's last, smaller one).
+            # One graph for every batch size (full batches and an epoch's last, smaller one);
+            # torch._dynamo's function, as ser.training.module says (no torch.compiler one).
             torch._dynamo.maybe_mark_dynamic(rows, 0)
             return networks[id(net)](rows)
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Private to torch, and the one place that says which folder torch itself fills in; torch
-# offers no public accessor, and copying its rule here would drift from it silently.
+# torch._inductor is private to torch, and the one place that says which folder torch itself
+# fills in; torch offers no public accessor, and copying its rule here would drift from it silently.
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
 from ser.private_folder import private_folder_problem, user_cache_folder

@@ -22,6 +22,7 @@ from ser.models import (
     implementation,
     keras_initialise,
 )
+from ser.models.reference.layers import BATCH_NORMS
 from tests.helpers.implementations import SWITCHES
 
 BATCH, FRAMES, FEATURES = 2, 24, 39
@@ -94,7 +95,7 @@ def test_parameter_counts_match_keras() -> None:
     assert trainable_parameters(model) == MSSENET_PARAMETERS
     statistics = sum(
         m.running_mean.numel() + m.running_var.numel()
-        for m in modules_of(model, nn.modules.batchnorm._BatchNorm)
+        for m in modules_of(model, BATCH_NORMS)
     )
     assert statistics == MSSENET_BATCH_NORM_STATISTICS
     assert trainable_parameters(TIMNet(num_classes=7, num_blocks=8)) == TIMNET_PARAMETERS
@@ -103,7 +104,7 @@ def test_parameter_counts_match_keras() -> None:
 def test_keras_matching_settings() -> None:
     torch.manual_seed(0)
     model = MSSENet(num_classes=7)
-    norms = modules_of(model, nn.modules.batchnorm._BatchNorm)
+    norms = modules_of(model, BATCH_NORMS)
     assert len(norms) == 2 * (3 + 2 * 10)
     for norm in norms:
         assert norm.momentum == 0.01 and norm.eps == 1e-3

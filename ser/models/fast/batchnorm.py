@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+
+from ser.models.reference.layers import BatchNorm
 
 
 def update_running_stats(
-    norms: Sequence[nn.modules.batchnorm._BatchNorm],
+    norms: Sequence[BatchNorm],
     means: torch.Tensor,
     variances: torch.Tensor,
     count: int,
@@ -29,6 +30,8 @@ def update_running_stats(
     with torch.no_grad():
         if len(momenta) == 1 and None not in momenta:
             factor = momenta.pop()
+            # torch._foreach_*: the multi-tensor ops torch.optim's own foreach paths use; no
+            # public function updates a list of tensors in one call
             torch._foreach_add_([norm.num_batches_tracked for norm in norms], 1)
             running_means = [norm.running_mean for norm in norms]
             running_vars = [norm.running_var for norm in norms]
@@ -51,7 +54,7 @@ def update_running_stats(
 class NormGroup:
     """The BatchNorms at one position of a block, one per group, and their common mode."""
 
-    norms: list[nn.modules.batchnorm._BatchNorm]
+    norms: list[BatchNorm]
     batch_stats: bool
     update: bool
 
@@ -67,7 +70,7 @@ class NormGroup:
         return torch.tensor(values, dtype=like.dtype, device=like.device)[:, None]
 
 
-def norm_group(norms: Sequence[nn.modules.batchnorm._BatchNorm]) -> NormGroup:
+def norm_group(norms: Sequence[BatchNorm]) -> NormGroup:
     modes = {
         (
             norm.training or norm.running_mean is None,

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ser.models.reference.fusion import SamePaddingAveragePool2d
+from ser.models.reference.layers import BatchNorm
 from ser.models.reference.masks import StreamMasks
 
 
@@ -43,7 +44,7 @@ def _factors(masks: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
     return None if masks[0] is None else torch.cat(list(masks), dim=1)
 
 
-def batch_norm(h: torch.Tensor, norms: Sequence[nn.modules.batchnorm._BatchNorm]) -> torch.Tensor:
+def batch_norm(h: torch.Tensor, norms: Sequence[BatchNorm]) -> torch.Tensor:
     """The groups' BatchNorms on h (batch, G * C, ...), each as `nn.BatchNorm` computes and
     updates itself (its momentum, a number, is the same for all: see stacked.groupable)."""
     first = norms[0]
@@ -60,6 +61,7 @@ def batch_norm(h: torch.Tensor, norms: Sequence[nn.modules.batchnorm._BatchNorm]
     if update:  # batch_norm updated the concatenated copies: back into each norm's buffers
         with torch.no_grad():
             channels = first.num_features
+            # torch._foreach_*: torch.optim's multi-tensor ops (no public list-wide update)
             torch._foreach_add_([norm.num_batches_tracked for norm in norms], 1)
             torch._foreach_copy_([norm.running_mean for norm in norms], running_mean.split(channels))
             torch._foreach_copy_([norm.running_var for norm in norms], running_var.split(channels))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ser.models.reference.layers import BATCH_NORMS
+
 # Keras BatchNormalization(momentum=0.99, epsilon=1e-3): Keras keeps 0.99 of the old
 # moving average, PyTorch's momentum is the weight of the new batch, so 1 - 0.99.
 BATCH_NORM_MOMENTUM = 0.01
@@ -40,7 +42,7 @@ def keras_initialise(module: nn.Module) -> nn.Module:
             nn.init.xavier_uniform_(layer.weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-        elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        elif isinstance(layer, BATCH_NORMS):
             layer.momentum = BATCH_NORM_MOMENTUM
             layer.eps = BATCH_NORM_EPS
             layer.reset_parameters()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ser.models.reference.layers import DROPOUTS
+
 
 @dataclass
 class StreamMasks:
@@ -29,7 +31,7 @@ class StreamMasks:
 
 def _factors(dropout: nn.Module, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
     """The factors `dropout` multiplies an input of `shape` by, drawn as it draws them."""
-    if not isinstance(dropout, nn.modules.dropout._DropoutNd):
+    if not isinstance(dropout, DROPOUTS):
         return None
     p = dropout.p
     if not dropout.training or p == 0:
