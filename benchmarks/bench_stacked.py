@@ -9,19 +9,34 @@ project's settings). A stacked step trains copies of the same networks as one
 `StackedNetworks` with the same seeds and one Adam over all their parameters (Adam is
 elementwise: the same update). Steps alternate in rounds, so both see the same machine
 load; samples/s counts all folds' samples, and `ratio` is stacked over sequential.
+
+    python -m benchmarks.bench_stacked [batches=[1,4,16,32]] [folds=10] [threads=2] [out=F]
+
+splits each way's step time into a cost per step and a cost per sample: both ways are
+timed at several batch sizes (the demo's shape otherwise, 65 frames), and a line fitted
+to step time against batch size gives the fixed milliseconds of a step of all folds
+(intercept) and the milliseconds each batch row of all folds adds (slope). Stacking can
+only remove the first; `bound` is the ratio a stacked step with no fixed cost would reach.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import statistics
+import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from benchmarks.bench_step import NUM_CLASSES, autocast_context, build_model, synchronise
+from ser.cli import parse_key_values, run_cli
+from ser.errors import ConfigError
 from ser.models.stacked import StackedNetworks
 from ser.training.implementation import resolve_implementation
 
@@ -130,3 +145,84 @@ def print_stacking(rows: dict) -> None:
     if not console.is_terminal:
         console = Console(width=160)
     console.print(table)
+
+
+@dataclass
+class DecompositionArguments:
+    batches: list[int] = field(default_factory=lambda: [1, 4, 16, 32], metadata={"help": "batch sizes timed"})
+    folds: int = field(default=10, metadata={"help": "folds trained each way"})
+    model: str = field(default="mssenet", metadata={"help": "mssenet or timnet"})
+    frames: int = field(default=65, metadata={"help": "frames per sample (the demo's 65)"})
+    num_blocks: int | None = field(default=None, metadata={"help": "TABs (null: 10 / 8)"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (null: torch's)"})
+    warmup: int = field(default=2, metadata={"help": "untimed steps of each way per batch size"})
+    stacked_rounds: int = field(default=5, metadata={"help": "timed steps of each way per batch size"})
+    out: str | None = field(default=None, metadata={"help": "write the results as JSON"})
+    device: str = "cpu"
+    precision: str = "32"
+    # what time_stacking reads, set from the above per timed batch size
+    batch_size: int = 16
+    stacked: int = 10
+
+
+def _line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Intercept and slope of the least-squares line through (xs, ys)."""
+    slope, intercept = statistics.linear_regression(xs, ys)
+    return intercept, slope
+
+
+def decompose(args: DecompositionArguments) -> dict:
+    """Both ways' step times at each batch size and the fitted fixed and per-sample costs."""
+    if len(set(args.batches)) < 2 or min(args.batches) < 1:
+        raise ConfigError(f"batches={list(args.batches)}: expected two or more different sizes >= 1")
+    if args.folds < 2:
+        raise ConfigError(f"folds={args.folds}: expected a whole number >= 2")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for batch in args.batches:
+        row = time_stacking(args.model, replace(args, batch_size=batch, stacked=args.folds), torch.device(args.device))
+        rows.append({"batch_size": batch, **row})
+    fits = {}
+    for way in ("sequential", "stacked"):
+        fixed, per_sample = _line(args.batches, [row[f"{way}_step_ms"] for row in rows])
+        fits[way] = {"fixed_ms_per_step": fixed, "ms_per_batch_row": per_sample}
+    per_row = fits["stacked"]["ms_per_batch_row"]
+    for row in rows:  # the ratio if a stacked step cost its rows' arithmetic alone
+        row["bound"] = row["sequential_step_ms"] / (per_row * row["batch_size"]) if per_row > 0 else None
+    config = {name: value for name, value in vars(args).items() if name not in ("batch_size", "stacked")}
+    return {"config": {**config, "threads": torch.get_num_threads()}, "rows": rows, "fits": fits}
+
+
+def print_decomposition(results: dict) -> None:
+    """The per-batch rows and the fitted costs as text."""
+    folds = results["config"]["folds"]
+    print(f"{results['config']['model']}, {folds} folds, {results['config']['threads']} threads: "
+          "step ms of all folds, sequential / stacked")
+    for row in results["rows"]:
+        bound = "-" if row["bound"] is None else f"{row['bound']:.2f}x"
+        print(f"  batch {row['batch_size']:3d}: {row['sequential_step_ms']:7.1f} / {row['stacked_step_ms']:7.1f}"
+              f"  ratio {row['ratio']:.2f}x  bound without a fixed cost {bound}")
+    for way, fit in results["fits"].items():
+        print(f"  {way:10s}: {fit['fixed_ms_per_step']:6.1f} ms per step + {fit['ms_per_batch_row']:5.2f} ms "
+              f"per batch row ({folds} samples)")
+
+
+def main(argv: Sequence[str] | None = None) -> dict | None:
+    """`python -m benchmarks.bench_stacked [key=value ...]`: the decomposition, printed."""
+    usage = "usage: python -m benchmarks.bench_stacked [batches=[1,4,16,32]] [folds=10] [threads=2] [out=F]"
+
+    def run(arguments: DecompositionArguments) -> dict:
+        results = decompose(arguments)
+        print_decomposition(results)
+        if arguments.out is not None:
+            Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(arguments.out).write_text(json.dumps(results, indent=2) + "\n")
+        return results
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_cli(lambda a: run(parse_key_values(a, DecompositionArguments, usage)), argv)
+
+
+if __name__ == "__main__":
+    main()

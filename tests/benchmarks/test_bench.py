@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -49,3 +50,29 @@ def test_benchmark_arguments_are_checked() -> None:
     ):
         with pytest.raises(ValueError, match=re.escape(message)):
             bench.check_arguments(bench.parse_key_values([argument], bench.BenchArguments, bench.USAGE))
+
+
+def test_stacking_decomposition(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m benchmarks.bench_stacked`: both ways timed per batch size, and the fitted
+    fixed and per-row costs are the line through the timed steps."""
+    from benchmarks import bench_stacked
+
+    out = tmp_path / "decomposition.json"
+    results = bench_stacked.main(
+        ["batches=[1,3]", "folds=2", "num_blocks=2", "frames=12", "warmup=0",
+         "stacked_rounds=1", "threads=1", f"out={out}"]
+    )
+    assert results is not None and json.loads(out.read_text())["fits"] == results["fits"]
+    assert [row["batch_size"] for row in results["rows"]] == [1, 3]
+    for row in results["rows"]:
+        assert row["folds"] == 2 and row["implementation"] == "fast"
+        assert row["ratio"] == pytest.approx(row["sequential_step_ms"] / row["stacked_step_ms"])
+        for way in ("sequential", "stacked"):  # two sizes: the line passes through both
+            fit = results["fits"][way]
+            predicted = fit["fixed_ms_per_step"] + fit["ms_per_batch_row"] * row["batch_size"]
+            assert predicted == pytest.approx(row[f"{way}_step_ms"])
+    for argument, message in (("batches=[4]", "batches=[4]: expected two or more different sizes"),
+                              ("folds=1", "folds=1: expected a whole number >= 2")):
+        with pytest.raises(SystemExit) as exit_info:
+            bench_stacked.main([argument])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
