@@ -23,7 +23,7 @@ from ser.training.stacked.policy import resolve_stacking
 from tests.helpers.audio_files import write_noise
 from tests.helpers.cli_runs import run_predict, run_train_py
 from tests.helpers.config import TINY_DATA, one_torch_thread, typed_config
-from tests.helpers.stacking import assert_weights_agree
+from tests.helpers.stacking import assert_weights_agree, same_figure
 from tests.helpers.wandb_records import offline_runs
 
 # What each fold computed, which a resumed run must repeat.
@@ -48,8 +48,7 @@ def assert_same_figures(resumed: dict, whole: dict) -> None:
     for ours, theirs in zip(resumed["folds"], whole["folds"], strict=True):
         assert ours.keys() - {"resumed_from_epoch"} == theirs.keys()
         for key in set(FIGURES) & theirs.keys():
-            expected = pytest.approx(theirs[key], rel=1e-5) if isinstance(theirs[key], float) else theirs[key]
-            assert ours[key] == expected, key
+            assert same_figure(key, ours[key], theirs[key]), (key, ours[key], theirs[key])
 
 
 @pytest.mark.slow

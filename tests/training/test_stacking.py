@@ -15,7 +15,7 @@ from ser.tracking.results import fold_path, read_json
 from ser.training.checkpoint import load_dict
 from ser.training.engine import train
 from tests.helpers.config import one_torch_thread
-from tests.helpers.stacking import assert_weights_agree
+from tests.helpers.stacking import assert_weights_agree, same_figure
 
 # What a fold's record holds that depends on the time it took, not on what it computed.
 TIMINGS = ("seconds", "fit_seconds")
@@ -83,8 +83,7 @@ def assert_each_fold_as_alone(outcome: dict[str, Any]) -> None:
     for ours, theirs in zip(stacked["record"]["folds"], alone["record"]["folds"], strict=True):
         assert set(ours) == set(theirs)  # the same fields
         for key in set(theirs) - set(TIMINGS):  # floats within fp32 tolerance, the rest exactly
-            expected = pytest.approx(theirs[key], rel=1e-5) if isinstance(theirs[key], float) else theirs[key]
-            assert ours[key] == expected, key
+            assert same_figure(key, ours[key], theirs[key]), (key, ours[key], theirs[key])
         fold = ours["fold"]
         assert read_json(fold_path(stacked["dir"], fold)) == {
             "config_hash": stacked["record"]["config_hash"], "data_hash": stacked["record"]["data_hash"],
@@ -93,7 +92,8 @@ def assert_each_fold_as_alone(outcome: dict[str, Any]) -> None:
         history = [read_history(run["dir"], fold) for run in (stacked, alone)]
         assert [e["epoch"] for e in history[0]["epochs"]] == list(range(theirs["epochs"]))
         for mine, other in zip(history[0]["epochs"], history[1]["epochs"], strict=True):
-            assert mine == pytest.approx(other, rel=1e-5)
+            assert mine.keys() == other.keys()
+            assert all(same_figure(key, mine[key], other[key]) for key in other), (mine, other)
         weights = [load_dict(run["dir"] / f"checkpoints/fold_{fold:02d}/last.ckpt") for run in (stacked, alone)]
         assert_weights_agree(*weights)
         # Adam's state per parameter (its step count included) is what the fold alone has.
@@ -109,7 +109,8 @@ def assert_each_fold_as_alone(outcome: dict[str, Any]) -> None:
         assert [call[:3] for call in ours] == [call[:3] for call in theirs], fold
         for mine, other in zip(ours, theirs, strict=True):
             if mine[0] == "metrics":
-                assert mine[3] == pytest.approx(other[3], rel=1e-5), (fold, mine[2])
+                pairs = zip(mine[2], mine[3], other[3], strict=True)
+                assert all(same_figure(key, a, b) for key, a, b in pairs), (fold, mine, other)
 
 
 @pytest.mark.slow
