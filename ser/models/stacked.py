@@ -41,7 +41,7 @@ from ser.models.fast.grouped import fused_level_means as fast_fused_level_means
 from ser.models.networks import MSSENet
 from ser.models.reference.grouped import fused_level_means as reference_fused_level_means
 from ser.models.reference.layers import BATCH_NORMS, DROPOUTS
-from ser.models.reference.masks import StreamMasks, draw_network_masks
+from ser.models.reference.masks import StreamMasks, draw_network_masks, seed_generator
 
 FoldMasks = tuple[StreamMasks, StreamMasks]
 
@@ -74,10 +74,6 @@ def groupable(nets: Sequence[nn.Module], modes: bool = True) -> bool:
     return all(_signature(net, modes) == signature for net in nets[1:])
 
 
-def _modes(net: nn.Module) -> list[bool]:
-    return [module.training for module in net.modules()]
-
-
 class StackedNetworks(nn.Module):
     """The networks of several folds, computed together (see the module doc)."""
 
@@ -90,6 +86,8 @@ class StackedNetworks(nn.Module):
         # whether the architectures of a set of folds match, by the folds' indices: the
         # networks' layers and settings stay as built (their modes are checked per call)
         self._architectures_match: dict[tuple[int, ...], bool] = {}
+        # each network's modules, listed once: the modes are read every step
+        self._module_lists = [list(net.modules()) for net in self.nets]
 
     def forward(
         self, x: torch.Tensor, folds: Sequence[int], seeds: Sequence[int] | None = None
@@ -118,7 +116,7 @@ class StackedNetworks(nn.Module):
         draws them (after `torch.manual_seed(seed)` with seeds, else from the current
         state, fold after fold); None in eval mode. Eager code: a compiled or graph-captured
         step compiles `grouped_logits`, which takes the masks as inputs."""
-        if not any(module.training for module in self.nets[folds[0]].modules()):
+        if not any(module.training for module in self._module_lists[folds[0]]):
             return None
         batch, frames = x.shape[1], x.shape[2]
         if seeds is None:
@@ -129,7 +127,7 @@ class StackedNetworks(nn.Module):
             # the dropout functions draw from the global generator: seed it as the fold alone
             # does, and restore it afterwards
             with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(int(seed))
+                seed_generator(seed, x.device)
                 masks.append(draw_network_masks(self.nets[fold], batch, frames, x))
         return masks
 
@@ -185,8 +183,11 @@ class StackedNetworks(nn.Module):
             self._architectures_match[key] = groupable(nets, modes=False)
         if not self._architectures_match[key]:
             return False
-        modes = _modes(nets[0])
-        return all(_modes(net) == modes for net in nets[1:])
+        modes = self._modes(folds[0])
+        return all(self._modes(fold) == modes for fold in folds[1:])
+
+    def _modes(self, fold: int) -> list[bool]:
+        return [module.training for module in self._module_lists[fold]]
 
     def _check(self, x: torch.Tensor, folds: Sequence[int], seeds: Sequence[int] | None) -> None:
         if x.ndim != 4 or x.shape[0] != len(folds) or not folds:
@@ -208,6 +209,6 @@ class StackedNetworks(nn.Module):
                 continue
             devices = [x.device] if x.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(int(seeds[position]))
+                seed_generator(seeds[position], x.device)
                 outputs.append(compute(self.nets[fold], x[position]))
         return torch.stack(outputs)

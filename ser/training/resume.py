@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from ser.data.sampling import derived_seed
+from ser.models.reference.masks import seed_generator
 from ser.tracking.atomic import atomic_torch_save
 from ser.training.checkpoint import CheckpointError, load_dict, saved_config_hash
 from ser.training.checkpoint import checkpoint_epoch as saved_epoch
@@ -91,7 +91,7 @@ class EpochSeeding(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         seed = batch_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
-        torch.manual_seed(seed)
+        seed_generator(seed, pl_module.device)
         random.seed(seed)
         np.random.seed(seed % 2**32)
 

@@ -78,3 +78,13 @@ def draw_network_masks(net: nn.Module, batch: int, frames: int, like: torch.Tens
         draw_stream_masks(net.forward_stream, batch, frames, like),
         draw_stream_masks(net.backward_stream, batch, frames, like),
     )
+
+
+def seed_generator(seed: int, device: torch.device) -> None:
+    """Seed the generator that draws on `device` as `torch.manual_seed` would. On the CPU
+    only the CPU's: torch.manual_seed also queues a seeding of every accelerator kind,
+    each recording a traceback, a cost per fold and batch that a CPU run never uses."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(int(seed))
+    else:
+        torch.manual_seed(int(seed))
