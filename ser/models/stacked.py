@@ -1,32 +1,13 @@
 """Several folds' networks computed as one: the contract of fold stacking (`cv.stack`).
 
-The folds of a cross-validation train the same architecture on different rows. Their
-parameters are disjoint, so F networks can run as one program: each fold's batch goes
-through its own weights, BatchNorm statistics and dropout masks, and each fold computes
-what it computes alone, up to floating-point order.
-
 `StackedNetworks` holds the folds' ordinary networks (`MSSENet`/`TIMNet`), so parameters,
 buffers, state dicts and checkpoints stay per fold. `forward` takes one batch per
-participating fold, all of one batch size; the folds' gradients land in their own
-networks' parameters and their BatchNorm running statistics in their own buffers.
-
-Dropout: a fold alone seeds torch's global generator before each training batch
-(ser.training.resume.EpochSeeding) and its network draws its masks from it. Here each
-participating fold's seed for the batch is passed in `seeds`, and its masks are drawn as
-the fold alone would draw them after `torch.manual_seed(seed)`: all of a fold's masks
-first, in its network's order (ser/models/reference/masks.py), then the computation.
-
-How: the folds' networks as one grouped network (`grouped=True`, the default, where
-`groupable`): the reference computation (grouped convolutions and batched products,
-ser/models/reference/grouped.py: any device, torch.compile, CUDA graphs) or, for networks
-of the fast implementation, its computation with every fold and reading direction as a
-group of the fused kernels (ser/models/fast/grouped.py). `grouped=False`, and networks
-that cannot be grouped, run the folds one after another: the specification that the
-grouped computation is tested against.
-
-`compiled(mode)`: `forward` for training steps under torch.compile (`model.compile`):
-the masks drawn eagerly, `grouped_logits` compiled; folds that cannot be grouped run
-their networks compiled one by one, as a fold alone compiles its network.
+participating fold, all of one batch size; each fold computes what it computes alone, up
+to floating-point order, with its own weights, gradients, BatchNorm statistics and dropout
+masks (drawn from its seed in `seeds` as the fold alone draws them). `grouped=True`, where
+`groupable`, runs them as one grouped network (reference or fast); `grouped=False` one
+after another, the specification. Dropout seeding, grouping and `compiled`:
+docs/performance.md, section "Fold stacking's contract".
 """
 
 from __future__ import annotations

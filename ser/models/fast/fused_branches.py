@@ -38,11 +38,8 @@ class FusedBranches(torch.autograd.Function):
     (w1 (S, C', C), b1 (S, C'), w2 (S, C, C'), b2 (S, C) or Nones), then per branch the
     patches P_b (B, k_b+1, T*F) of all samples and the folded weights W'_b (S, C, k_b+1).
     Output: (B, T, branches, F), the 1x1 projection of the SE-scaled concatenation before
-    its bias, ReLU and (for the avgpool regulariser) the pooling.
-
-    The activations (rows, T*F, C) exist a chunk of samples at a time: their SE sums and
-    their contraction with weights[n, b, c] = w[c] * scale[n, c] * mask[n, b, c] are taken
-    while they are in cache, and backward recomputes them from the patches.
+    its bias, ReLU and (for the avgpool regulariser) the pooling. The activations exist a
+    chunk of samples at a time (docs/performance.md, section "The fused branches").
     """
 
     @staticmethod

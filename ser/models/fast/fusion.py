@@ -1,26 +1,13 @@
 """The fast time-frequency fusion block: the reference's function, parameters and state dict.
 
-* Every branch conv has ONE input channel, so conv(x) = patches(x)^T @ W^T: one small GEMM
-  per branch over patches of shape (kh*kw + 1, frames*features) per sample (a row of ones
-  carries the bias, so the weight-gradient GEMM yields the bias gradient too; patches.py).
-* BatchNorm's batch statistics of a linear map of the patches follow from the patches'
-  mean and covariance: mean = W mu, var = diag(W Sigma W^T). They cost a (k+1) x (k+1)
-  matrix, autograd differentiates them on tiny tensors, and BatchNorm folds into the conv
-  weights (W' = gamma / sigma * W, ...). The patches are shifted by the input's mean so the
-  covariance loses no digits to cancellation.
-* Spatial dropout is a per-(sample, channel) factor and SE's squeeze a per-(sample, channel)
-  mean of the ReLU output, so SE scale, dropout mask and the 1x1 projection weight fold
-  into per-(sample, channel) weights of one channel contraction (`FusedBranches`).
-* The ReLU output exists a few samples at a time and is reduced while in cache. Every
-  gradient comes from [g * P; q * P] @ relu'(h) per branch and sample, never from a
-  materialised activation gradient. With the C kernels (float32 on the CPU) the forward's
-  SE sums and channel contraction read the pre-activations once each and record one sign
-  bit per value, and the backward takes those products as masked sums from the bits and
-  the patches (branches_native.py); otherwise the backward recomputes h with a GEMM,
-  thresholds it and multiplies (branches.py).
-* MS-SENet's backward stream reads x reversed in time: 'same' convolution commutes with
-  reversal when the kernel is flipped in time, so both streams share x's patches and
-  moments (`shared_patches`, `projected(..., reverse=True)`).
+Each branch conv has one input channel, so it is a GEMM over the input's patches
+(patches.py); BatchNorm's batch statistics follow from the patches' moments and fold into
+the conv weights; spatial dropout, SE and the 1x1 projection fold into per-(sample,
+channel) weights of one channel contraction (`FusedBranches`, which never materialises
+the ReLU output or its gradient). MS-SENet's backward stream shares the forward stream's
+patches (`shared_patches`, `projected(..., reverse=True)`). `project`: several blocks
+(folds) as one call. The derivations, and the C kernels' part: docs/performance.md,
+section "The fast fusion block".
 """
 
 from __future__ import annotations
@@ -179,12 +166,8 @@ def project(
     `masks[s]`: block s's branch dropout factors drawn beforehand (as `draw_fusion_masks`
     draws them, in the stream's own time order); None draws them here. `shared` holds
     the patches of x by kernel shape (`shared_patches`), for blocks that read the same
-    input. With `reverse`, the result is that of x reversed in time, computed from x's
-    own patches: 'same' convolution commutes with reversal when the kernel is flipped in
-    time, and everything after the convolutions acts per position or averages over
-    positions, so only the dropout masks and the pooling's weights are reversed to
-    match, and the output at the end. MS-SENet's backward stream shares its forward
-    stream's patches this way.
+    input. With `reverse`, the result is that of x reversed in time, computed from x's own
+    patches (why that holds: docs/performance.md, section "The fast fusion block").
     """
     first, segments = fusions[0], len(fusions)
     batch, frames, features = x.shape

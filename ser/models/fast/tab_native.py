@@ -1,20 +1,12 @@
 """The fast TAB with its elementwise work in fused C kernels (ser/models/native/tab.c).
 
 Same function, parameters and random numbers as `TemporalAwareBlockFunction` in tab.py
-(the PyTorch formulation, used when the kernels are unavailable). Per block and group:
-
-forward   z1 = causal_conv(x)              two GEMMs (bias-free: BatchNorm takes the bias)
-          stats(z1)                        one read pass
-          a1 = relu(A1 z1 + S1)            one pass (BatchNorm, ReLU, dropout folded in A, S)
-          z2 = causal_conv(a1), stats(z2)
-          out = x sigmoid(relu(A2 z2 + S2)) and its time mean, one pass
-backward  two passes over (g, x, z2): BatchNorm's sums, then gz2 and d out / d x directly
-          GEMMs for conv 2's weight and input gradients
-          two passes over (g a1, z1): BatchNorm's sums, then gz1 in place
-          GEMMs for conv 1, the input gradient accumulated onto the direct path.
-Saved for backward: x, z1, a1, z2 and per-channel statistics; neither the centred
-tensors, nor the sigmoid, nor the output. The kernels are reached only through the
-checked operators of ser/models/native/ops.py.
+(the PyTorch formulation, used when the kernels are unavailable). Per block and group the
+causal convs are GEMMs and the BatchNorm statistics, BatchNorm+ReLU+dropout, the sigmoid
+gate with its time mean and the backward's sums are a few passes of the kernels. Saved
+for backward: x, z1, a1, z2 and per-channel statistics. The kernels are reached only
+through the checked operators of ser/models/native/ops.py. The passes one by one:
+docs/performance.md, section "The fused TAB".
 """
 
 from __future__ import annotations

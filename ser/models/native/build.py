@@ -1,19 +1,12 @@
 """Compiling the fused CPU kernels (tab.c, tff.c) and finding a verified build.
 
-The kernels are compiled once per machine with the system C compiler into a cache folder:
-``SER_NATIVE_CACHE``, or ``$XDG_CACHE_HOME/ser-native`` / ``~/.cache/ser-native``; ``CC``
-names the compiler (default ``cc``). The file name of a build hashes the sources, the
-compiler's version, the flags and the CPU's feature flags, so a home folder shared by
-different machines (a cluster) keeps one build per kind of CPU.
-
-Each build is stored with its sha256 beside it (``<name>.so.sha256``) and is handed out
-only if its bytes still match: a truncated or altered library (the dynamic loader would
-map it and fault, SIGBUS) is rebuilt instead. Builds happen under a lock on the cache
-folder and are written under temporary names and renamed, so concurrent processes
-neither compile twice nor see a half-written file. The folder must be a folder only its
-user can write to (ser.private_folder), or nothing in it is loaded and the PyTorch
-formulation runs (loader.py warns why). Loading the library is the business of ops.py,
-the one place that calls it.
+Compiled once per machine with the system C compiler (``CC``, default ``cc``) into a cache
+folder (``SER_NATIVE_CACHE``, or ``$XDG_CACHE_HOME/ser-native`` / ``~/.cache/ser-native``),
+one build per kind of CPU. A build is handed out only while its bytes match the sha256
+beside it (else rebuilt); builds run under a lock on the folder and are renamed into
+place. A folder others can write to is not used (the PyTorch formulation runs). Loading
+the library is ops.py's business. Names, verification, locking and the folder rule:
+docs/performance.md, section "Building the kernels".
 """
 
 from __future__ import annotations

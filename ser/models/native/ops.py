@@ -1,18 +1,11 @@
 """The one typed boundary of the C kernels: PyTorch operators ``torch.ops.ser_native.*``.
 
-Each kernel of tab.c and tff.c is an operator with a schema that says which tensors it
-reads and which it writes (``Tensor(a!)``), registered for the CPU with an
-implementation that checks every tensor before its address reaches C: on the CPU, of the
-dtype the kernel reads, contiguous (one argument: contiguous rows), and of the shape the
-other arguments imply, so no size mismatch can make a kernel read or write out of bounds.
-A wrong argument raises ValueError naming the operator and the argument. Each operator
-also has a fake (meta) implementation, so shape propagation, the meta device and
-torch.compile's tracing treat it as an ordinary operator.
-
-The operators carry no autograd formulas: they are the pieces of the hand-written
-backward passes in ser/models/fast (autograd Functions, which call them with grad mode
-off). Nothing else in the package calls the library (loader.py loads it, from a build
-that build.py has verified against its sha256); callers check `available()` first.
+Each kernel of tab.c and tff.c is an operator with a schema (``Tensor(a!)``: what it
+writes), a CPU implementation that checks every tensor (device, dtype, contiguity, shape)
+before its address reaches C and raises ValueError naming the operator and the argument,
+and a fake (meta) implementation. They carry no autograd formulas: they are pieces of the
+hand-written backward passes in ser/models/fast. Nothing else calls the library; callers
+check `available()` first. Details: docs/performance.md, section "The kernels' operators".
 """
 
 from __future__ import annotations

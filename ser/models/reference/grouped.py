@@ -3,13 +3,10 @@
 Fold stacking (ser/models/stacked.py) runs F folds' networks at once; with their two
 reading directions that is G = 2F streams, group g = 2 * fold + direction. Every layer
 of the reference becomes one operation over all groups, each group with its own weights
-(stacked inside the computation, so the gradients reach each network's own parameters):
-convolutions with `groups=G`, BatchNorm over the G * C channels (per channel, hence per
-group statistics; the running statistics are written back into each network's buffers),
-squeeze-excitation as batched matrix products, dropout as the factors drawn per fold
-(ser/models/reference/masks.py). Plain tensor operations only: the same code runs on any
-device, under torch.compile and in CUDA graphs. Layouts as in the reference: images
-(batch, G * channels, frames, features), sequences (batch, G * channels, frames).
+(gradients reach each network's own parameters, running statistics its own buffers).
+Plain tensor operations only: any device, torch.compile, CUDA graphs. Layouts as in the
+reference, with G * channels. How each layer is grouped: docs/performance.md, section
+"The grouped reference layers".
 """
 
 from __future__ import annotations
