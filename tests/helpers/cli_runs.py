@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -16,6 +19,8 @@ from tests.helpers.config import ROOT, cli_environment
 
 # A training process that has not finished by then is stuck (a DDP deadlock waits forever).
 RUN_TIMEOUT = 240
+
+T = TypeVar("T")
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -55,6 +60,16 @@ def run_train_py(
     output = log.read_text()
     assert process.returncode == 0, output[-8000:]
     return output
+
+
+def concurrently(*commands: Callable[[], T]) -> list[T]:
+    """Run independent commands (each waits on a process of its own: run_train_py,
+    run_refused, subprocess.run, ...) at the same time; their results in order, or the
+    first one's exception. A test's commands that need nothing of one another need not
+    wait for one another: a second core runs the second process."""
+    with ThreadPoolExecutor(len(commands)) as pool:
+        futures = [pool.submit(command) for command in commands]
+        return [future.result() for future in futures]
 
 
 def run_predict(*arguments: str) -> subprocess.CompletedProcess[str]:
