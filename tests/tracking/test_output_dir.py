@@ -24,6 +24,7 @@ from ser.tracking import output_dir as outdir
 from ser.tracking import results
 from ser.training.config import config_hash
 from ser.training.engine import train
+from tests.helpers.cli_runs import concurrently
 from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config
 from tests.helpers.wandb_records import offline_runs
 
@@ -70,17 +71,18 @@ def test_a_refused_rerun_leaves_the_protected_directory_byte_identical(tmp_path:
     assert len(offline_runs(run_dir)) == 3 and all(run["finished"] for run in offline_runs(run_dir))
     before = snapshot(run_dir)
 
-    refused = train_py(*settings, "seed=7", f"hydra.run.dir={run_dir}")
+    # A run of another configuration, and a multirun whose jobs share the directory
+    # (+parallel=folds), which is refused before Hydra writes multirun.yaml or any job
+    # folder into it: both refused (at once: neither holds the directory while it checks).
+    refused, refused_multirun = concurrently(
+        lambda: train_py(*settings, "seed=7", f"hydra.run.dir={run_dir}"),
+        lambda: train_py("-m", "+parallel=folds", *settings, "seed=7", f"hydra.sweep.dir={run_dir}"),
+    )
     assert refused.returncode == 2
     assert f"{run_dir / 'results.json'} belongs to a different configuration" in refused.stderr
     assert "Traceback" not in refused.stderr
-    assert snapshot(run_dir) == before
-
-    # A multirun whose jobs share the directory (+parallel=folds) is refused before Hydra
-    # writes multirun.yaml or any job folder into it.
-    refused = train_py("-m", "+parallel=folds", *settings, "seed=7", f"hydra.sweep.dir={run_dir}")
-    assert refused.returncode == 2, refused.stderr[-3000:]
-    assert "belongs to a different configuration" in refused.stderr
+    assert refused_multirun.returncode == 2, refused_multirun.stderr[-3000:]
+    assert "belongs to a different configuration" in refused_multirun.stderr
     assert snapshot(run_dir) == before
 
 
@@ -97,10 +99,11 @@ def test_a_run_into_a_directory_another_run_holds_exits_2_naming_it(tmp_path: Pa
 
     # A fold-parallel job of fold 0 is in progress: fold 0 is refused, fold 1 runs beside it.
     with held(run_dir / ".locks/run.lock", fcntl.LOCK_SH), held(run_dir / ".locks/fold_00.lock"):
-        busy = train_py(*settings, "cv.only_folds=0")
+        busy, beside = concurrently(
+            lambda: train_py(*settings, "cv.only_folds=0"), lambda: train_py(*settings, "cv.only_folds=1")
+        )
         assert busy.returncode == 2
         assert f"error: {run_dir} is in use: another run holds its fold 0" in busy.stderr
-        beside = train_py(*settings, "cv.only_folds=1")
         assert beside.returncode == 0, beside.stderr[-3000:]
     assert results.fold_path(run_dir, 1).exists() and not results.fold_path(run_dir, 0).exists()
 

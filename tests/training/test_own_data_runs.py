@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from ser.data.corpora import get_corpus
+from ser.data.synthetic import SyntheticCorpusSettings, ensure_corpus
 from ser.training.checkpoint import read_checkpoint
 from tests.helpers.audio_files import write_noise
-from tests.helpers.cli_runs import run_predict, run_train_py
-from tests.helpers.config import TINY_DATA
+from tests.helpers.cli_runs import concurrently, run_predict, run_train_py
+from tests.helpers.config import TINY_DATA, compose_config
 from tests.helpers.ssl_models import save_random_weights
 
 
@@ -35,7 +36,8 @@ def fold_figures(record: dict) -> list[tuple]:
 def test_a_manifest_of_the_synthetic_corpus_reproduces_its_folds(tmp_path: Path) -> None:
     data = tmp_path / "data"
     synthetic = tmp_path / "synthetic"
-    run_train_py([*TINY_DATA, f"paths.data_dir={data}", f"hydra.run.dir={synthetic}"], cwd=tmp_path)
+    # The corpus the synthetic run reads (it finds it generated), so that both runs can go at once.
+    ensure_corpus(data / "synthetic", SyntheticCorpusSettings(**compose_config(TINY_DATA).dataset.generator))
     # The manifest: the synthetic corpus's rows, written in another folder with relative paths.
     rows = get_corpus("synthetic").build_manifest(data / "synthetic").utterances
     (tmp_path / "lists").mkdir()
@@ -45,11 +47,14 @@ def test_a_manifest_of_the_synthetic_corpus_reproduces_its_folds(tmp_path: Path)
         writer.writerow(["path", "label", "speaker"])
         writer.writerows([f"../data/synthetic/wav/{Path(u.path).name}", u.label, u.speaker] for u in rows)
     mine = tmp_path / "manifest"
-    run_train_py([
-        "dataset=manifest", f"dataset.path={manifest}", "dataset.signal_length=11025", "dataset.batch_size=16",
-        "cv.folds=2", "cv.seed=46", "trainer.max_epochs=1", "model.net.num_blocks=2",
-        f"paths.data_dir={data}", f"hydra.run.dir={mine}",
-    ], cwd=tmp_path)
+    concurrently(
+        lambda: run_train_py([*TINY_DATA, f"paths.data_dir={data}", f"hydra.run.dir={synthetic}"], cwd=tmp_path),
+        lambda: run_train_py([
+            "dataset=manifest", f"dataset.path={manifest}", "dataset.signal_length=11025", "dataset.batch_size=16",
+            "cv.folds=2", "cv.seed=46", "trainer.max_epochs=1", "model.net.num_blocks=2",
+            f"paths.data_dir={data}", f"hydra.run.dir={mine}",
+        ], cwd=tmp_path),
+    )
     expected, found = results(synthetic), results(mine)
     assert found["corpus"] == "manifest" and expected["corpus"] == "synthetic"
     assert found["class_names"] == expected["class_names"] and found["class_counts"] == expected["class_counts"]
