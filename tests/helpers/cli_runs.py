@@ -8,8 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,6 +21,7 @@ from tests.helpers.config import ROOT, cli_environment
 RUN_TIMEOUT = 240
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -70,6 +71,34 @@ def concurrently(*commands: Callable[[], T]) -> list[T]:
     with ThreadPoolExecutor(len(commands)) as pool:
         futures = [pool.submit(command) for command in commands]
         return [future.result() for future in futures]
+
+
+@contextlib.contextmanager
+def started_together(commands: Mapping[K, Callable[[], T]], at_once: int = 2) -> Iterator[dict[K, Future[T]]]:
+    """Start the commands of several tests of a module (each runs a process of its own and
+    waits for it) in the background, `at_once` at a time, for a module-scoped fixture:
+    each test takes its own with `.result()`, which raises what its command raised, and
+    the other commands run meanwhile. The block's end waits for every command."""
+    with ThreadPoolExecutor(at_once) as pool:
+        yield {key: pool.submit(command) for key, command in commands.items()}
+
+
+def selected_cases(request: pytest.FixtureRequest, test: Callable[..., object]) -> set[str]:
+    """The ids of the cases of `test` (the empty id for a test without parameters) that this
+    session runs and does not skip: a fixture that starts the cases' commands at once starts
+    only these."""
+    return {
+        getattr(getattr(item, "callspec", None), "id", "") for item in request.session.items
+        if getattr(item, "function", None) is test and not skipped(item)
+    }
+
+
+def skipped(item: pytest.Item) -> bool:
+    """Whether `item` carries a skip, or a skipif whose condition is true."""
+    return any(
+        mark.name == "skip" or (mark.name == "skipif" and any(arg is True for arg in mark.args))
+        for mark in item.iter_markers()
+    )
 
 
 def run_predict(*arguments: str) -> subprocess.CompletedProcess[str]:
