@@ -83,12 +83,13 @@ def started_together(commands: Mapping[K, Callable[[], T]], at_once: int = 2) ->
         yield {key: pool.submit(command) for key, command in commands.items()}
 
 
-def selected_cases(request: pytest.FixtureRequest, test: Callable[..., object]) -> set[str]:
-    """The ids of the cases of `test` (the empty id for a test without parameters) that this
-    session runs and does not skip: a fixture that starts the cases' commands at once starts
-    only these."""
+def selected_cases(request: pytest.FixtureRequest, test: Callable[..., object]) -> dict[str, dict[str, object]]:
+    """The cases of `test` that this session runs and does not skip, by id (the empty id for
+    a test without parameters), each with its parameters: a fixture that starts the cases'
+    commands at once starts only these."""
     return {
-        getattr(getattr(item, "callspec", None), "id", "") for item in request.session.items
+        getattr(getattr(item, "callspec", None), "id", ""): dict(getattr(getattr(item, "callspec", None), "params", {}))
+        for item in request.session.items
         if getattr(item, "function", None) is test and not skipped(item)
     }
 
