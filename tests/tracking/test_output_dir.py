@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from ser.tracking import output_dir as outdir
 from ser.tracking import results
 from ser.training.config import config_hash
 from ser.training.engine import train
-from tests.helpers.cli_runs import concurrently
+from tests.helpers.cli_runs import concurrently, selected_cases, started_together
 from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config
 from tests.helpers.wandb_records import offline_runs
 
@@ -56,8 +57,10 @@ def held(path: Path, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
 # --------------------------------------------------------------------------- the CLI
 
 
-@pytest.mark.slow
-def test_a_refused_rerun_leaves_the_protected_directory_byte_identical(tmp_path: Path, data_dir: Path) -> None:
+# The two tests' commands, each test's in order and with its assertions, in a folder of its
+# own; the tests start together (test_a_refused_rerun_... and test_a_run_into_... have
+# nothing in common but the data).
+def protected_directory(tmp_path: Path, data_dir: Path) -> None:
     run_dir = tmp_path / "protected"
     settings = [*TINY_DATA, f"paths.data_dir={data_dir}"]
     first = train_py(*settings, f"hydra.run.dir={run_dir}")
@@ -86,8 +89,7 @@ def test_a_refused_rerun_leaves_the_protected_directory_byte_identical(tmp_path:
     assert snapshot(run_dir) == before
 
 
-@pytest.mark.slow
-def test_a_run_into_a_directory_another_run_holds_exits_2_naming_it(tmp_path: Path, data_dir: Path) -> None:
+def busy_directory(tmp_path: Path, data_dir: Path) -> None:
     run_dir = tmp_path / "busy"
     settings = [*TINY_DATA, f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}"]
     with held(run_dir / ".locks/run.lock"):  # a run of every fold is in progress
@@ -106,6 +108,33 @@ def test_a_run_into_a_directory_another_run_holds_exits_2_naming_it(tmp_path: Pa
         assert f"error: {run_dir} is in use: another run holds its fold 0" in busy.stderr
         assert beside.returncode == 0, beside.stderr[-3000:]
     assert results.fold_path(run_dir, 1).exists() and not results.fold_path(run_dir, 0).exists()
+
+
+@pytest.fixture(scope="module")
+def cli_checks(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
+) -> Iterator[dict]:
+    """The commands and checks of the two tests below, started together: {test: its future}."""
+    commands = {
+        test.__name__: partial(check, tmp_path_factory.mktemp(check.__name__), data_dir)
+        for test, check in (
+            (test_a_refused_rerun_leaves_the_protected_directory_byte_identical, protected_directory),
+            (test_a_run_into_a_directory_another_run_holds_exits_2_naming_it, busy_directory),
+        )
+        if selected_cases(request, test)
+    }
+    with started_together(commands) as started:
+        yield started
+
+
+@pytest.mark.slow
+def test_a_refused_rerun_leaves_the_protected_directory_byte_identical(cli_checks: dict) -> None:
+    cli_checks["test_a_refused_rerun_leaves_the_protected_directory_byte_identical"].result()
+
+
+@pytest.mark.slow
+def test_a_run_into_a_directory_another_run_holds_exits_2_naming_it(cli_checks: dict) -> None:
+    cli_checks["test_a_run_into_a_directory_another_run_holds_exits_2_naming_it"].result()
 
 
 # --------------------------------------------------------------------------- the locks
