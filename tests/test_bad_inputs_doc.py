@@ -1,8 +1,8 @@
 """docs/bad_inputs.md is true: each row's input, run as its command, prints its message.
 
-The rows run in one child process (tests/helpers/bad_input_cases.py) whose memory is limited:
-some rows are forged files, and a regression there must fail this test, not crash or
-starve the session.
+The rows run in child processes (tests/helpers/bad_input_cases.py; two at once, every other
+row each) whose memory is limited: some rows are forged files, and a regression there must
+fail this test, not crash or starve the session.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import os
 import re
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.bad_input_cases import SETUPS
+from tests.helpers.cli_runs import concurrently
 from tests.helpers.config import ROOT
 
 DOC = ROOT / "docs" / "bad_inputs.md"
@@ -50,12 +52,13 @@ def test_rows_are_well_formed() -> None:
         assert not uses_files or row["id"] in SETUPS, f"{row['id']}: no input is built for it"
 
 
-def test_every_row_prints_its_message(tmp_path: Path) -> None:
-    rows = doc_rows()
-    (tmp_path / "rows.json").write_text(json.dumps([(row["id"], row["command"]) for row in rows]))
+def run_rows(rows: list[dict[str, str]], folder: Path) -> dict[str, dict]:
+    """Run `rows` in one memory-limited child process (tests/helpers/bad_input_cases.py); their results."""
+    folder.mkdir()
+    (folder / "rows.json").write_text(json.dumps([(row["id"], row["command"]) for row in rows]))
     done = subprocess.run(
-        [sys.executable, "-m", "tests.helpers.bad_input_cases", str(tmp_path / "rows.json"),
-         str(tmp_path / "results.json"), str(tmp_path / "rows")],
+        [sys.executable, "-m", "tests.helpers.bad_input_cases", str(folder / "rows.json"),
+         str(folder / "results.json"), str(folder / "rows")],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
     )
@@ -63,7 +66,14 @@ def test_every_row_prints_its_message(tmp_path: Path) -> None:
     assert done.returncode == 0, (
         f"the child died (exit {done.returncode}) in row {started[-1] if started else '?'}:\n{done.stderr[-3000:]}"
     )
-    results = json.loads((tmp_path / "results.json").read_text())
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_every_row_prints_its_message(tmp_path: Path) -> None:
+    rows = doc_rows()
+    # Two children, every other row each, at once (a child is a process of its own: two cores run two).
+    halves = concurrently(*(partial(run_rows, rows[half::2], tmp_path / f"half-{half}") for half in (0, 1)))
+    results = {**halves[0], **halves[1]}
     wrong = []
     for row in rows:
         result = results[row["id"]]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ import torch
 from ser.cli import run_cli
 from ser.errors import ConfigError
 from ser.settings import usable_cores
-from tests.helpers.cli_runs import environment, run_refused
+from tests.helpers.cli_runs import environment, run_refused, selected_cases, started_together
 from tests.helpers.config import ROOT
 
 
@@ -65,22 +67,50 @@ COMMAND_LINES = [
 ]
 
 
-@pytest.mark.parametrize(("arguments", "message"), COMMAND_LINES)
-def test_command_line_mistakes_are_one_line(tmp_path: Path, arguments: list[str], message: str) -> None:
-    data, output = tmp_path / "data", tmp_path / "run"
+def refuse(arguments: list[str], folder: Path) -> tuple[Path, str]:
+    """`train.py ARGUMENTS`, refused: its output directory and its one line."""
+    output = folder / "run"
     line = run_refused(
-        ["train.py", *arguments, "cv.folds=2", f"paths.data_dir={data}", f"hydra.run.dir={output}"], cwd=tmp_path
+        ["train.py", *arguments, "cv.folds=2", f"paths.data_dir={folder / 'data'}", f"hydra.run.dir={output}"],
+        cwd=folder,
     )
+    return output, line
+
+
+def with_traceback(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "dataset.batch_size=0", f"hydra.run.dir={folder / 'run'}"],
+        cwd=folder, env=environment(SER_TRACEBACK="1"), capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def command_lines(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The command lines of the tests below, run as users run them, started together (each
+    a process of its own, two at a time), each in a folder of its own."""
+    cases = selected_cases(request, test_command_line_mistakes_are_one_line)
+    commands = {
+        case.id: partial(refuse, case.values[0], tmp_path_factory.mktemp(case.id))
+        for case in COMMAND_LINES if case.id in cases
+    }
+    if selected_cases(request, test_ser_traceback_shows_the_traceback):
+        commands["traceback"] = partial(with_traceback, tmp_path_factory.mktemp("traceback"))
+    with started_together(commands) as runs:
+        yield runs
+
+
+@pytest.mark.parametrize(("arguments", "message"), COMMAND_LINES)
+def test_command_line_mistakes_are_one_line(
+    command_lines: dict, request: pytest.FixtureRequest, arguments: list[str], message: str
+) -> None:
+    output, line = command_lines[request.node.callspec.id].result()
     assert line.startswith(message)
     # Refused before anything was written: no results, no checkpoint, no record of the job.
     written = [p for p in output.rglob("*") if p.is_file()] if output.exists() else []
     assert written == [], written
 
 
-def test_ser_traceback_shows_the_traceback(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "dataset.batch_size=0", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path, env=environment(SER_TRACEBACK="1"), capture_output=True, text=True, timeout=300,
-    )
+def test_ser_traceback_shows_the_traceback(command_lines: dict) -> None:
+    done = command_lines["traceback"].result()
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "SettingError: dataset.batch_size=0: expected a whole number >= 1" in done.stderr

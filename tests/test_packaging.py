@@ -20,12 +20,15 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.helpers.cli_runs import selected_cases, started_together
 from tests.helpers.config import ROOT, cli_environment
 
 # What a wheel is built from: the package, and benchmarks/ beside it, which must stay out.
@@ -115,13 +118,37 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.slow
-def test_every_command_answers_help(tmp_path: Path) -> None:
+def help_run(folder: Path) -> subprocess.CompletedProcess[str]:
     functions = {name: target.split(":")[1] for name, target in scripts().items()}
-    result = subprocess.run(
-        [sys.executable, "-c", HELP, json.dumps(functions)], cwd=tmp_path, capture_output=True,
+    return subprocess.run(
+        [sys.executable, "-c", HELP, json.dumps(functions)], cwd=folder, capture_output=True,
         text=True, timeout=600, env=cli_environment(PYTHONPATH=str(ROOT)),  # this checkout's ser
     )
+
+
+@pytest.fixture(scope="module")
+def commands(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The processes of test_every_command_answers_help and of
+    test_ser_train_runs_without_the_extras_and_test_tools, started together, each in a
+    folder of its own: {test: (the folder, the finished process)}."""
+    def run(probe, folder: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+        return folder, probe(folder)
+
+    started = {
+        test.__name__: partial(run, probe, tmp_path_factory.mktemp(probe.__name__))
+        for test, probe in (
+            (test_every_command_answers_help, help_run),
+            (test_ser_train_runs_without_the_extras_and_test_tools, base_install_run),
+        )
+        if selected_cases(request, test)
+    }
+    with started_together(started) as runs:
+        yield runs
+
+
+@pytest.mark.slow
+def test_every_command_answers_help(commands: dict) -> None:
+    tmp_path, result = commands["test_every_command_answers_help"].result()
     assert result.returncode == 0, result.stderr[-3000:]
     answers = json.loads(result.stdout.splitlines()[-1])
     for name, (code, text) in answers.items():
@@ -170,8 +197,7 @@ def mirror(source: Path, target: Path, hidden: set[Path]) -> None:
                 mirror(entry, target / entry.name, inside)
 
 
-@pytest.mark.slow
-def test_ser_train_runs_without_the_extras_and_test_tools(tmp_path: Path) -> None:
+def base_install_run(folder: Path) -> subprocess.CompletedProcess[str]:
     """`ser-train debug=fast` from another folder, in this environment less the packages of
     NOT_IN_BASE (their files and metadata), as a `pip install .` would leave it."""
     site_packages = Path(importlib.metadata.distribution("torch").locate_file(""))
@@ -183,22 +209,29 @@ def test_ser_train_runs_without_the_extras_and_test_tools(tmp_path: Path) -> Non
             continue
         hidden |= {Path(f) for f in files if ".." not in Path(f).parts}
     assert hidden, "the dev install should have the packages this test hides"
-    mirror(site_packages, tmp_path / "site", hidden)
+    mirror(site_packages, folder / "site", hidden)
     child = (
         "import importlib.util, site, sys\n"
-        f"site.addsitedir({str(tmp_path / 'site')!r})\n"
+        f"site.addsitedir({str(folder / 'site')!r})\n"
         f"assert not [n for n in {NOT_IN_BASE!r} if importlib.util.find_spec(n.replace('-', '_'))]\n"
         "sys.argv = ['ser-train', *sys.argv[1:]]\n"
         "from ser.commands import train\n"
         "train()\n"
     )
-    run_dir = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-S", "-c", child, "debug=fast", f"paths.data_dir={tmp_path / 'data'}",
-         f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    return subprocess.run(
+        [sys.executable, "-S", "-c", child, "debug=fast", f"paths.data_dir={folder / 'data'}",
+         f"hydra.run.dir={folder / 'run'}"],
+        cwd=folder, capture_output=True, text=True, timeout=600,
         env=cli_environment(PYTHONPATH=str(ROOT)),  # this checkout's ser
     )
+
+
+@pytest.mark.slow
+def test_ser_train_runs_without_the_extras_and_test_tools(commands: dict) -> None:
+    """`ser-train debug=fast` from another folder, in this environment less the packages of
+    NOT_IN_BASE (their files and metadata), as a `pip install .` would leave it."""
+    tmp_path, done = commands["test_ser_train_runs_without_the_extras_and_test_tools"].result()
+    run_dir = tmp_path / "run"
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "complete" and len(results["folds"]) == 2

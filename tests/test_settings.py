@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from ser.cli import run_cli
 from ser.settings import ConfigError, SettingError
 from ser.training.engine import train
+from tests.helpers.cli_runs import selected_cases, started_together
 from tests.helpers.config import ROOT, TINY, compose_config, typed_config
 
 # The tiny corpus and run, with the user's defaults: progress bar on, W&B offline.
@@ -24,17 +27,32 @@ def cli_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
 
-@pytest.mark.parametrize("setting", ["trainer.max_epochs=-1", "trainer.max_epochs=0"])
-def test_train_py_refuses_a_bad_epoch_count_with_default_settings(
-    tmp_path: Path, data_dir: Path, setting: str
-) -> None:
-    # As a user runs it: progress bar and W&B (offline) on. -1 used to train forever and
-    # 0 to report an untrained model as results; the timeout turns the first into a failure.
-    run_dir = tmp_path / "run"
-    done = subprocess.run(
+def train_py(setting: str, run_dir: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "train.py", *TINY_DEFAULTS, setting, f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}"],
         cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120,
     )
+
+
+@pytest.fixture(scope="module")
+def epoch_count_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
+) -> Iterator[dict]:
+    """{setting: (run directory, the finished process)} of the test below, both runs started together."""
+    def run(setting: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+        run_dir = tmp_path_factory.mktemp("epochs") / "run"
+        return run_dir, train_py(setting, run_dir, data_dir)
+
+    settings = selected_cases(request, test_train_py_refuses_a_bad_epoch_count_with_default_settings)
+    with started_together({setting: partial(run, setting) for setting in settings}) as runs:
+        yield runs
+
+
+@pytest.mark.parametrize("setting", ["trainer.max_epochs=-1", "trainer.max_epochs=0"])
+def test_train_py_refuses_a_bad_epoch_count_with_default_settings(epoch_count_runs: dict, setting: str) -> None:
+    # As a user runs it: progress bar and W&B (offline) on. -1 used to train forever and
+    # 0 to report an untrained model as results; the timeout turns the first into a failure.
+    run_dir, done = epoch_count_runs[setting].result()
     value = setting.split("=")[1]
     assert done.returncode == 2, done.stderr[-3000:]
     assert f"error: trainer.max_epochs={value}: expected a whole number >= 1" in done.stderr

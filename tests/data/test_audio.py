@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ import soundfile
 from ser.data.audio import AudioFileError, is_silent, load_audio
 from tests.helpers import forged_files as forged
 from tests.helpers.audio_files import deny
+from tests.helpers.cli_runs import selected_cases, started_together
 
 
 def tone(frequency: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
@@ -149,6 +153,28 @@ def test_a_directory_named_like_audio(tmp_path: Path) -> None:
         load_audio(tmp_path / "folder.wav", 16000)
 
 
+def loaded_in_a_child(write, folder: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    # In a child with 2 GiB to spare: the old reader asked for a 177 GB resampling kernel
+    # (1 000 003 Hz), 22 GB (44 101 Hz) or 256 GB of samples (the FLAC).
+    path = write(folder / "forged.wav")
+    return path, forged.run_isolated(
+        "from ser.data.audio import load_audio", "lambda path: load_audio(path, 22050)", str(path)
+    )
+
+
+@pytest.fixture(scope="module")
+def absurd_headers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The children of the test below, started together (two at a time), each reading its
+    forged file in a folder of its own: {case id: (the file, the finished child)}."""
+    cases = selected_cases(request, test_absurd_headers_are_refused_before_anything_is_allocated)
+    commands = {
+        case: partial(loaded_in_a_child, params["write"], tmp_path_factory.mktemp("forged"))
+        for case, params in cases.items()
+    }
+    with started_together(commands) as runs:
+        yield runs
+
+
 @pytest.mark.parametrize(
     ("write", "message"),
     [
@@ -163,13 +189,10 @@ def test_a_directory_named_like_audio(tmp_path: Path) -> None:
     ],
     ids=["rate-1000003", "rate-500", "rate-prime-to-target", "channels-200", "flac-frames"],
 )
-def test_absurd_headers_are_refused_before_anything_is_allocated(tmp_path: Path, write, message: str) -> None:
-    # In a child with 2 GiB to spare: the old reader asked for a 177 GB resampling kernel
-    # (1 000 003 Hz), 22 GB (44 101 Hz) or 256 GB of samples (the FLAC).
-    path = write(tmp_path / "forged.wav")
-    done = forged.run_isolated(
-        "from ser.data.audio import load_audio", "lambda path: load_audio(path, 22050)", str(path)
-    )
+def test_absurd_headers_are_refused_before_anything_is_allocated(
+    absurd_headers: dict, request: pytest.FixtureRequest, write, message: str
+) -> None:
+    path, done = absurd_headers[request.node.callspec.id].result()
     assert done.returncode == 2, f"exit {done.returncode}: {done.stderr[-2000:]}"
     assert re.fullmatch(f"error: {re.escape(str(path))}: {message}.*\n", done.stderr)
 

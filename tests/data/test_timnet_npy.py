@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tracemalloc
 import zipfile
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from ser.data.timnet_npy import (
     load_feature_file,
 )
 from tests.helpers import forged_files as forged
+from tests.helpers.cli_runs import selected_cases, started_together
 from tests.helpers.config import ROOT, compose_config, one_torch_thread
 from tests.helpers.feature_files import (
     RunsExec,
@@ -218,32 +221,58 @@ def load_in_subprocess(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize(
-    ("forgery", "message"),
-    [
-        (forged.forged_object_array, r"an object array \(dtype 'O8'\)"),
-        (forged.object_x_in_dict, r"an object array \(dtype 'O8'\)"),
-        (forged.object_field, r"an array of dtype 'V8', not a plain number type"),
-        (forged.object_scalar, r"an object array \(dtype 'O8'\)"),
-    ],
-    ids=["object-array", "object-x", "object-field", "object-scalar"],
-)
-def test_forged_object_dtypes_are_refused_without_a_crash(tmp_path: Path, forgery, message: str) -> None:
-    path = forged.write(tmp_path / "EMODB.npy", forged.npy_container(forgery()))
-    done = load_in_subprocess(path)
+FORGERIES = [
+    pytest.param(forged.forged_object_array, r"an object array \(dtype 'O8'\)", id="object-array"),
+    pytest.param(forged.object_x_in_dict, r"an object array \(dtype 'O8'\)", id="object-x"),
+    pytest.param(forged.object_field, r"an array of dtype 'V8', not a plain number type", id="object-field"),
+    pytest.param(forged.object_scalar, r"an object array \(dtype 'O8'\)", id="object-scalar"),
+]
+
+
+def loaded(forgery, folder: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The forged file `forgery` gives, written into `folder`, and its load in a process of its own."""
+    path = forged.write(folder / "EMODB.npy", forged.npy_container(forgery()))
+    return path, load_in_subprocess(path)
+
+
+def trained_on(folder: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`python train.py` with its defaults (progress bar on, W&B offline) on a forged object array."""
+    path = forged.write(folder / "EMODB.npy", forged.npy_container(forged.forged_object_array()))
+    return path, subprocess.run(
+        [sys.executable, "train.py", "dataset=timnet_npy", f"dataset.path={path}",
+         "dataset.corpus=emodb", f"hydra.run.dir={folder / 'run'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
+
+
+@pytest.fixture(scope="module")
+def forged_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The processes of the two tests below, started together (two at a time), each on a
+    forged file in a folder of its own: {case id or "train.py": (path, finished process)}."""
+    cases = selected_cases(request, test_forged_object_dtypes_are_refused_without_a_crash)
+    commands = {
+        case.id: partial(loaded, case.values[0], tmp_path_factory.mktemp(case.id))
+        for case in FORGERIES if case.id in cases
+    }
+    if selected_cases(request, test_train_py_refuses_a_forged_object_array):
+        commands["train.py"] = partial(trained_on, tmp_path_factory.mktemp("train"))
+    with started_together(commands) as runs:
+        yield runs
+
+
+@pytest.mark.parametrize(("forgery", "message"), FORGERIES)
+def test_forged_object_dtypes_are_refused_without_a_crash(
+    forged_runs: dict, request: pytest.FixtureRequest, forgery, message: str
+) -> None:
+    path, done = forged_runs[request.node.callspec.id].result()
     assert done.returncode == 2, f"exit {done.returncode}: {done.stderr[-2000:]}"
     assert re.fullmatch(f"error: {re.escape(str(path))}: refused to load: {message}.*\n", done.stderr)
 
 
-def test_train_py_refuses_a_forged_object_array(tmp_path: Path) -> None:
+def test_train_py_refuses_a_forged_object_array(forged_runs: dict) -> None:
     # The user's path: python train.py with its defaults (progress bar on, W&B offline).
-    path = forged.write(tmp_path / "EMODB.npy", forged.npy_container(forged.forged_object_array()))
-    done = subprocess.run(
-        [sys.executable, "train.py", "dataset=timnet_npy", f"dataset.path={path}",
-         "dataset.corpus=emodb", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
-    )
+    path, done = forged_runs["train.py"].result()
     assert done.returncode == 2, f"exit {done.returncode}: {done.stderr[-2000:]}"
     assert f"error: {path}: refused to load: an object array" in done.stderr
     assert "Traceback" not in done.stderr

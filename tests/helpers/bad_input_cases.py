@@ -1,7 +1,7 @@
 """The bad inputs of docs/bad_inputs.md, produced and run: `python -m tests.helpers.bad_input_cases`.
 
-tests/test_bad_inputs_doc.py reads the table, and runs every row here, in one child
-process whose memory is limited (forged files are among the rows: a regression there is
+tests/test_bad_inputs_doc.py reads the table, and runs every row here, in child processes
+(two, every other row each) whose memory is limited (forged files are among the rows: a regression there is
 a crash or a huge allocation, which must fail the test, not kill the session). Each row
 is run as its command runs it (`train.py` -> ser.training.engine.train, `-m ser.data` -> the
 summary, composed as the commands compose it, Hydra's errors in one line; `-m ser.tools.predict`

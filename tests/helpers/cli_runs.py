@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -16,6 +19,9 @@ from tests.helpers.config import ROOT, cli_environment
 
 # A training process that has not finished by then is stuck (a DDP deadlock waits forever).
 RUN_TIMEOUT = 240
+
+T = TypeVar("T")
+K = TypeVar("K")
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -55,6 +61,45 @@ def run_train_py(
     output = log.read_text()
     assert process.returncode == 0, output[-8000:]
     return output
+
+
+def concurrently(*commands: Callable[[], T]) -> list[T]:
+    """Run independent commands (each waits on a process of its own: run_train_py,
+    run_refused, subprocess.run, ...) at the same time; their results in order, or the
+    first one's exception. A test's commands that need nothing of one another need not
+    wait for one another: a second core runs the second process."""
+    with ThreadPoolExecutor(len(commands)) as pool:
+        futures = [pool.submit(command) for command in commands]
+        return [future.result() for future in futures]
+
+
+@contextlib.contextmanager
+def started_together(commands: Mapping[K, Callable[[], T]], at_once: int = 2) -> Iterator[dict[K, Future[T]]]:
+    """Start the commands of several tests of a module (each runs a process of its own and
+    waits for it) in the background, `at_once` at a time, for a module-scoped fixture:
+    each test takes its own with `.result()`, which raises what its command raised, and
+    the other commands run meanwhile. The block's end waits for every command."""
+    with ThreadPoolExecutor(at_once) as pool:
+        yield {key: pool.submit(command) for key, command in commands.items()}
+
+
+def selected_cases(request: pytest.FixtureRequest, test: Callable[..., object]) -> dict[str, dict[str, object]]:
+    """The cases of `test` that this session runs and does not skip, by id (the empty id for
+    a test without parameters), each with its parameters: a fixture that starts the cases'
+    commands at once starts only these."""
+    return {
+        getattr(getattr(item, "callspec", None), "id", ""): dict(getattr(getattr(item, "callspec", None), "params", {}))
+        for item in request.session.items
+        if getattr(item, "function", None) is test and not skipped(item)
+    }
+
+
+def skipped(item: pytest.Item) -> bool:
+    """Whether `item` carries a skip, or a skipif whose condition is true."""
+    return any(
+        mark.name == "skip" or (mark.name == "skipif" and any(arg is True for arg in mark.args))
+        for mark in item.iter_markers()
+    )
 
 
 def run_predict(*arguments: str) -> subprocess.CompletedProcess[str]:

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ser.sweeps import callbacks, launch
 from ser.tracking import provenance
 from ser.training.checkpoint import load_dict
 from ser.training.protocols.cross_validation import experiment_name
+from tests.helpers.cli_runs import selected_cases, started_together
 from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config, typed_config
 from tests.helpers.ssl_models import save_random_weights
 from tests.helpers.wandb_records import offline_runs
@@ -63,13 +65,73 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------- real sweeps
 
 
-@pytest.mark.slow
-def test_two_by_two_multirun_then_report(tmp_path: Path, data_dir: Path) -> None:
-    sweep_dir = tmp_path / "sweep"
+def two_by_two(folder: Path, data_dir: Path) -> Path:
+    sweep_dir = folder / "sweep"
     command_line(
         "train.py", "-m", "model=mssenet,timnet", "model/se=on,off", *tiny(data_dir),
         f"hydra.sweep.dir={sweep_dir}",
     )
+    return sweep_dir
+
+
+def ablation(folder: Path, data_dir: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    sweep_dir = folder / "ablation"
+    # The tiny corpus with the models' own block counts (the points set them).
+    settings = [o for o in tiny(data_dir) if not o.startswith("model.net.num_blocks=")]
+    printed = command_line("sweep.py", "run", "ablation", "--report", "--no-wandb", *settings,
+                           f"hydra.sweep.dir={sweep_dir}", timeout=900)
+    return sweep_dir, printed
+
+
+def features_through_submitit(folder: Path, data_dir: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    sweep_dir = folder / "features"
+    # features=ssl's weights (WavLM Base+'s architecture, random) as an offline cluster has them.
+    weights = save_random_weights("WAVLM_BASE_PLUS", folder / "wavlm_base_plus.pt")
+    printed = command_line(
+        "sweep.py", "run", "features", "--report", "--baseline", "features=mfcc", "--no-wandb",
+        *tiny(data_dir), "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={sweep_dir}", environment={"SER_SSL_WEIGHTS": str(weights)},
+    )
+    return sweep_dir, printed
+
+
+def hpo_settings(folder: Path, data_dir: Path) -> list[str]:
+    # Four clips per class and speaker: enough for a stratified validation split.
+    return [*tiny(data_dir), f"hydra.sweep.dir={folder / 'hpo'}", "hydra.sweeper.sampler.seed=7",
+            "dataset.generator.utterances_per_class_per_speaker=4",
+            f"dataset.root={folder / 'synthetic4'}", "cv.validation=0.3"]
+
+
+def optuna_study(folder: Path, data_dir: Path) -> tuple[Path, list[str]]:
+    """The first two trials of the search (the test resumes it): (its sweep dir, its settings)."""
+    settings = hpo_settings(folder, data_dir)
+    command_line("train.py", "+sweep=hpo", *settings, "hydra.sweeper.n_trials=2")
+    return folder / "hpo", settings
+
+
+@pytest.fixture(scope="module")
+def sweeps(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
+) -> Iterator[dict]:
+    """The sweeps of the tests below, started together (two sweeps at a time), each in a
+    folder of its own: {test: what its sweep returns}."""
+    commands = {
+        test.__name__: partial(sweep, tmp_path_factory.mktemp(sweep.__name__), data_dir)
+        for test, sweep in (
+            (test_two_by_two_multirun_then_report, two_by_two),
+            (test_the_ablation_sweep_runs_its_nine_points_and_reports_them_by_name, ablation),
+            (test_sweep_py_runs_a_named_sweep_through_submitit_local, features_through_submitit),
+            (test_optuna_search_maximises_uar_in_a_resumable_sqlite_study, optuna_study),
+        )
+        if selected_cases(request, test)
+    }
+    with started_together(commands) as started:
+        yield started
+
+
+@pytest.mark.slow
+def test_two_by_two_multirun_then_report(sweeps: dict) -> None:
+    sweep_dir = sweeps["test_two_by_two_multirun_then_report"].result()
     runs = read_results(sweep_dir)
     assert sorted(runs) == ["0", "1", "2", "3"]  # one subdirectory per job
     combinations = [(r["hydra"]["choices"]["model"], r["hydra"]["choices"]["model/se"]) for r in runs.values()]
@@ -105,12 +167,8 @@ def test_two_by_two_multirun_then_report(tmp_path: Path, data_dir: Path) -> None
 
 
 @pytest.mark.slow
-def test_the_ablation_sweep_runs_its_nine_points_and_reports_them_by_name(tmp_path: Path, data_dir: Path) -> None:
-    sweep_dir = tmp_path / "ablation"
-    # The tiny corpus with the models' own block counts (the points set them).
-    settings = [o for o in tiny(data_dir) if not o.startswith("model.net.num_blocks=")]
-    printed = command_line("sweep.py", "run", "ablation", "--report", "--no-wandb", *settings,
-                           f"hydra.sweep.dir={sweep_dir}", timeout=900)
+def test_the_ablation_sweep_runs_its_nine_points_and_reports_them_by_name(sweeps: dict) -> None:
+    sweep_dir, printed = sweeps["test_the_ablation_sweep_runs_its_nine_points_and_reports_them_by_name"].result()
     runs = read_results(sweep_dir)
     assert sorted(runs, key=int) == [str(k) for k in range(len(ABLATION))]
     assert [runs[str(k)]["config"]["ablation"] for k in range(len(ABLATION))] == ABLATION
@@ -122,15 +180,8 @@ def test_the_ablation_sweep_runs_its_nine_points_and_reports_them_by_name(tmp_pa
 
 
 @pytest.mark.slow
-def test_sweep_py_runs_a_named_sweep_through_submitit_local(tmp_path: Path, data_dir: Path) -> None:
-    sweep_dir = tmp_path / "features"
-    # features=ssl's weights (WavLM Base+'s architecture, random) as an offline cluster has them.
-    weights = save_random_weights("WAVLM_BASE_PLUS", tmp_path / "wavlm_base_plus.pt")
-    printed = command_line(
-        "sweep.py", "run", "features", "--report", "--baseline", "features=mfcc", "--no-wandb",
-        *tiny(data_dir), "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-        f"hydra.sweep.dir={sweep_dir}", environment={"SER_SSL_WEIGHTS": str(weights)},
-    )
+def test_sweep_py_runs_a_named_sweep_through_submitit_local(sweeps: dict) -> None:
+    sweep_dir, printed = sweeps["test_sweep_py_runs_a_named_sweep_through_submitit_local"].result()
     assert "+sweep=features" in printed.stdout
     assert (sweep_dir / ".submitit").is_dir()
     runs = read_results(sweep_dir)
@@ -147,15 +198,10 @@ def test_sweep_py_runs_a_named_sweep_through_submitit_local(tmp_path: Path, data
 
 
 @pytest.mark.slow
-def test_optuna_search_maximises_uar_in_a_resumable_sqlite_study(tmp_path: Path, data_dir: Path) -> None:
+def test_optuna_search_maximises_uar_in_a_resumable_sqlite_study(sweeps: dict) -> None:
     import optuna
 
-    sweep_dir = tmp_path / "hpo"
-    # Four clips per class and speaker: enough for a stratified validation split.
-    settings = [*tiny(data_dir), f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.sampler.seed=7",
-                "dataset.generator.utterances_per_class_per_speaker=4",
-                f"dataset.root={tmp_path / 'synthetic4'}", "cv.validation=0.3"]
-    command_line("train.py", "+sweep=hpo", *settings, "hydra.sweeper.n_trials=2")
+    sweep_dir, settings = sweeps["test_optuna_search_maximises_uar_in_a_resumable_sqlite_study"].result()
     storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
     study = optuna.load_study(study_name="synthetic-mssenet-mfcc", storage=storage)
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE

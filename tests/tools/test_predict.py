@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import subprocess
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,7 @@ from ser.tools.inference import (
 )
 from ser.tools.predict import main
 from tests.helpers.audio_files import write_noise
-from tests.helpers.cli_runs import run_predict
+from tests.helpers.cli_runs import run_predict, selected_cases, started_together
 from tests.helpers.config import TINY, compose_config, typed
 from tests.helpers.ssl_models import save_random_weights, use_shrunk_bundles
 
@@ -111,6 +114,27 @@ def bad_case(kind: str, tmp_path: Path, checkpoint: Path) -> tuple[Path, Path, P
     raise AssertionError(kind)
 
 
+def predicted(kind: str, folder: Path, trained: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`ser-predict` on the bad input `kind`, written into `folder`: (its culprit, the process)."""
+    checkpoint, audio, culprit = bad_case(kind, folder, trained)
+    return culprit, run_predict(f"checkpoint={checkpoint}", f"audio={audio}")
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, trained_checkpoint: Path
+) -> Iterator[dict]:
+    """The ser-predict processes of the test below, started together (two at a time), each
+    on its bad input in a folder of its own: {case id: (culprit, the finished process)}."""
+    cases = selected_cases(request, test_bad_input_gets_one_clear_line_and_exit_code_2)
+    commands = {
+        case: partial(predicted, params["kind"], tmp_path_factory.mktemp("bad"), trained_checkpoint)
+        for case, params in cases.items()
+    }
+    with started_together(commands) as runs:
+        yield runs
+
+
 @pytest.mark.parametrize(
     "kind, expected",
     [
@@ -123,10 +147,9 @@ def bad_case(kind: str, tmp_path: Path, checkpoint: Path) -> tuple[Path, Path, P
     ],
 )
 def test_bad_input_gets_one_clear_line_and_exit_code_2(
-    kind: str, expected: str, trained_checkpoint: Path, tmp_path: Path
+    kind: str, expected: str, bad_inputs: dict, request: pytest.FixtureRequest
 ) -> None:
-    checkpoint, audio, culprit = bad_case(kind, tmp_path, trained_checkpoint)
-    result = run_predict(f"checkpoint={checkpoint}", f"audio={audio}")
+    culprit, result = bad_inputs[request.node.callspec.id].result()
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from ser.tracking import output_dir as outdir
 from ser.tracking import results
 from ser.training.config import config_hash
 from ser.training.engine import train
+from tests.helpers.cli_runs import concurrently, selected_cases, started_together
 from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config
 from tests.helpers.wandb_records import offline_runs
 
@@ -55,8 +57,10 @@ def held(path: Path, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
 # --------------------------------------------------------------------------- the CLI
 
 
-@pytest.mark.slow
-def test_a_refused_rerun_leaves_the_protected_directory_byte_identical(tmp_path: Path, data_dir: Path) -> None:
+# The two tests' commands, each test's in order and with its assertions, in a folder of its
+# own; the tests start together (test_a_refused_rerun_... and test_a_run_into_... have
+# nothing in common but the data).
+def protected_directory(tmp_path: Path, data_dir: Path) -> None:
     run_dir = tmp_path / "protected"
     settings = [*TINY_DATA, f"paths.data_dir={data_dir}"]
     first = train_py(*settings, f"hydra.run.dir={run_dir}")
@@ -70,22 +74,22 @@ def test_a_refused_rerun_leaves_the_protected_directory_byte_identical(tmp_path:
     assert len(offline_runs(run_dir)) == 3 and all(run["finished"] for run in offline_runs(run_dir))
     before = snapshot(run_dir)
 
-    refused = train_py(*settings, "seed=7", f"hydra.run.dir={run_dir}")
+    # A run of another configuration, and a multirun whose jobs share the directory
+    # (+parallel=folds), which is refused before Hydra writes multirun.yaml or any job
+    # folder into it: both refused (at once: neither holds the directory while it checks).
+    refused, refused_multirun = concurrently(
+        lambda: train_py(*settings, "seed=7", f"hydra.run.dir={run_dir}"),
+        lambda: train_py("-m", "+parallel=folds", *settings, "seed=7", f"hydra.sweep.dir={run_dir}"),
+    )
     assert refused.returncode == 2
     assert f"{run_dir / 'results.json'} belongs to a different configuration" in refused.stderr
     assert "Traceback" not in refused.stderr
-    assert snapshot(run_dir) == before
-
-    # A multirun whose jobs share the directory (+parallel=folds) is refused before Hydra
-    # writes multirun.yaml or any job folder into it.
-    refused = train_py("-m", "+parallel=folds", *settings, "seed=7", f"hydra.sweep.dir={run_dir}")
-    assert refused.returncode == 2, refused.stderr[-3000:]
-    assert "belongs to a different configuration" in refused.stderr
+    assert refused_multirun.returncode == 2, refused_multirun.stderr[-3000:]
+    assert "belongs to a different configuration" in refused_multirun.stderr
     assert snapshot(run_dir) == before
 
 
-@pytest.mark.slow
-def test_a_run_into_a_directory_another_run_holds_exits_2_naming_it(tmp_path: Path, data_dir: Path) -> None:
+def busy_directory(tmp_path: Path, data_dir: Path) -> None:
     run_dir = tmp_path / "busy"
     settings = [*TINY_DATA, f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}"]
     with held(run_dir / ".locks/run.lock"):  # a run of every fold is in progress
@@ -97,12 +101,40 @@ def test_a_run_into_a_directory_another_run_holds_exits_2_naming_it(tmp_path: Pa
 
     # A fold-parallel job of fold 0 is in progress: fold 0 is refused, fold 1 runs beside it.
     with held(run_dir / ".locks/run.lock", fcntl.LOCK_SH), held(run_dir / ".locks/fold_00.lock"):
-        busy = train_py(*settings, "cv.only_folds=0")
+        busy, beside = concurrently(
+            lambda: train_py(*settings, "cv.only_folds=0"), lambda: train_py(*settings, "cv.only_folds=1")
+        )
         assert busy.returncode == 2
         assert f"error: {run_dir} is in use: another run holds its fold 0" in busy.stderr
-        beside = train_py(*settings, "cv.only_folds=1")
         assert beside.returncode == 0, beside.stderr[-3000:]
     assert results.fold_path(run_dir, 1).exists() and not results.fold_path(run_dir, 0).exists()
+
+
+@pytest.fixture(scope="module")
+def cli_checks(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
+) -> Iterator[dict]:
+    """The commands and checks of the two tests below, started together: {test: its future}."""
+    commands = {
+        test.__name__: partial(check, tmp_path_factory.mktemp(check.__name__), data_dir)
+        for test, check in (
+            (test_a_refused_rerun_leaves_the_protected_directory_byte_identical, protected_directory),
+            (test_a_run_into_a_directory_another_run_holds_exits_2_naming_it, busy_directory),
+        )
+        if selected_cases(request, test)
+    }
+    with started_together(commands) as started:
+        yield started
+
+
+@pytest.mark.slow
+def test_a_refused_rerun_leaves_the_protected_directory_byte_identical(cli_checks: dict) -> None:
+    cli_checks["test_a_refused_rerun_leaves_the_protected_directory_byte_identical"].result()
+
+
+@pytest.mark.slow
+def test_a_run_into_a_directory_another_run_holds_exits_2_naming_it(cli_checks: dict) -> None:
+    cli_checks["test_a_run_into_a_directory_another_run_holds_exits_2_naming_it"].result()
 
 
 # --------------------------------------------------------------------------- the locks

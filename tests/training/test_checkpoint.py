@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from ser.training.checkpoint import (
 from ser.training.config import config_hash
 from ser.training.implementation import resolve_for_run
 from tests.helpers.audio_files import write_noise
+from tests.helpers.cli_runs import selected_cases, started_together
 from tests.helpers.config import ROOT, TINY, compose_config, typed_config
 
 
@@ -69,13 +72,10 @@ def test_resume_never_unpickles_a_pickle_bearing_last_ckpt(
     assert not marker.exists()
 
 
-@pytest.mark.slow
-def test_train_py_starts_a_fold_afresh_over_a_pickle_bearing_checkpoint(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    """As a user runs it (progress bar on, W&B offline): the run says it does not resume
-    from the planted file and why, trains the fold, and the pickle never runs."""
-    run_dir, marker = tmp_path / "run", tmp_path / "code-ran"
+def over_a_pickle_bearing_checkpoint(folder: Path, data_dir: Path) -> tuple[Path, Path, Path, subprocess.CompletedProcess[str]]:
+    """`python train.py` over a planted pickle-bearing last.ckpt of its own configuration:
+    (its output directory, the marker the pickle would make, the planted file, the process)."""
+    run_dir, marker = folder / "run", folder / "code-ran"
     overrides = [o for o in TINY if o != "progress=false"]
     cfg = compose_config(overrides)
     with open_dict(cfg):  # where files go is not part of the hash; it must only resolve
@@ -89,6 +89,54 @@ def test_train_py_starts_a_fold_afresh_over_a_pickle_bearing_checkpoint(
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env=os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
     )
+    return run_dir, marker, planted, done
+
+
+def tool_on_a_forged_network(
+    folder: Path, trained: Path, forgery: str, tool: str
+) -> tuple[Path, Path, Path, subprocess.CompletedProcess[str]]:
+    """`ser-predict` or `ser-export` on `trained` with its network described by `forgery`:
+    (the marker the forgery would make, the forged file, export's output, the process)."""
+    marker = folder / "code-ran"
+    net = read_checkpoint(trained)["ser_metadata"]["net"]
+    forged = forged_checkpoint(trained, folder, FORGERIES[forgery](net, marker))
+    out = folder / "model.onnx"
+    arguments = (
+        [f"audio={write_noise(folder / 'ok.wav')}"] if tool == "predict"
+        else ["format=onnx", f"out={out}"]
+    )
+    return marker, forged, out, subprocess.run(
+        [sys.executable, "-m", f"ser.tools.{tool}", f"checkpoint={forged}", *arguments],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def command_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
+) -> Iterator[dict]:
+    """The processes of test_train_py_starts_a_fold_afresh_over_a_pickle_bearing_checkpoint
+    and of each case of test_predict_and_export_refuse_a_forged_network_without_building_anything,
+    started together (two at a time), each in a folder of its own: {test or case id: what
+    its probe returns}."""
+    commands = {}
+    if selected_cases(request, test_train_py_starts_a_fold_afresh_over_a_pickle_bearing_checkpoint):
+        commands["pickle"] = partial(over_a_pickle_bearing_checkpoint, tmp_path_factory.mktemp("pickle"), data_dir)
+    cases = selected_cases(request, test_predict_and_export_refuse_a_forged_network_without_building_anything)
+    if cases:
+        trained = request.getfixturevalue("trained_checkpoint")
+        for case, params in cases.items():
+            folder = tmp_path_factory.mktemp("forged")
+            commands[case] = partial(tool_on_a_forged_network, folder, trained, params["forgery"], params["tool"])
+    with started_together(commands) as started:
+        yield started
+
+
+@pytest.mark.slow
+def test_train_py_starts_a_fold_afresh_over_a_pickle_bearing_checkpoint(command_runs: dict) -> None:
+    """As a user runs it (progress bar on, W&B offline): the run says it does not resume
+    from the planted file and why, trains the fold, and the pickle never runs."""
+    run_dir, marker, planted, done = command_runs["pickle"].result()
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     assert not marker.exists()
@@ -183,20 +231,9 @@ FORGERIES = {
 @pytest.mark.parametrize("tool", ["predict", "export"])
 @pytest.mark.parametrize("forgery", list(FORGERIES))
 def test_predict_and_export_refuse_a_forged_network_without_building_anything(
-    tool: str, forgery: str, trained_checkpoint: Path, tmp_path: Path
+    tool: str, forgery: str, command_runs: dict, request: pytest.FixtureRequest
 ) -> None:
-    marker = tmp_path / "code-ran"
-    net = read_checkpoint(trained_checkpoint)["ser_metadata"]["net"]
-    forged = forged_checkpoint(trained_checkpoint, tmp_path, FORGERIES[forgery](net, marker))
-    out = tmp_path / "model.onnx"
-    arguments = (
-        [f"audio={write_noise(tmp_path / 'ok.wav')}"] if tool == "predict"
-        else ["format=onnx", f"out={out}"]
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", f"ser.tools.{tool}", f"checkpoint={forged}", *arguments],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    marker, forged, out, result = command_runs[request.node.callspec.id].result()
     assert not marker.exists(), "something named in the checkpoint was called"
     assert result.returncode == 2, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -14,7 +14,7 @@ from torch._inductor.runtime.cache_dir_utils import cache_dir, default_cache_dir
 from ser.models import native
 from ser.settings import ConfigError
 from ser.training.compile_cache import VARIABLE, use_private_compile_cache
-from tests.helpers.cli_runs import environment, run_train_py
+from tests.helpers.cli_runs import concurrently, environment, run_train_py
 from tests.helpers.config import TINY_DATA
 
 
@@ -75,8 +75,18 @@ def test_a_compiled_run_trains_as_the_eager_one(tmp_path: Path) -> None:
     env = {k: v for k, v in environment(XDG_CACHE_HOME=str(user_cache)).items() if k != VARIABLE}
     env["SER_NATIVE_CACHE"] = str(native.cache_dir())  # the built fused kernels, not a rebuild
     common = [*TINY_DATA, "trainer.max_epochs=2", f"paths.data_dir={tmp_path / 'data'}"]
-    run_train_py([*common, "model.compile=default", f"hydra.run.dir={tmp_path / 'compiled'}"], tmp_path, env=env)
-    run_train_py([*common, "model.net.implementation=reference", f"hydra.run.dir={tmp_path / 'eager'}"], tmp_path)
+    # The three runs need nothing of one another: they run at once (the compiled ones
+    # compile into the same cache, as a user's concurrent runs do).
+    concurrently(
+        lambda: run_train_py([*common, "model.compile=default", f"hydra.run.dir={tmp_path / 'compiled'}"], tmp_path, env=env),
+        lambda: run_train_py([*common, "model.net.implementation=reference", f"hydra.run.dir={tmp_path / 'eager'}"], tmp_path),
+        # Stacked folds (cv.stack=true) compiled: the folds as one grouped network (its
+        # masks drawn eagerly, as the eager run draws them), compiled; the eager run's figures.
+        lambda: run_train_py(
+            [*common, "model.compile=default", "cv.stack=true", f"hydra.run.dir={tmp_path / 'stacked'}"], tmp_path,
+            env=env,
+        ),
+    )
     compiled, eager = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("compiled", "eager"))
     assert compiled["config"]["model"]["compile"] == "default"
     assert compiled["implementation"] == eager["implementation"] == "reference"
@@ -90,12 +100,6 @@ def test_a_compiled_run_trains_as_the_eager_one(tmp_path: Path) -> None:
         ]
         assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     assert any((user_cache / "ser-inductor").rglob("*.py"))  # TorchInductor's generated code
-    # Stacked folds (cv.stack=true) compiled: the folds as one grouped network (its masks
-    # drawn eagerly, as the eager run draws them), compiled; the eager run's figures.
-    run_train_py(
-        [*common, "model.compile=default", "cv.stack=true", f"hydra.run.dir={tmp_path / 'stacked'}"], tmp_path,
-        env=env,
-    )
     stacked = json.loads((tmp_path / "stacked" / "results.json").read_text())
     assert stacked["stacked"] is True
     for ours, reference in zip(stacked["folds"], eager["folds"], strict=True):

@@ -20,6 +20,7 @@ from ser.tracking.results import read_json
 from ser.training.engine import train
 from ser.training.metrics import recall_metrics
 from ser.training.protocols.cross_corpus import build_target_datamodule
+from tests.helpers.cli_runs import concurrently
 from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config, typed
 from tests.helpers.wandb_records import offline_runs
 
@@ -141,7 +142,11 @@ def test_the_cross_corpus_command_line_as_users_run_it(casia_root, data_dir, tmp
             [*args, *extra], cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300,
         )
 
-    done = run(f"hydra.run.dir={tmp_path / 'cli'}")
+    # The run, and beside it a search objective the run would not measure (refused).
+    done, refused = concurrently(
+        lambda: run(f"hydra.run.dir={tmp_path / 'cli'}"),
+        lambda: run("objective=val/uar", f"hydra.run.dir={tmp_path / 'refused'}"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     record = read_json(tmp_path / "cli" / "results.json")
     assert record["task"] == "cross_corpus" and record["status"] == "complete"
@@ -152,8 +157,7 @@ def test_the_cross_corpus_command_line_as_users_run_it(casia_root, data_dir, tmp
     (fold,) = [run for run in runs if run["job_type"] == "fold"]
     assert fold["summary"]["test/uar"] == pytest.approx(record["runs"][0]["test/uar"])
 
-    # A search objective the run would not measure: exit 2 before anything is written.
-    refused = run("objective=val/uar", f"hydra.run.dir={tmp_path / 'refused'}")
+    # The search objective the run would not measure: exit 2 before anything is written.
     assert refused.returncode == 2
     assert "error: objective=val/uar is not measured by this run" in refused.stderr
     assert "Traceback" not in refused.stderr

@@ -7,6 +7,8 @@ import multiprocessing
 import random
 import signal
 import time
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +26,14 @@ from ser.training.config import config_hash
 from ser.training.metrics import UtterancePredictions
 from ser.training.protocols.cross_validation import build_folds
 from ser.training.selection import split_validation
-from tests.helpers.cli_runs import RUN_TIMEOUT, end_session, run_train_py, start_train_py
+from tests.helpers.cli_runs import (
+    RUN_TIMEOUT,
+    end_session,
+    run_train_py,
+    selected_cases,
+    start_train_py,
+    started_together,
+)
 from tests.helpers.config import TINY, TINY_DATA, compose_config, typed, typed_config
 from tests.helpers.wandb_records import offline_runs
 
@@ -173,11 +182,63 @@ def ddp_args(output_dir: Path, data_dir: Path, accelerator: str = "cpu") -> list
     ]
 
 
-@pytest.fixture(scope="module")
-def ddp_cpu_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Path, str]:
-    """(output directory, output) of one uninterrupted DDP run on 2 gloo processes."""
-    output_dir = tmp_path_factory.mktemp("ddp") / "run"
+def uninterrupted(output_dir: Path, data_dir: Path) -> tuple[Path, str]:
     return output_dir, run_train_py(ddp_args(output_dir, data_dir), cwd=output_dir.parent)
+
+
+def killed_mid_fold(killed_dir: Path, data_dir: Path) -> tuple[Path, int | None]:
+    """A DDP run SIGKILLed (both ranks, as a cluster ends a job) once fold 0 has its first
+    checkpoint: (its output directory, its exit code)."""
+    checkpoint = killed_dir / "checkpoints" / "fold_00" / "last.ckpt"
+    process = start_train_py(ddp_args(killed_dir, data_dir), killed_dir.parent, killed_dir.parent / "killed.log")
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while process.poll() is None and not checkpoint.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        end_session(process)
+    return killed_dir, process.returncode
+
+
+def reported_command(run_dir: Path, data_dir: Path) -> Path:
+    """The command of the DDP deadlock report (progress bar on by default), on the tiny corpus."""
+    corpus = [o for o in TINY_DATA if o.startswith("dataset.")]
+    run_train_py(
+        [
+            "dataset=synthetic", "model=timnet", "trainer.max_epochs=1", "cv.folds=2", "logger=none",
+            "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", *corpus,
+            f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}",
+        ],
+        cwd=run_dir.parent,
+    )
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
+) -> Iterator[dict]:
+    """The DDP runs on 2 gloo processes of the tests below, started together (two runs at a
+    time), each in a folder of its own: the uninterrupted run of DDP_RUN, the same run
+    killed mid-fold (to resume), the reported command."""
+    resumed = test_a_ddp_run_killed_mid_fold_resumes_to_the_uninterrupted_result
+    runs = {  # name: (the tests that need it, the run)
+        "uninterrupted": ((test_ddp_with_default_settings_counts_each_utterance_once, resumed), uninterrupted),
+        "killed": ((resumed,), killed_mid_fold),
+        "reported": ((test_the_reported_ddp_command_completes,), reported_command),
+    }
+    commands = {
+        name: partial(run, tmp_path_factory.mktemp(name) / "run", data_dir)
+        for name, (tests, run) in runs.items() if any(selected_cases(request, test) for test in tests)
+    }
+    with started_together(commands) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def ddp_cpu_run(ddp_runs: dict) -> tuple[Path, str]:
+    """(output directory, output) of one uninterrupted DDP run on 2 gloo processes."""
+    return ddp_runs["uninterrupted"].result()
 
 
 def evaluate_on_one_device(checkpoint: Path, data_dir: Path, accelerator: str = "cpu") -> dict:
@@ -248,19 +309,12 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_a_ddp_run_killed_mid_fold_resumes_to_the_uninterrupted_result(
-    ddp_cpu_run: tuple[Path, str], tmp_path: Path, data_dir: Path
+    ddp_cpu_run: tuple[Path, str], ddp_runs: dict, tmp_path: Path, data_dir: Path
 ) -> None:
     reference_dir, _ = ddp_cpu_run
-    killed_dir = tmp_path / "killed"
+    killed_dir, returncode = ddp_runs["killed"].result()
     checkpoint = killed_dir / "checkpoints" / "fold_00" / "last.ckpt"
-    process = start_train_py(ddp_args(killed_dir, data_dir), tmp_path, tmp_path / "killed.log")
-    try:
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while process.poll() is None and not checkpoint.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        end_session(process)  # both ranks, as a cluster ends a job
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not results.fold_path(killed_dir, 0).exists(), "the kill came after the fold had finished"
     killed_epoch = resume.checkpoint_epoch(checkpoint)
     assert killed_epoch < EPOCHS - 1
@@ -283,18 +337,9 @@ def test_a_ddp_run_killed_mid_fold_resumes_to_the_uninterrupted_result(
 
 
 @pytest.mark.slow
-def test_the_reported_ddp_command_completes(tmp_path: Path, data_dir: Path) -> None:
+def test_the_reported_ddp_command_completes(ddp_runs: dict) -> None:
     """The command of the DDP deadlock report (progress bar on by default), on the tiny corpus."""
-    corpus = [o for o in TINY_DATA if o.startswith("dataset.")]
-    run_dir = tmp_path / "run"
-    run_train_py(
-        [
-            "dataset=synthetic", "model=timnet", "trainer.max_epochs=1", "cv.folds=2", "logger=none",
-            "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", *corpus,
-            f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}",
-        ],
-        cwd=tmp_path,
-    )
+    run_dir = ddp_runs["reported"].result()
     record = results.read_json(run_dir / "results.json")
     assert record["status"] == "complete" and [f["fold"] for f in record["folds"]] == [0, 1]
     rows = sorted(row for fold in record["folds"] for row in fold["test_rows"])

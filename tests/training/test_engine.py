@@ -20,6 +20,7 @@ from ser.training import engine
 from ser.training.build import build_datamodule
 from ser.training.engine import train
 from ser.training.fold import run_fold
+from tests.helpers.cli_runs import concurrently
 from tests.helpers.config import ROOT, TINY_DATA, cli_environment, typed
 from tests.helpers.wandb_records import offline_runs
 
@@ -204,7 +205,14 @@ def test_command_line_run_and_clear_error_for_a_bad_setting(tmp_path, data_dir) 
         sys.executable, "train.py", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'cli'}",
         f"paths.cache_dir={tmp_path / 'cache'}", *TINY_DATA, "model=timnet",
     ]
-    done = subprocess.run(args, cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300)
+
+    def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300)
+
+    # The run, and beside it (they share nothing but the data) the same command with a bad setting.
+    done, bad = concurrently(
+        lambda: run(args), lambda: run(args[:-1] + ["cv.folds=1", f"hydra.run.dir={tmp_path / 'bad'}"])
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert record["experiment"] == "synthetic-timnet-tab2-mfcc"
@@ -223,10 +231,6 @@ def test_command_line_run_and_clear_error_for_a_bad_setting(tmp_path, data_dir) 
     (summary,) = [run for run in runs if run["job_type"] == "summary"]
     for key in ("figures/confusion_matrix", "figures/folds", "figures/curves"):
         assert summary["summary"][f"{key}/_type"] == "image-file"
-    bad = subprocess.run(
-        args[:-1] + ["cv.folds=1", f"hydra.run.dir={tmp_path / 'bad'}"],
-        cwd=ROOT, env=cli_environment(), capture_output=True, text=True, timeout=300,
-    )
     assert bad.returncode == 2
     assert "error: cv.folds=1: expected a whole number >= 2, or null" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -6,13 +6,15 @@ reaches a file) and nothing is instantiated (no code runs)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from ser.training.checkpoint import read_checkpoint
 from tests.helpers.audio_files import write_noise
-from tests.helpers.cli_runs import environment, run_train_py
+from tests.helpers.cli_runs import environment, run_train_py, selected_cases, started_together
 from tests.helpers.wandb_records import offline_runs
 
 SECRET = "hunter2-never-in-a-file"
@@ -40,34 +42,60 @@ def check_run(tmp_path: Path, output: Path) -> None:
     assert files_holding(output / "wandb", RUNNING), "the W&B runs hold the class names as written"
 
 
-@pytest.mark.slow
-def test_manifest_labels_are_plain_class_names(tmp_path: Path) -> None:
+def manifest_run(folder: Path) -> Path:
     rows = []
     for i in range(12):
-        write_noise(tmp_path / "clips" / f"{i}.wav", seconds=0.25, seed=i)
+        write_noise(folder / "clips" / f"{i}.wav", seconds=0.25, seed=i)
         rows.append({"path": f"clips/{i}.wav", "label": LABELS[i % 3]})
-    manifest = tmp_path / "mine.jsonl"
+    manifest = folder / "mine.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    output = tmp_path / "run"
+    output = folder / "run"
     run_train_py(
         ["dataset=manifest", f"dataset.path={manifest}", *TINY_RUN,
-         f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={output}"],
-        cwd=tmp_path, env=environment(SER_TEST_SECRET=SECRET),
+         f"paths.data_dir={folder / 'data'}", f"hydra.run.dir={output}"],
+        cwd=folder, env=environment(SER_TEST_SECRET=SECRET),
     )
-    check_run(tmp_path, output)
+    return output
+
+
+def folder_run(folder: Path) -> Path:
+    for i in range(12):
+        write_noise(folder / "mine" / LABELS[i % 3] / f"{i}.wav", seconds=0.25, seed=i)
+    output = folder / "run"
+    # With the CSV logger too: its hparams.yaml holds the module's arguments.
+    run_train_py(
+        ["dataset=folder", f"dataset.root={folder / 'mine'}", *TINY_RUN, "logger=[wandb,csv]",
+         f"paths.data_dir={folder / 'data'}", f"hydra.run.dir={output}"],
+        cwd=folder, env=environment(SER_TEST_SECRET=SECRET),
+    )
+    return output
+
+
+@pytest.fixture(scope="module")
+def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The runs of the two tests below, started together, each in a folder of its own:
+    {test: its output directory}."""
+    commands = {
+        test.__name__: partial(run, tmp_path_factory.mktemp(run.__name__))
+        for test, run in (
+            (test_manifest_labels_are_plain_class_names, manifest_run),
+            (test_folder_names_are_plain_class_names, folder_run),
+        )
+        if selected_cases(request, test)
+    }
+    with started_together(commands) as started:
+        yield started
 
 
 @pytest.mark.slow
-def test_folder_names_are_plain_class_names(tmp_path: Path) -> None:
-    for i in range(12):
-        write_noise(tmp_path / "mine" / LABELS[i % 3] / f"{i}.wav", seconds=0.25, seed=i)
-    output = tmp_path / "run"
-    # With the CSV logger too: its hparams.yaml holds the module's arguments.
-    run_train_py(
-        ["dataset=folder", f"dataset.root={tmp_path / 'mine'}", *TINY_RUN, "logger=[wandb,csv]",
-         f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={output}"],
-        cwd=tmp_path, env=environment(SER_TEST_SECRET=SECRET),
-    )
-    check_run(tmp_path, output)
+def test_manifest_labels_are_plain_class_names(runs: dict) -> None:
+    output = runs["test_manifest_labels_are_plain_class_names"].result()
+    check_run(output.parent, output)
+
+
+@pytest.mark.slow
+def test_folder_names_are_plain_class_names(runs: dict) -> None:
+    output = runs["test_folder_names_are_plain_class_names"].result()
+    check_run(output.parent, output)
     hparams = output / "csv" / "fold_00" / "hparams.yaml"
     assert RUNNING in hparams.read_text() and SECRET not in hparams.read_text()

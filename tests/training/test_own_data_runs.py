@@ -7,16 +7,25 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
 from ser.data.corpora import get_corpus
+from ser.data.synthetic import SyntheticCorpusSettings, ensure_corpus
 from ser.training.checkpoint import read_checkpoint
 from tests.helpers.audio_files import write_noise
-from tests.helpers.cli_runs import run_predict, run_train_py
-from tests.helpers.config import TINY_DATA
+from tests.helpers.cli_runs import (
+    concurrently,
+    run_predict,
+    run_train_py,
+    selected_cases,
+    started_together,
+)
+from tests.helpers.config import TINY_DATA, compose_config
 from tests.helpers.ssl_models import save_random_weights
 
 
@@ -31,25 +40,85 @@ def fold_figures(record: dict) -> list[tuple]:
     ]
 
 
-@pytest.mark.slow
-def test_a_manifest_of_the_synthetic_corpus_reproduces_its_folds(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    synthetic = tmp_path / "synthetic"
-    run_train_py([*TINY_DATA, f"paths.data_dir={data}", f"hydra.run.dir={synthetic}"], cwd=tmp_path)
+def synthetic_and_manifest(folder: Path) -> tuple[Path, Path]:
+    """A tiny synthetic run and a run of a manifest of its corpus, at once: their output directories."""
+    data = folder / "data"
+    synthetic = folder / "synthetic"
+    # The corpus the synthetic run reads (it finds it generated), so that both runs can go at once.
+    ensure_corpus(data / "synthetic", SyntheticCorpusSettings(**compose_config(TINY_DATA).dataset.generator))
     # The manifest: the synthetic corpus's rows, written in another folder with relative paths.
     rows = get_corpus("synthetic").build_manifest(data / "synthetic").utterances
-    (tmp_path / "lists").mkdir()
-    manifest = tmp_path / "lists" / "synthetic.csv"
+    (folder / "lists").mkdir()
+    manifest = folder / "lists" / "synthetic.csv"
     with manifest.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "speaker"])
         writer.writerows([f"../data/synthetic/wav/{Path(u.path).name}", u.label, u.speaker] for u in rows)
-    mine = tmp_path / "manifest"
+    mine = folder / "manifest"
+    concurrently(
+        lambda: run_train_py([*TINY_DATA, f"paths.data_dir={data}", f"hydra.run.dir={synthetic}"], cwd=folder),
+        lambda: run_train_py([
+            "dataset=manifest", f"dataset.path={manifest}", "dataset.signal_length=11025", "dataset.batch_size=16",
+            "cv.folds=2", "cv.seed=46", "trainer.max_epochs=1", "model.net.num_blocks=2",
+            f"paths.data_dir={data}", f"hydra.run.dir={mine}",
+        ], cwd=folder),
+    )
+    return synthetic, mine
+
+
+def ssl_run(folder: Path) -> tuple[Path, Path, str]:
+    """WavLM Base+ (its real architecture, random weights from a local file) into MS-SENet:
+    (the weights, the output directory, the run's output)."""
+    weights = save_random_weights("WAVLM_BASE_PLUS", folder / "weights" / "wavlm_base_plus.pt")
+    output = folder / "run"
+    log = run_train_py([
+        *TINY_DATA, "features=ssl", f"features.weights={weights}", "features.layer=6",
+        f"paths.data_dir={folder / 'data'}", f"hydra.run.dir={output}",
+    ], cwd=folder, timeout=600)
+    return weights, output, log
+
+
+SPLITS = ("train", "train", "val", "test")
+
+
+def predefined_split_run(folder: Path) -> tuple[list[dict], Path]:
+    """`cv=predefined` on a JSONL manifest with a split column: (its rows, the output directory)."""
+    rows = []
+    for i in range(18):
+        label, split = ("calm", "tense", "upset")[i % 3], SPLITS[i % 4] if i < 16 else "train"
+        write_noise(folder / "clips" / f"{i}.wav", seconds=0.3, seed=i)
+        rows.append({"path": f"clips/{i}.wav", "label": label, "split": split, "speaker": f"s{i % 2}"})
+    manifest = folder / "all.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = folder / "run"
     run_train_py([
-        "dataset=manifest", f"dataset.path={manifest}", "dataset.signal_length=11025", "dataset.batch_size=16",
-        "cv.folds=2", "cv.seed=46", "trainer.max_epochs=1", "model.net.num_blocks=2",
-        f"paths.data_dir={data}", f"hydra.run.dir={mine}",
-    ], cwd=tmp_path)
+        "dataset=manifest", f"dataset.path={manifest}", "cv=predefined", "cv.select=best_val_uar",
+        "trainer.max_epochs=2", "model.net.num_blocks=2", f"paths.data_dir={folder / 'data'}",
+        f"hydra.run.dir={output}",
+    ], cwd=folder)
+    return rows, output
+
+
+@pytest.fixture(scope="module")
+def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The training runs of the tests below, started together (two tests' at a time), each
+    in a folder of its own: {test: what its run returns}."""
+    commands = {
+        test.__name__: partial(run, tmp_path_factory.mktemp(run.__name__))
+        for test, run in (
+            (test_a_manifest_of_the_synthetic_corpus_reproduces_its_folds, synthetic_and_manifest),
+            (test_ssl_features_with_local_weights_train_end_to_end, ssl_run),
+            (test_the_split_column_is_the_protocol, predefined_split_run),
+        )
+        if selected_cases(request, test)
+    }
+    with started_together(commands) as started:
+        yield started
+
+
+@pytest.mark.slow
+def test_a_manifest_of_the_synthetic_corpus_reproduces_its_folds(runs: dict) -> None:
+    synthetic, mine = runs["test_a_manifest_of_the_synthetic_corpus_reproduces_its_folds"].result()
     expected, found = results(synthetic), results(mine)
     assert found["corpus"] == "manifest" and expected["corpus"] == "synthetic"
     assert found["class_names"] == expected["class_names"] and found["class_counts"] == expected["class_counts"]
@@ -59,14 +128,10 @@ def test_a_manifest_of_the_synthetic_corpus_reproduces_its_folds(tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_ssl_features_with_local_weights_train_end_to_end(tmp_path: Path) -> None:
+def test_ssl_features_with_local_weights_train_end_to_end(runs: dict) -> None:
     """WavLM Base+ (its real architecture, random weights from a local file) into MS-SENet."""
-    weights = save_random_weights("WAVLM_BASE_PLUS", tmp_path / "weights" / "wavlm_base_plus.pt")
-    output = tmp_path / "run"
-    log = run_train_py([
-        *TINY_DATA, "features=ssl", f"features.weights={weights}", "features.layer=6",
-        f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={output}",
-    ], cwd=tmp_path, timeout=600)
+    weights, output, log = runs["test_ssl_features_with_local_weights_train_end_to_end"].result()
+    tmp_path = output.parent
     record = results(output)
     assert record["status"] == "complete" and len(record["folds"]) == 2
     assert record["variant"].endswith("-ssl") and record["num_utterances"] == 28
@@ -96,22 +161,10 @@ def test_ssl_features_with_local_weights_train_end_to_end(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_the_split_column_is_the_protocol(tmp_path: Path) -> None:
+def test_the_split_column_is_the_protocol(runs: dict) -> None:
     """`cv=predefined`: one fold, trained on split=train, validated on split=val (which
     chooses the tested epoch) and tested on split=test, from a JSONL manifest."""
-    rows = []
-    for i in range(18):
-        label, split = ("calm", "tense", "upset")[i % 3], ("train", "train", "val", "test")[i % 4] if i < 16 else "train"
-        write_noise(tmp_path / "clips" / f"{i}.wav", seconds=0.3, seed=i)
-        rows.append({"path": f"clips/{i}.wav", "label": label, "split": split, "speaker": f"s{i % 2}"})
-    manifest = tmp_path / "all.jsonl"
-    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    output = tmp_path / "run"
-    run_train_py([
-        "dataset=manifest", f"dataset.path={manifest}", "cv=predefined", "cv.select=best_val_uar",
-        "trainer.max_epochs=2", "model.net.num_blocks=2", f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.run.dir={output}",
-    ], cwd=tmp_path)
+    rows, output = runs["test_the_split_column_is_the_protocol"].result()
     record = results(output)
     assert record["cv"]["strategy"] == "predefined" and len(record["folds"]) == 1
     fold = record["folds"][0]

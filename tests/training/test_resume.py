@@ -20,6 +20,7 @@ from ser.training import resume
 from ser.training.checkpoint import load_dict
 from ser.training.config import config_hash
 from ser.training.engine import train
+from tests.helpers.cli_runs import concurrently
 from tests.helpers.config import ROOT, TINY_DATA, cli_environment
 from tests.helpers.wandb_records import run_info
 
@@ -100,9 +101,8 @@ def test_a_run_killed_mid_fold_resumes_and_matches_an_uninterrupted_run(
     tmp_path: Path, data_dir: Path
 ) -> None:
     reference_dir, resumed_dir = tmp_path / "uninterrupted", tmp_path / "killed"
-    run_to_end(reference_dir, data_dir)
-
-    kill_inside_fold_1(resumed_dir, data_dir)
+    # The uninterrupted run and the one to kill need nothing of one another: at once.
+    concurrently(lambda: run_to_end(reference_dir, data_dir), lambda: kill_inside_fold_1(resumed_dir, data_dir))
     assert fold_path(resumed_dir, 0).exists()
     assert not fold_path(resumed_dir, 1).exists(), "the kill came after fold 1 had finished"
     interrupted = read_json(resumed_dir / "results.json")
