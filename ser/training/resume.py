@@ -91,7 +91,7 @@ class EpochSeeding(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         seed = batch_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
-        seed_generator(seed, pl_module.device)
+        seed_generator(seed, getattr(pl_module, "device", None))
         random.seed(seed)
         np.random.seed(seed % 2**32)
 

@@ -71,6 +71,11 @@ def test_each_ddp_rank_draws_its_own_dropout_masks() -> None:
         # Rank zero draws what a run on one device draws.
         one_device = torch.Generator().manual_seed(derived_seed(7, 2, 3, resume.DROPOUT_STREAM))
         assert torch.equal(draw(0), torch.rand(16, generator=one_device))
+        # On a CPU module only the CPU generator is seeded: the same draws.
+        cpu_module = SimpleNamespace(device=torch.device("cpu"))
+        seeding.on_train_batch_start(SimpleNamespace(current_epoch=2, global_rank=0), cpu_module, None, 3)
+        one_device = torch.Generator().manual_seed(derived_seed(7, 2, 3, resume.DROPOUT_STREAM))
+        assert torch.equal(torch.rand(16), torch.rand(16, generator=one_device))
     random.setstate(states[0])
     np.random.set_state(states[1])
 

@@ -80,11 +80,12 @@ def draw_network_masks(net: nn.Module, batch: int, frames: int, like: torch.Tens
     )
 
 
-def seed_generator(seed: int, device: torch.device) -> None:
-    """Seed the generator that draws on `device` as `torch.manual_seed` would. On the CPU
-    only the CPU's: torch.manual_seed also queues a seeding of every accelerator kind,
-    each recording a traceback, a cost per fold and batch that a CPU run never uses."""
-    if device.type == "cpu":
+def seed_generator(seed: int, device: torch.device | None) -> None:
+    """Seed the generator that draws on `device` as `torch.manual_seed` would (None: every
+    generator, as it does). On the CPU only the CPU's: torch.manual_seed also queues a
+    seeding of every accelerator kind, each recording a traceback, a cost per fold and
+    batch that a CPU run never uses."""
+    if device is not None and device.type == "cpu":
         torch.default_generator.manual_seed(int(seed))
     else:
         torch.manual_seed(int(seed))
