@@ -3,21 +3,25 @@
     python -m benchmarks.bench folds=true [epochs=3] [device=cpu] [out=bench-folds.json]
 
 In one run, the default demo's cross-validation (`python train.py`: the synthetic corpus,
-10 folds, MS-SENet) trains for `epochs` epochs one fold after another (`cv.stack=false`),
-then with its folds stacked (`cv.stack=true`), `rounds` times, alternately; W&B, progress
+10 folds, MS-SENet) trains for `epochs` epochs three ways, `rounds` times, in turn: one
+fold after another (`cv.stack=false`), stacked in this process (`cv.stack=true
+cv.workers=1`) and stacked in worker processes (`cv.workers=auto`: on a CPU one per
+thread of this process, one thread each; ser.training.stacked.workers); W&B, progress
 bars and figures off, `trainer.deterministic=true`. A one-fold, one-epoch run warms the
 caches first (features, the fast implementation's kernels), untimed.
 
 - training samples/s: the training rows of every fold times the epochs, over the
-  training time (each fold's `fit_seconds`: summed one fold after another; the shared
-  fit once, stacked), the median over rounds; `speedup` is stacked over sequential;
+  training time (each fold's `fit_seconds`: summed one fold after another; the longest
+  shared fit, stacked), the median over rounds; `speedup` is stacked in this process
+  over sequential, `workers_speedup` stacked in workers over sequential;
 - `identical`: whether each fold's test UAR, WAR, loss and confusion matrix and its
-  per-epoch training figures (history/) are the same both ways; `same_predictions`:
-  whether its test predictions are (UAR, WAR, confusion matrix); and the largest
-  differences of the losses (the folds' networks computed as one add in another order).
+  per-epoch training figures (history/) are the same as one after another;
+  `same_predictions`: whether its test predictions are (UAR, WAR, confusion matrix); and
+  the largest differences of the losses (the folds' networks computed as one add in
+  another order); for the workers under `workers_comparison`.
 
-`overrides` adds train.py settings to both runs (e.g. `overrides=[model=timnet]`). The
-figures depend on the machine and its load: compare the two ways of one run only.
+`overrides` adds train.py settings to every run (e.g. `overrides=[model=timnet]`). The
+figures depend on the machine and its load: compare the ways of one run only.
 """
 
 from __future__ import annotations
@@ -38,7 +42,11 @@ from omegaconf import open_dict
 from ser.tracking.history import read_history
 from ser.tracking.results import read_json
 
-WAYS = {"sequential": "cv.stack=false", "stacked": "cv.stack=true"}
+WAYS = {
+    "sequential": ["cv.stack=false"],
+    "stacked": ["cv.stack=true", "cv.workers=1"],
+    "stacked_workers": ["cv.stack=true", "cv.workers=auto"],
+}
 # What each fold computed, compared between the two ways.
 FIGURES = ("test/uar", "test/war", "test/loss", "confusion_matrix", "epochs")
 
@@ -139,17 +147,21 @@ def fold_benchmark(args: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ser-bench-folds-") as work:
         quiet_train(run_config([*common, "trainer.max_epochs=1", "cv.only_folds=0"], Path(work) / "warm-up"))
         for round_number in range(args.rounds):
-            order = list(WAYS) if round_number % 2 == 0 else list(reversed(WAYS))
+            shift = round_number % len(WAYS)  # each way first in turn, under the same load
+            order = list(WAYS)[shift:] + list(WAYS)[:shift]
             for way in order:
                 output = Path(work) / f"{way}-{round_number}"
-                runs[way].append(fold_run([*common, WAYS[way]], output))
+                runs[way].append(fold_run([*common, *WAYS[way]], output))
     for way, attempts in runs.items():
         rate = statistics.median(run["train_samples_per_s"] for run in attempts)
         results[way] = {**attempts[0], "train_samples_per_s": rate, "rounds": [
             {key: run[key] for key in ("wall_seconds", "fit_seconds", "train_samples_per_s")} for run in attempts
         ]}
-    results["speedup"] = results["stacked"]["train_samples_per_s"] / results["sequential"]["train_samples_per_s"]
+    sequential_rate = results["sequential"]["train_samples_per_s"]
+    results["speedup"] = results["stacked"]["train_samples_per_s"] / sequential_rate
+    results["workers_speedup"] = results["stacked_workers"]["train_samples_per_s"] / sequential_rate
     results.update(compare(results["sequential"], results["stacked"]))
+    results["workers_comparison"] = compare(results["sequential"], results["stacked_workers"])
     results["environment"]["load_average_at_end"] = load_average()
     return results
 
@@ -166,8 +178,13 @@ def print_fold_table(results: dict[str, Any]) -> None:
         row = results[way]
         table.add_row(way, f"{row['train_samples_per_s']:.1f}", f"{row['fit_seconds']:.1f}", str(len(row["folds"])))
     Console().print(table)
-    print(
-        f"stacked / sequential: {results['speedup']:.2f}x; per-fold figures identical: {results['identical']}, "
-        f"test predictions the same: {results['same_predictions']} (largest differences: test loss "
-        f"{results['max_abs_test_loss_difference']:.3g}, training loss {results['max_abs_train_loss_difference']:.3g})"
-    )
+    for way, speedup, compared in (
+        ("stacked", results["speedup"], results),
+        ("stacked in workers", results["workers_speedup"], results["workers_comparison"]),
+    ):
+        print(
+            f"{way} / sequential: {speedup:.2f}x; per-fold figures identical: {compared['identical']}, "
+            f"test predictions the same: {compared['same_predictions']} (largest differences: test loss "
+            f"{compared['max_abs_test_loss_difference']:.3g}, training loss "
+            f"{compared['max_abs_train_loss_difference']:.3g})"
+        )

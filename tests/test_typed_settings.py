@@ -168,8 +168,10 @@ def test_a_value_of_the_wrong_type_is_refused_as_the_config_is_composed(
 
 def test_a_group_dataclass_built_by_hand_is_checked_too() -> None:
     values = {"strategy": "kfold", "folds": 10, "seed": None, "validation": 0.1, "select": "last",
-              "only_folds": None, "stack": "auto"}
+              "only_folds": None, "stack": "auto", "workers": "auto"}
     assert CVSettings(**values).split_seed(46) == 46
+    with pytest.raises(SettingError, match=r"^workers=0: expected auto or a whole number >= 1$"):
+        CVSettings(**{**values, "workers": 0})
     with pytest.raises(SettingError, match=r"^validation=1.5: expected a number > 0 and < 1, or null$"):
         CVSettings(**{**values, "validation": 1.5})
     with pytest.raises(ConfigError, match=r"^cv.select must be one of"):

@@ -158,6 +158,7 @@ class CVSettings(Checked):
     select: str = MISSING
     only_folds: Any = MISSING  # null, a fold number or a list (ser.training.gather)
     stack: Any = MISSING  # true, false or auto
+    workers: Any = MISSING  # auto or a number >= 1 (ser.training.stacked.workers)
     # What a group of speaker folds is: cv=speaker's alone (SpeakerCVSettings).
     group_by: ClassVar[str | None] = None
 
@@ -166,6 +167,9 @@ class CVSettings(Checked):
             raise ConfigError(f"cv.select must be one of {list(SELECTIONS)}, got {self.select!r}")
         if self.stack not in STACK_CHOICES or (self.stack != "auto" and not isinstance(self.stack, bool)):
             raise SettingError("stack", self.stack, "true, false or auto")
+        workers = self.workers
+        if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise SettingError("workers", workers, "auto or a whole number >= 1")
 
     def split_seed(self, corpus_seed: int) -> int:
         """`seed`, or the corpus's TIM-Net seed `corpus_seed` when it is null."""

@@ -4,7 +4,8 @@ The protocol (`task._target_`: ser.training.protocols) says what the data and th
 of training are; this engine checks the settings before anything is built, holds the
 output directory (ser.tracking.output_dir), writes the record's header, skips units
 already finished with this config hash, trains the others one at a time
-(ser.training.fold) or together (`cv.stack`, ser.training.stacked), writes each unit's
+(ser.training.fold) or together (`cv.stack`, ser.training.stacked; on a CPU split
+over `cv.workers` processes), writes each unit's
 result atomically as it ends, and finally results.json, the table, the W&B summary run
 and the objective for sweepers. Under DDP rank zero alone writes; of fold-parallel jobs
 (`cv.only_folds`) the last to finish gathers results.json (ser.training.gather).
@@ -37,7 +38,7 @@ from ser.training.implementation import check_implementation
 from ser.training.protocols.base import ExperimentProtocol, Unit
 from ser.training.selection import check_selection
 from ser.training.stacked.policy import resolve_stacking
-from ser.training.stacked.run import run_stacked
+from ser.training.stacked.workers import check_workers, train_together
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def train(cfg: DictConfig) -> float:
     distributed.check_launch(settings.trainer)
     check_trainer(settings.trainer)
     stacked = resolve_stacking(settings)
+    check_workers(settings, stacked)
     protocol = build_protocol(cfg, settings)
     this_hash = settings.config_hash
     check_unclaimed(output_dir, this_hash)  # another configuration's directory: before reading the data
@@ -204,7 +206,7 @@ def run_experiment(
     if stacked and pending:  # every pending unit in one Trainer (cv.stack)
         if progress is not None and writer:
             print(f"[ser] {experiment}: {progress.line(protocol.announce_together(pending, len(units)))}", flush=True)
-        run_stacked(settings, datamodule, pending, context, keep)
+        train_together(settings, datamodule, pending, context, keep)
         pending = []
     for unit in pending:  # one unit after another
         log.info(

@@ -28,9 +28,9 @@ from ser.errors import InputError
 from ser.tracking import results
 
 SUMMARY_CLAIM_FILE = ".summary_claimed"
-# cv settings that say which folds a job runs, not what a fold computes: left out of
-# the config hash, so every job of one experiment shares it.
-JOB_CV_KEYS = ("only_folds",)
+# cv settings that say which folds a job runs and in how many processes, not what a fold
+# computes: left out of the config hash, so every job of one experiment shares it.
+JOB_CV_KEYS = ("only_folds", "workers")
 # Record fields that describe a finished experiment rather than what it is.
 OUTCOME_KEYS = ("status", "folds", "summary", "finished")
 

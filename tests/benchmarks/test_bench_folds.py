@@ -19,16 +19,18 @@ def test_the_fold_benchmark_times_both_ways_and_compares_their_folds(tmp_path: P
     overrides = [setting for setting in TINY_DATA if not setting.startswith("trainer.max_epochs")]
     main(["folds=true", "epochs=2", f"overrides=[{','.join([*overrides, f'paths.data_dir={data_dir}'])}]", f"out={out}"])
     results = json.loads(out.read_text())
-    sequential, stacked = results["sequential"], results["stacked"]
-    assert not sequential["stacked"] and stacked["stacked"]
-    for run in (sequential, stacked):
+    sequential, stacked, workers = results["sequential"], results["stacked"], results["stacked_workers"]
+    assert not sequential["stacked"] and stacked["stacked"] and workers["stacked"]
+    for run in (sequential, stacked, workers):
         assert len(run["folds"]) == 2 and all(fold["epochs"] == 2 for fold in run["folds"])
         assert run["samples"] == 28 * 2  # each utterance trains in one of the two folds, twice
         assert run["train_samples_per_s"] == pytest.approx(run["samples"] / run["fit_seconds"])
     assert results["speedup"] == pytest.approx(stacked["train_samples_per_s"] / sequential["train_samples_per_s"])
+    assert results["workers_speedup"] == pytest.approx(workers["train_samples_per_s"] / sequential["train_samples_per_s"])
     # The folds' networks as one program: the same figures up to floating-point order.
-    assert results["same_predictions"] is True and isinstance(results["identical"], bool)
-    assert results["max_abs_test_loss_difference"] < 1e-4 and results["max_abs_train_loss_difference"] < 1e-4
+    for compared in (results, results["workers_comparison"]):
+        assert compared["same_predictions"] is True and isinstance(compared["identical"], bool)
+        assert compared["max_abs_test_loss_difference"] < 1e-4 and compared["max_abs_train_loss_difference"] < 1e-4
     assert "cv.stack" not in " ".join(results["config"]["overrides"])  # each way sets its own
 
 

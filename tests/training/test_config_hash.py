@@ -38,6 +38,7 @@ NOT_RESULTS = {
     "test_dataset.cache_dir": "as dataset.cache_dir",
     "test_dataset.num_workers": "as dataset.num_workers",
     "cv.only_folds": "which folds this job runs: fold-parallel jobs are one experiment",
+    "cv.workers": "how many processes train the stacked folds: each fold computes what it computes in one",
 }
 # What an option needs composed with it (an experiment names a corpus; cross-corpus a target).
 NEEDS = {"experiment": ["dataset=emodb"], "task": ["+dataset@test_dataset=synthetic"]}
