@@ -8,6 +8,7 @@ import queue
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from ser.settings.rules import SettingError
 from ser.tracking.results import read_json
 from ser.training.config import config_hash
 from ser.training.protocols.base import Unit
+from ser.training.stacked import workers
 from ser.training.stacked.workers import (
     WorkerError,
     _collect,
@@ -58,6 +60,12 @@ def test_auto_gives_each_core_a_worker_on_a_cpu_and_no_more_than_the_folds(two_t
     torch.set_num_threads(1)  # what fold-parallel jobs leave each job of a shared machine
     assert resolve_workers(on_cpu, stacked=True, pending=10) == 1
     assert resolve_workers(typed_config(["trainer=gpu"]), stacked=True, pending=10) == 1
+
+
+def test_auto_starts_no_worker_from_a_daemonic_process(two_threads, monkeypatch) -> None:
+    # A launcher's pool worker may not start processes: its folds stay in it.
+    monkeypatch.setattr(workers.multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))
+    assert resolve_workers(typed_config(["trainer=cpu"]), stacked=True, pending=10) == 1
 
 
 def test_a_number_of_workers_is_kept_where_it_can_be_and_refused_where_not() -> None:

@@ -63,7 +63,8 @@ def resolve_workers(settings: Settings, stacked: bool, pending: int) -> int:
     choice = settings.cv.workers
     on_cpu = device_type(settings.trainer.accelerator) == "cpu"
     if choice == "auto":
-        if not (stacked and on_cpu) or pending < 2:
+        # a daemonic process (a launcher's pool worker) may not start processes of its own
+        if not (stacked and on_cpu) or pending < 2 or multiprocessing.current_process().daemon:
             return 1
         # the fewest workers that finish as soon as one per core would: 10 folds on 8
         # cores take 2 rounds of folds either way, so 5 workers of 2 folds, not 8 of 1 or 2
@@ -206,7 +207,7 @@ def run_in_workers(
             )
             process.start()
             processes.append(process)
-    log.info("%d folds stacked in %d worker processes of %d threads", len(units), workers, threads)
+    log.info("%d folds stacked in %d worker processes, %d torch thread(s) each", len(units), workers, threads)
     try:
         _collect(processes, results, record)
     finally:
