@@ -4,9 +4,12 @@ each trains, what comes back from them and what a failing worker does to the run
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +18,8 @@ import torch
 
 from ser.errors import ConfigError, NonFiniteError
 from ser.settings.rules import SettingError
-from ser.tracking.results import read_json
+from ser.tracking.results import fold_path, read_json
+from ser.training import resume
 from ser.training.config import config_hash
 from ser.training.protocols.base import Unit
 from ser.training.stacked import workers
@@ -27,7 +31,7 @@ from ser.training.stacked.workers import (
     split_units,
 )
 from tests.helpers.cli_runs import concurrently, run_train_py
-from tests.helpers.config import TINY_DATA, cli_environment, typed_config
+from tests.helpers.config import ROOT, TINY_DATA, cli_environment, typed_config
 from tests.helpers.stacking import same_figure
 from tests.helpers.wandb_records import offline_runs
 
@@ -179,3 +183,67 @@ def test_command_line_with_the_defaults_splits_the_folds_over_the_cores(tmp_path
     log = (split / "train.log").read_text()
     assert log.count("][pytorch_lightning.utilities.rank_zero][INFO] - GPU available") >= 2
     assert all(Path(split / f"checkpoints/fold_{fold:02d}/last.ckpt").exists() for fold in (0, 1))
+
+
+def spawned_workers(pid: int) -> list[int]:
+    """The worker processes `pid` started (multiprocessing's spawned children), oldest first."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = []
+    for child in children.read_text().split() if children.exists() else []:
+        cmdline = Path(f"/proc/{child}/cmdline")
+        if cmdline.exists() and b"spawn_main" in cmdline.read_bytes():
+            found.append(int(child))
+    return sorted(found)
+
+
+def kill_the_second_worker_inside_its_fold(args: list[str], cwd: Path, env: dict[str, str], output: Path) -> str:
+    """Start a run of two workers and SIGKILL the second (fold 1) once fold 1 has a
+    checkpoint and no result; the run's output."""
+    log = cwd / "killed.log"
+    with log.open("w") as stream:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, stdout=stream, stderr=subprocess.STDOUT
+        )
+    killed = False
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None and not killed:
+            workers_started = spawned_workers(process.pid)
+            if len(workers_started) == 2 and (output / "checkpoints/fold_01/last.ckpt").exists():
+                os.kill(workers_started[1], signal.SIGKILL)
+                killed = True
+            time.sleep(0.005)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert killed, "the run ended before its worker could be killed:\n" + log.read_text()[-3000:]
+    return log.read_text()
+
+
+@pytest.mark.slow
+def test_a_run_whose_worker_is_killed_names_it_keeps_the_rest_and_resumes_to_the_same_figures(
+    tmp_path, data_dir
+) -> None:
+    # As an out-of-memory kill or a preemption of one worker would leave it.
+    env = cli_environment(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    common = [f"paths.data_dir={data_dir}", *TINY_DATA, "trainer.max_epochs=6", "cv.workers=2",
+              "trainer.deterministic=true"]
+    whole, output = tmp_path / "whole", tmp_path / "killed"
+    _, killed_output = concurrently(
+        lambda: run_train_py([*common, f"hydra.run.dir={whole}"], tmp_path, env=env),
+        lambda: kill_the_second_worker_inside_its_fold([*common, f"hydra.run.dir={output}"], tmp_path, env, output),
+    )
+    assert "worker process ser-worker-1 ended with exit code -9 before its folds finished" in killed_output
+    assert not fold_path(output, 1).exists()  # the killed fold claimed no result
+    killed_epoch = resume.checkpoint_epoch(output / "checkpoints/fold_01/last.ckpt")
+    assert killed_epoch < 5
+
+    resumed_output = run_train_py([*common, f"hydra.run.dir={output}"], tmp_path, env=env)
+
+    assert f"fold 1 resumes from {output / 'checkpoints/fold_01/last.ckpt'}" in resumed_output
+    resumed, uninterrupted = read_json(output / "results.json"), read_json(whole / "results.json")
+    assert resumed["status"] == "complete" and resumed["folds"][1]["resumed_from_epoch"] == killed_epoch
+    for ours, theirs in zip(resumed["folds"], uninterrupted["folds"], strict=True):
+        for key in FIGURES:
+            assert same_figure(key, ours[key], theirs[key]), (key, ours[key], theirs[key])
