@@ -1,10 +1,11 @@
 """`cv.workers`: a job's stacked folds split over worker processes on a CPU.
 
-On a CPU of a few cores, one process with several torch threads spends much of a stacked
-step waiting: each of its hundreds of small operations forks its threads and joins them
-again. Processes of one thread each share nothing and wait for nothing, so the folds of
-a job train faster as W groups, each stacked in a process of its own (measured:
-docs/performance.md, "Fold stacking"). That is what `cv.workers` does:
+On a CPU of a few cores, one process gains little from its second torch thread at these
+sizes (measured: 511 against 590 ms for a stacked step of the demo's 10 folds), while
+processes of one thread each share nothing and wait for nothing: the demo's folds trained
+1.54x as fast as two stacked groups, one process each, as stacked in one process of two
+threads (docs/scaling.md, "Stacked folds in worker processes"). That is what
+`cv.workers` does:
 
 - `auto` (the default): on a CPU, one worker per core the job has (torch's thread count,
   which fold-parallel jobs divide, ser.sweeps.callbacks.GpuSlots), or fewer where fewer
