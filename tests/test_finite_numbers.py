@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers.audio_files import write_wav
 from tests.helpers.case_inputs import huge_samples
-from tests.helpers.cli_runs import run_refused, selected_cases, started_together
+from tests.helpers.cli_runs import run_refused, selected_cases, selected_probes, started_together
 from tests.helpers.config import TINY_DATA
 from tests.helpers.untrusted_data_cases import forged_checkpoint
 
@@ -63,13 +63,10 @@ STACKING = [
 def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """The commands of the tests below, started together (two at a time), each on inputs in
     a folder of its own: {test or case id: what the probe returns}."""
-    commands = {}
-    for test, probe in (
+    commands = selected_probes(request, tmp_path_factory, (
         (test_audio_whose_features_overflow_is_named, overflowing_audio),
         (test_predict_refuses_to_classify_such_audio, predicted_overflow),
-    ):
-        if selected_cases(request, test):
-            commands[test.__name__] = partial(probe, tmp_path_factory.mktemp(probe.__name__))
+    ))
     cases = selected_cases(request, test_a_loss_that_is_not_finite_stops_the_run_naming_the_fold)
     for case in STACKING:
         if case.id in cases:

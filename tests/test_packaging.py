@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import configparser
 import email
+import functools
 import importlib
 import importlib.metadata
 import json
@@ -21,14 +22,13 @@ import sys
 import tomllib
 import zipfile
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.helpers.cli_runs import selected_cases, started_together
+from tests.helpers.cli_runs import selected_probes, started_together
 from tests.helpers.config import ROOT, cli_environment
 
 # What a wheel is built from: the package, and benchmarks/ beside it, which must stay out.
@@ -131,18 +131,18 @@ def commands(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     """The processes of test_every_command_answers_help and of
     test_ser_train_runs_without_the_extras_and_test_tools, started together, each in a
     folder of its own: {test: (the folder, the finished process)}."""
-    def run(probe, folder: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
-        return folder, probe(folder)
+    def with_folder(probe):  # noqa: ANN001, ANN202
+        @functools.wraps(probe)
+        def run(folder: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+            return folder, probe(folder)
 
-    started = {
-        test.__name__: partial(run, probe, tmp_path_factory.mktemp(probe.__name__))
-        for test, probe in (
-            (test_every_command_answers_help, help_run),
-            (test_ser_train_runs_without_the_extras_and_test_tools, base_install_run),
-        )
-        if selected_cases(request, test)
-    }
-    with started_together(started) as runs:
+        return run
+
+    probes = (
+        (test_every_command_answers_help, with_folder(help_run)),
+        (test_ser_train_runs_without_the_extras_and_test_tools, with_folder(base_install_run)),
+    )
+    with started_together(selected_probes(request, tmp_path_factory, probes)) as runs:
         yield runs
 
 

@@ -17,6 +17,7 @@ from tests.helpers.cli_runs import (
     concurrently,
     run_refused,
     selected_cases,
+    selected_probes,
     snapshot,
     started_together,
 )
@@ -84,12 +85,10 @@ def probes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         case.id: partial(unreadable_manifest, case.values[0], tmp_path_factory.mktemp(case.id))
         for case in MANIFESTS if case.id in cases
     }
-    for test, probe in (
+    commands |= selected_probes(request, tmp_path_factory, (
         (test_a_fifo_in_a_label_folder_never_blocks, fifo_in_a_label_folder),
         (test_outputs_never_replace_inputs, outputs_naming_inputs),
-    ):
-        if selected_cases(request, test):
-            commands[test.__name__] = partial(probe, tmp_path_factory.mktemp(probe.__name__))
+    ))
     with started_together(commands) as runs:
         yield runs
 

@@ -8,8 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -91,6 +92,22 @@ def selected_cases(request: pytest.FixtureRequest, test: Callable[..., object]) 
         getattr(getattr(item, "callspec", None), "id", ""): dict(getattr(getattr(item, "callspec", None), "params", {}))
         for item in request.session.items
         if getattr(item, "function", None) is test and not skipped(item)
+    }
+
+
+def selected_probes(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    probes: Iterable[tuple[Callable[..., object], Callable[..., T]]],
+    *args: object,
+) -> dict[str, Callable[[], T]]:
+    """For each (test, probe) whose test this session runs (`selected_cases`): the probe
+    called with a folder of its own (named after the probe), then `args`, by the test's
+    name; what a module fixture hands to `started_together`."""
+    return {
+        test.__name__: partial(probe, tmp_path_factory.mktemp(probe.__name__), *args)
+        for test, probe in probes
+        if selected_cases(request, test)
     }
 
 

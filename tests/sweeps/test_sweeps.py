@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from ser.sweeps import callbacks, launch
 from ser.tracking import provenance
 from ser.training.checkpoint import load_dict
 from ser.training.protocols.cross_validation import experiment_name
-from tests.helpers.cli_runs import selected_cases, started_together
+from tests.helpers.cli_runs import selected_probes, started_together
 from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config, typed_config
 from tests.helpers.ssl_models import save_random_weights
 from tests.helpers.wandb_records import offline_runs
@@ -115,17 +114,13 @@ def sweeps(
 ) -> Iterator[dict]:
     """The sweeps of the tests below, started together (two sweeps at a time), each in a
     folder of its own: {test: what its sweep returns}."""
-    commands = {
-        test.__name__: partial(sweep, tmp_path_factory.mktemp(sweep.__name__), data_dir)
-        for test, sweep in (
-            (test_two_by_two_multirun_then_report, two_by_two),
-            (test_the_ablation_sweep_runs_its_nine_points_and_reports_them_by_name, ablation),
-            (test_sweep_py_runs_a_named_sweep_through_submitit_local, features_through_submitit),
-            (test_optuna_search_maximises_uar_in_a_resumable_sqlite_study, optuna_study),
-        )
-        if selected_cases(request, test)
-    }
-    with started_together(commands) as started:
+    sweeps = (
+        (test_two_by_two_multirun_then_report, two_by_two),
+        (test_the_ablation_sweep_runs_its_nine_points_and_reports_them_by_name, ablation),
+        (test_sweep_py_runs_a_named_sweep_through_submitit_local, features_through_submitit),
+        (test_optuna_search_maximises_uar_in_a_resumable_sqlite_study, optuna_study),
+    )
+    with started_together(selected_probes(request, tmp_path_factory, sweeps, data_dir)) as started:
         yield started
 
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from ser.tracking import output_dir as outdir
 from ser.tracking import results
 from ser.training.config import config_hash
 from ser.training.engine import train
-from tests.helpers.cli_runs import concurrently, selected_cases, started_together
+from tests.helpers.cli_runs import concurrently, selected_probes, started_together
 from tests.helpers.config import ROOT, TINY_DATA, cli_environment, compose_config
 from tests.helpers.wandb_records import offline_runs
 
@@ -115,15 +114,11 @@ def cli_checks(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
 ) -> Iterator[dict]:
     """The commands and checks of the two tests below, started together: {test: its future}."""
-    commands = {
-        test.__name__: partial(check, tmp_path_factory.mktemp(check.__name__), data_dir)
-        for test, check in (
-            (test_a_refused_rerun_leaves_the_protected_directory_byte_identical, protected_directory),
-            (test_a_run_into_a_directory_another_run_holds_exits_2_naming_it, busy_directory),
-        )
-        if selected_cases(request, test)
-    }
-    with started_together(commands) as started:
+    checks = (
+        (test_a_refused_rerun_leaves_the_protected_directory_byte_identical, protected_directory),
+        (test_a_run_into_a_directory_another_run_holds_exits_2_naming_it, busy_directory),
+    )
+    with started_together(selected_probes(request, tmp_path_factory, checks, data_dir)) as started:
         yield started
 
 

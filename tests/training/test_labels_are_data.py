@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
 
 from ser.training.checkpoint import read_checkpoint
 from tests.helpers.audio_files import write_noise
-from tests.helpers.cli_runs import environment, run_train_py, selected_cases, started_together
+from tests.helpers.cli_runs import (
+    environment,
+    run_train_py,
+    selected_probes,
+    started_together,
+)
 from tests.helpers.wandb_records import offline_runs
 
 SECRET = "hunter2-never-in-a-file"
@@ -75,15 +79,11 @@ def folder_run(folder: Path) -> Path:
 def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """The runs of the two tests below, started together, each in a folder of its own:
     {test: its output directory}."""
-    commands = {
-        test.__name__: partial(run, tmp_path_factory.mktemp(run.__name__))
-        for test, run in (
-            (test_manifest_labels_are_plain_class_names, manifest_run),
-            (test_folder_names_are_plain_class_names, folder_run),
-        )
-        if selected_cases(request, test)
-    }
-    with started_together(commands) as started:
+    probes = (
+        (test_manifest_labels_are_plain_class_names, manifest_run),
+        (test_folder_names_are_plain_class_names, folder_run),
+    )
+    with started_together(selected_probes(request, tmp_path_factory, probes)) as started:
         yield started
 
 

@@ -8,7 +8,6 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from tests.helpers.cli_runs import (
     concurrently,
     run_predict,
     run_train_py,
-    selected_cases,
+    selected_probes,
     started_together,
 )
 from tests.helpers.config import TINY_DATA, compose_config
@@ -103,16 +102,12 @@ def predefined_split_run(folder: Path) -> tuple[list[dict], Path]:
 def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """The training runs of the tests below, started together (two tests' at a time), each
     in a folder of its own: {test: what its run returns}."""
-    commands = {
-        test.__name__: partial(run, tmp_path_factory.mktemp(run.__name__))
-        for test, run in (
-            (test_a_manifest_of_the_synthetic_corpus_reproduces_its_folds, synthetic_and_manifest),
-            (test_ssl_features_with_local_weights_train_end_to_end, ssl_run),
-            (test_the_split_column_is_the_protocol, predefined_split_run),
-        )
-        if selected_cases(request, test)
-    }
-    with started_together(commands) as started:
+    training = (
+        (test_a_manifest_of_the_synthetic_corpus_reproduces_its_folds, synthetic_and_manifest),
+        (test_ssl_features_with_local_weights_train_end_to_end, ssl_run),
+        (test_the_split_column_is_the_protocol, predefined_split_run),
+    )
+    with started_together(selected_probes(request, tmp_path_factory, training)) as started:
         yield started
 
 
