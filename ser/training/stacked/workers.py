@@ -197,12 +197,13 @@ def run_in_workers(
     threads = max(1, torch.get_num_threads() // workers)
     context_spawn = multiprocessing.get_context("spawn")
     results = context_spawn.Queue()
+    log_handlers = _log_handlers()
     processes = []
     with _thread_count_at_start(threads):
         for index, group in enumerate(split_units(units, workers)):
             own = settings if index == 0 else replace(settings, progress=False)
             process = context_spawn.Process(
-                target=_work, args=(own, datamodule, group, context, threads, _log_handlers(), results, index),
+                target=_work, args=(own, datamodule, group, context, threads, log_handlers, results, index),
                 # not a daemon: a worker's DataLoader may start processes of its own
                 name=f"ser-worker-{index}",
             )
